@@ -1,0 +1,92 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+// Warnings are errors in every target of this package (not in dependencies): CI's gate is the
+// same as a developer's build.
+let strict: [SwiftSetting] = [.treatAllWarnings(as: .error)]
+
+let package = Package(
+    name: "warren",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "warren", targets: ["warren"]),
+        .library(name: "AMQP", targets: ["AMQP"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+    ],
+    targets: [
+        // librabbitmq 0.11 from Debian's librabbitmq-dev, found through pkg-config.
+        .systemLibrary(
+            name: "CRabbitMQ",
+            pkgConfig: "librabbitmq",
+            providers: [.apt(["librabbitmq-dev"])]
+        ),
+        // What Swift cannot call directly: the variadic amqp_login_with_properties, plus the
+        // eventfd/poll/socket-option helpers of the I/O loop.
+        .target(
+            name: "CRabbitMQShims",
+            dependencies: ["CRabbitMQ"],
+            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]
+        ),
+        .target(
+            name: "AMQP",
+            dependencies: [
+                "CRabbitMQ",
+                "CRabbitMQShims",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "WarrenCore",
+            dependencies: [
+                "AMQP",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "warren",
+            dependencies: [
+                "WarrenCore",
+                "AMQP",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // Throughput of the AMQP layer alone (publish with confirms, consume + ack). Not a test.
+        .executableTarget(
+            name: "amqp-bench",
+            dependencies: [
+                "AMQP",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/AMQPBench",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "AMQPTests",
+            dependencies: ["AMQP"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "WarrenCoreTests",
+            dependencies: ["WarrenCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "AMQP",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,299 @@
+internal import CRabbitMQ
+import Glibc
+
+// Conversions between librabbitmq's C structures and Warren's Swift values. Everything decoded
+// here is copied: pointers inside a frame are valid only until the next library call on the
+// connection (notes §1, §11).
+
+extension String {
+    init(amqpBytes bytes: amqp_bytes_t) {
+        guard bytes.len > 0, let base = bytes.bytes else {
+            self = ""
+            return
+        }
+        self = String(decoding: UnsafeRawBufferPointer(start: base, count: bytes.len), as: UTF8.self)
+    }
+}
+
+extension Array where Element == UInt8 {
+    init(amqpBytes bytes: amqp_bytes_t) {
+        guard bytes.len > 0, let base = bytes.bytes else {
+            self = []
+            return
+        }
+        self = Array(UnsafeRawBufferPointer(start: base, count: bytes.len))
+    }
+}
+
+enum FieldKind {
+    static let boolean = UInt8(AMQP_FIELD_KIND_BOOLEAN.rawValue)
+    static let i8 = UInt8(AMQP_FIELD_KIND_I8.rawValue)
+    static let u8 = UInt8(AMQP_FIELD_KIND_U8.rawValue)
+    static let i16 = UInt8(AMQP_FIELD_KIND_I16.rawValue)
+    static let u16 = UInt8(AMQP_FIELD_KIND_U16.rawValue)
+    static let i32 = UInt8(AMQP_FIELD_KIND_I32.rawValue)
+    static let u32 = UInt8(AMQP_FIELD_KIND_U32.rawValue)
+    static let i64 = UInt8(AMQP_FIELD_KIND_I64.rawValue)
+    static let u64 = UInt8(AMQP_FIELD_KIND_U64.rawValue)
+    static let f32 = UInt8(AMQP_FIELD_KIND_F32.rawValue)
+    static let f64 = UInt8(AMQP_FIELD_KIND_F64.rawValue)
+    static let decimal = UInt8(AMQP_FIELD_KIND_DECIMAL.rawValue)
+    static let utf8 = UInt8(AMQP_FIELD_KIND_UTF8.rawValue)
+    static let array = UInt8(AMQP_FIELD_KIND_ARRAY.rawValue)
+    static let timestamp = UInt8(AMQP_FIELD_KIND_TIMESTAMP.rawValue)
+    static let table = UInt8(AMQP_FIELD_KIND_TABLE.rawValue)
+    static let void = UInt8(AMQP_FIELD_KIND_VOID.rawValue)
+    static let bytes = UInt8(AMQP_FIELD_KIND_BYTES.rawValue)
+}
+
+extension FieldTable {
+    init(amqpTable table: amqp_table_t) {
+        var entries: [Entry] = []
+        entries.reserveCapacity(Int(table.num_entries))
+        if let base = table.entries {
+            for index in 0..<Int(table.num_entries) {
+                let entry = base[index]
+                entries.append(Entry(String(amqpBytes: entry.key), FieldValue(amqpValue: entry.value)))
+            }
+        }
+        self.init(entries)
+    }
+}
+
+extension FieldValue {
+    init(amqpValue field: amqp_field_value_t) {
+        let v = field.value
+        switch field.kind {
+        case FieldKind.boolean: self = .boolean(v.boolean != 0)
+        case FieldKind.i8: self = .int8(v.i8)
+        case FieldKind.u8: self = .uint8(v.u8)
+        case FieldKind.i16: self = .int16(v.i16)
+        case FieldKind.u16: self = .uint16(v.u16)
+        case FieldKind.i32: self = .int32(v.i32)
+        case FieldKind.u32: self = .uint32(v.u32)
+        case FieldKind.i64: self = .int64(v.i64)
+        case FieldKind.u64: self = .uint64(v.u64)
+        case FieldKind.f32: self = .float(v.f32)
+        case FieldKind.f64: self = .double(v.f64)
+        case FieldKind.decimal: self = .decimal(scale: v.decimal.decimals, value: v.decimal.value)
+        case FieldKind.timestamp: self = .timestamp(v.u64)
+        case FieldKind.utf8:
+            let bytes = [UInt8](amqpBytes: v.bytes)
+            if let text = String(validating: bytes, as: UTF8.self) {
+                self = .string(text)
+            } else {
+                self = .bytes(bytes)
+            }
+        case FieldKind.bytes: self = .bytes([UInt8](amqpBytes: v.bytes))
+        case FieldKind.table: self = .table(FieldTable(amqpTable: v.table))
+        case FieldKind.array:
+            var values: [FieldValue] = []
+            if let base = v.array.entries {
+                values.reserveCapacity(Int(v.array.num_entries))
+                for index in 0..<Int(v.array.num_entries) {
+                    values.append(FieldValue(amqpValue: base[index]))
+                }
+            }
+            self = .array(values)
+        default: self = .void
+        }
+    }
+}
+
+extension BasicProperties {
+    init(amqpProperties p: amqp_basic_properties_t) {
+        let flags = p._flags
+        func has(_ flag: Int32) -> Bool { flags & amqp_flags_t(UInt32(bitPattern: flag)) != 0 }
+        self.init()
+        if has(AMQP_BASIC_CONTENT_TYPE_FLAG) { contentType = String(amqpBytes: p.content_type) }
+        if has(AMQP_BASIC_CONTENT_ENCODING_FLAG) { contentEncoding = String(amqpBytes: p.content_encoding) }
+        if has(AMQP_BASIC_HEADERS_FLAG) { headers = FieldTable(amqpTable: p.headers) }
+        if has(AMQP_BASIC_DELIVERY_MODE_FLAG) { deliveryMode = p.delivery_mode }
+        if has(AMQP_BASIC_PRIORITY_FLAG) { priority = p.priority }
+        if has(AMQP_BASIC_CORRELATION_ID_FLAG) { correlationID = String(amqpBytes: p.correlation_id) }
+        if has(AMQP_BASIC_REPLY_TO_FLAG) { replyTo = String(amqpBytes: p.reply_to) }
+        if has(AMQP_BASIC_EXPIRATION_FLAG) { expiration = String(amqpBytes: p.expiration) }
+        if has(AMQP_BASIC_MESSAGE_ID_FLAG) { messageID = String(amqpBytes: p.message_id) }
+        if has(AMQP_BASIC_TIMESTAMP_FLAG) { timestamp = p.timestamp }
+        if has(AMQP_BASIC_TYPE_FLAG) { type = String(amqpBytes: p.type) }
+        if has(AMQP_BASIC_USER_ID_FLAG) { userID = String(amqpBytes: p.user_id) }
+        if has(AMQP_BASIC_APP_ID_FLAG) { appID = String(amqpBytes: p.app_id) }
+        if has(AMQP_BASIC_CLUSTER_ID_FLAG) { clusterID = String(amqpBytes: p.cluster_id) }
+    }
+}
+
+/// Owns the C memory of one outgoing call's strings and tables; freed when the arena goes away.
+/// Confined to the I/O thread, used for the duration of one library call.
+final class CArena {
+    private var allocations: [UnsafeMutableRawPointer] = []
+
+    deinit {
+        for pointer in allocations { free(pointer) }
+    }
+
+    private func allocate(_ size: Int) -> UnsafeMutableRawPointer {
+        guard let pointer = malloc(Swift.max(size, 1)) else {
+            fatalError("CArena: out of memory allocating \(size) bytes")
+        }
+        allocations.append(pointer)
+        return pointer
+    }
+
+    func bytes<C: Collection>(_ source: C) -> amqp_bytes_t where C.Element == UInt8 {
+        let count = source.count
+        guard count > 0 else { return amqp_bytes_t(len: 0, bytes: nil) }
+        let pointer = allocate(count)
+        let buffer = UnsafeMutableRawBufferPointer(start: pointer, count: count)
+        buffer.copyBytes(from: source)
+        return amqp_bytes_t(len: count, bytes: pointer)
+    }
+
+    /// An AMQP short string (exchange, routing key, queue, consumer tag, property strings, table keys).
+    func shortString(_ text: String, field: @autoclosure () -> String) throws(AMQPError) -> amqp_bytes_t {
+        let utf8 = text.utf8
+        guard utf8.count <= 255 else {
+            throw AMQPError(.invalidArgument, "\(field()) is \(utf8.count) bytes long; AMQP short strings hold at most 255")
+        }
+        return bytes(utf8)
+    }
+
+    func table(_ table: FieldTable?) throws(AMQPError) -> amqp_table_t {
+        guard let table, !table.isEmpty else { return amqp_table_t(num_entries: 0, entries: nil) }
+        let entries = allocate(MemoryLayout<amqp_table_entry_t>.stride * table.count)
+            .bindMemory(to: amqp_table_entry_t.self, capacity: table.count)
+        for (index, entry) in table.entries.enumerated() {
+            let key = try shortString(entry.key, field: "table key \"\(entry.key.prefix(32))...\"")
+            entries.advanced(by: index).initialize(to: amqp_table_entry_t(key: key, value: try value(entry.value)))
+        }
+        return amqp_table_t(num_entries: Int32(table.count), entries: entries)
+    }
+
+    func value(_ fieldValue: FieldValue) throws(AMQPError) -> amqp_field_value_t {
+        var field = amqp_field_value_t()
+        switch fieldValue {
+        case .boolean(let v):
+            field.kind = FieldKind.boolean
+            field.value.boolean = v ? 1 : 0
+        case .int8(let v):
+            field.kind = FieldKind.i8
+            field.value.i8 = v
+        case .uint8(let v):
+            field.kind = FieldKind.u8
+            field.value.u8 = v
+        case .int16(let v):
+            field.kind = FieldKind.i16
+            field.value.i16 = v
+        case .uint16(let v):
+            field.kind = FieldKind.u16
+            field.value.u16 = v
+        case .int32(let v):
+            field.kind = FieldKind.i32
+            field.value.i32 = v
+        case .uint32(let v):
+            field.kind = FieldKind.u32
+            field.value.u32 = v
+        case .int64(let v):
+            field.kind = FieldKind.i64
+            field.value.i64 = v
+        case .uint64(let v):
+            field.kind = FieldKind.u64
+            field.value.u64 = v
+        case .float(let v):
+            field.kind = FieldKind.f32
+            field.value.f32 = v
+        case .double(let v):
+            field.kind = FieldKind.f64
+            field.value.f64 = v
+        case .decimal(let scale, let v):
+            field.kind = FieldKind.decimal
+            field.value.decimal = amqp_decimal_t(decimals: scale, value: v)
+        case .string(let s):
+            field.kind = FieldKind.utf8
+            field.value.bytes = bytes(s.utf8)
+        case .bytes(let b):
+            field.kind = FieldKind.bytes
+            field.value.bytes = bytes(b)
+        case .timestamp(let v):
+            field.kind = FieldKind.timestamp
+            field.value.u64 = v
+        case .table(let t):
+            field.kind = FieldKind.table
+            field.value.table = try table(t)
+        case .array(let values):
+            field.kind = FieldKind.array
+            let entries = allocate(MemoryLayout<amqp_field_value_t>.stride * values.count)
+                .bindMemory(to: amqp_field_value_t.self, capacity: max(values.count, 1))
+            for (index, element) in values.enumerated() {
+                entries.advanced(by: index).initialize(to: try value(element))
+            }
+            field.value.array = amqp_array_t(num_entries: Int32(values.count), entries: values.isEmpty ? nil : entries)
+        case .void:
+            field.kind = FieldKind.void
+        }
+        return field
+    }
+
+    func properties(_ p: BasicProperties) throws(AMQPError) -> amqp_basic_properties_t {
+        var out = amqp_basic_properties_t()
+        var flags: UInt32 = 0
+        func flag(_ f: Int32) { flags |= UInt32(bitPattern: f) }
+        if let v = p.contentType {
+            out.content_type = try shortString(v, field: "content_type")
+            flag(AMQP_BASIC_CONTENT_TYPE_FLAG)
+        }
+        if let v = p.contentEncoding {
+            out.content_encoding = try shortString(v, field: "content_encoding")
+            flag(AMQP_BASIC_CONTENT_ENCODING_FLAG)
+        }
+        if let v = p.headers {
+            out.headers = try table(v)
+            flag(AMQP_BASIC_HEADERS_FLAG)
+        }
+        if let v = p.deliveryMode {
+            out.delivery_mode = v
+            flag(AMQP_BASIC_DELIVERY_MODE_FLAG)
+        }
+        if let v = p.priority {
+            out.priority = v
+            flag(AMQP_BASIC_PRIORITY_FLAG)
+        }
+        if let v = p.correlationID {
+            out.correlation_id = try shortString(v, field: "correlation_id")
+            flag(AMQP_BASIC_CORRELATION_ID_FLAG)
+        }
+        if let v = p.replyTo {
+            out.reply_to = try shortString(v, field: "reply_to")
+            flag(AMQP_BASIC_REPLY_TO_FLAG)
+        }
+        if let v = p.expiration {
+            out.expiration = try shortString(v, field: "expiration")
+            flag(AMQP_BASIC_EXPIRATION_FLAG)
+        }
+        if let v = p.messageID {
+            out.message_id = try shortString(v, field: "message_id")
+            flag(AMQP_BASIC_MESSAGE_ID_FLAG)
+        }
+        if let v = p.timestamp {
+            out.timestamp = v
+            flag(AMQP_BASIC_TIMESTAMP_FLAG)
+        }
+        if let v = p.type {
+            out.type = try shortString(v, field: "type")
+            flag(AMQP_BASIC_TYPE_FLAG)
+        }
+        if let v = p.userID {
+            out.user_id = try shortString(v, field: "user_id")
+            flag(AMQP_BASIC_USER_ID_FLAG)
+        }
+        if let v = p.appID {
+            out.app_id = try shortString(v, field: "app_id")
+            flag(AMQP_BASIC_APP_ID_FLAG)
+        }
+        if let v = p.clusterID {
+            out.cluster_id = try shortString(v, field: "cluster_id")
+            flag(AMQP_BASIC_CLUSTER_ID_FLAG)
+        }
+        out._flags = flags
+        return out
+    }
+}

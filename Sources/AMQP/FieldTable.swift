@@ -1,0 +1,42 @@
+/// An AMQP field table: message headers, queue and exchange arguments.
+///
+/// Entries keep their wire order (a table is a list on the wire, and tests compare byte for byte);
+/// lookups by key return the first entry with that key, as RabbitMQ does.
+public struct FieldTable: Sendable, Hashable, Sequence, ExpressibleByDictionaryLiteral {
+    public struct Entry: Sendable, Hashable {
+        public var key: String
+        public var value: FieldValue
+        public init(_ key: String, _ value: FieldValue) {
+            self.key = key
+            self.value = value
+        }
+    }
+
+    public private(set) var entries: [Entry]
+
+    public init() { entries = [] }
+    public init(_ entries: [Entry]) { self.entries = entries }
+    public init(dictionaryLiteral elements: (String, FieldValue)...) {
+        entries = elements.map { Entry($0.0, $0.1) }
+    }
+
+    public var isEmpty: Bool { entries.isEmpty }
+    public var count: Int { entries.count }
+
+    public subscript(key: String) -> FieldValue? {
+        get { entries.first { $0.key == key }?.value }
+        set {
+            if let index = entries.firstIndex(where: { $0.key == key }) {
+                if let newValue {
+                    entries[index].value = newValue
+                } else {
+                    entries.remove(at: index)
+                }
+            } else if let newValue {
+                entries.append(Entry(key, newValue))
+            }
+        }
+    }
+
+    public func makeIterator() -> IndexingIterator<[Entry]> { entries.makeIterator() }
+}

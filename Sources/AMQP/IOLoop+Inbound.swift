@@ -1,0 +1,236 @@
+internal import CRabbitMQ
+import Glibc
+
+// Reading frames and reacting to what the broker sends outside RPCs.
+extension IOLoop {
+    /// Reads and dispatches up to `limit` frames without blocking (library-queued frames first).
+    func drainInput(limit: Int) {
+        var frame = amqp_frame_t()
+        var zero = Glibc.timeval(tv_sec: 0, tv_usec: 0)
+        var count = 0
+        while count < limit && fatal == nil {
+            let status = amqp_simple_wait_frame_noblock(connection, &frame, &zero)
+            if status == AMQP_STATUS_TIMEOUT.rawValue { return }
+            guard status == AMQP_STATUS_OK.rawValue else {
+                fail(libraryError(status, "reading from the broker"))
+                return
+            }
+            dispatch(frame)
+            count += 1
+        }
+    }
+
+    /// Dispatches the frames librabbitmq queued while it waited for an RPC reply. Called right
+    /// after every RPC, so that frames of a channel that the RPC just closed are dropped before
+    /// its id can be reused.
+    func dispatchQueuedFrames() {
+        var frame = amqp_frame_t()
+        var zero = Glibc.timeval(tv_sec: 0, tv_usec: 0)
+        while fatal == nil && amqp_frames_enqueued(connection) != 0 {
+            let status = amqp_simple_wait_frame_noblock(connection, &frame, &zero)
+            guard status == AMQP_STATUS_OK.rawValue else {
+                if status != AMQP_STATUS_TIMEOUT.rawValue { fail(libraryError(status, "reading from the broker")) }
+                return
+            }
+            dispatch(frame)
+        }
+    }
+
+    private func dispatch(_ frame: amqp_frame_t) {
+        switch Int32(frame.frame_type) {
+        case AMQP_FRAME_METHOD:
+            handleMethod(channel: frame.channel, method: frame.payload.method)
+        case AMQP_FRAME_HEADER:
+            guard let channel = channels[frame.channel], channel.isOpen else { return }
+            let header = frame.payload.properties
+            let properties = header.decoded.map {
+                BasicProperties(amqpProperties: $0.assumingMemoryBound(to: amqp_basic_properties_t.self).pointee)
+            } ?? BasicProperties()
+            assemble(channel) { assembler throws(AMQPError) in try assembler.header(bodySize: header.body_size, properties: properties) }
+        case AMQP_FRAME_BODY:
+            guard let channel = channels[frame.channel], channel.isOpen else { return }
+            let fragment = frame.payload.body_fragment
+            let bytes = UnsafeRawBufferPointer(start: fragment.bytes, count: fragment.len)
+            assemble(channel) { assembler throws(AMQPError) in try assembler.body(bytes) }
+        default:
+            break  // heartbeats are consumed by librabbitmq; nothing else is defined
+        }
+    }
+
+    private func assemble(_ channel: Channel, _ step: (inout ContentAssembler) throws(AMQPError) -> ContentAssembler.Message?) {
+        do {
+            guard let message = try step(&channel.assembler) else { return }
+            complete(message, on: channel)
+        } catch {
+            var error = error
+            error.channel = channel.id
+            fail(error)
+        }
+    }
+
+    private func complete(_ message: ContentAssembler.Message, on channel: Channel) {
+        switch (message.start, channel.role) {
+        case (.deliver(let method), .consumer(let consumer)):
+            consumer.settler.delivered(method.deliveryTag)
+            let tag = DeliveryTag(channel: channel.id, epoch: channel.epoch, value: method.deliveryTag)
+            let delivery = Delivery(
+                tag: tag, consumerTag: method.consumerTag, redelivered: method.redelivered,
+                exchange: method.exchange, routingKey: method.routingKey,
+                properties: message.properties, body: message.body)
+            if case .terminated = consumer.continuation.yield(delivery) {
+                // Nobody reads this consumer any more: give the message back now rather than
+                // holding it until the channel closes.
+                _ = consumer.settler.record(method.deliveryTag, .nack(requeue: true), now: 0)
+                pendingSettlement.insert(channel.id)
+            }
+        case (.returned(let method), .publisher(let publisher)):
+            let matched = publisher.tracker.returned(
+                messageID: message.properties.messageID, replyCode: method.replyCode, replyText: method.replyText)
+            if !matched {
+                logger.debug("basic.return matched no pending publish", metadata: [
+                    "channel": "\(channel.id)", "routing_key": "\(method.routingKey)",
+                ])
+            }
+        default:
+            logger.debug("content on a channel that does not expect it", metadata: ["channel": "\(channel.id)"])
+        }
+    }
+
+    private func handleMethod(channel id: UInt16, method: amqp_method_t) {
+        guard let decoded = method.decoded else { return }
+        switch method.id {
+        case AMQP_BASIC_DELIVER_METHOD:
+            let m = decoded.assumingMemoryBound(to: amqp_basic_deliver_t.self).pointee
+            guard let channel = channels[id], channel.isOpen, case .consumer(let consumer) = channel.role else { return }
+            let start = ContentAssembler.Start.deliver(.init(
+                consumerTag: consumer.consumerTag, deliveryTag: m.delivery_tag, redelivered: m.redelivered != 0,
+                exchange: String(amqpBytes: m.exchange), routingKey: String(amqpBytes: m.routing_key)))
+            assemble(channel) { assembler throws(AMQPError) in
+                try assembler.begin(start)
+                return nil
+            }
+
+        case AMQP_BASIC_RETURN_METHOD:
+            let m = decoded.assumingMemoryBound(to: amqp_basic_return_t.self).pointee
+            guard let channel = channels[id], channel.isOpen else { return }
+            let start = ContentAssembler.Start.returned(.init(
+                replyCode: m.reply_code, replyText: String(amqpBytes: m.reply_text),
+                exchange: String(amqpBytes: m.exchange), routingKey: String(amqpBytes: m.routing_key)))
+            assemble(channel) { assembler throws(AMQPError) in
+                try assembler.begin(start)
+                return nil
+            }
+
+        case AMQP_BASIC_ACK_METHOD:
+            let m = decoded.assumingMemoryBound(to: amqp_basic_ack_t.self).pointee
+            guard let channel = channels[id], channel.isOpen, case .publisher(let publisher) = channel.role else { return }
+            publisher.tracker.confirm(tag: m.delivery_tag, multiple: m.multiple != 0, positive: true, into: &resolutions)
+
+        case AMQP_BASIC_NACK_METHOD:
+            let m = decoded.assumingMemoryBound(to: amqp_basic_nack_t.self).pointee
+            guard let channel = channels[id], channel.isOpen, case .publisher(let publisher) = channel.role else { return }
+            publisher.tracker.confirm(tag: m.delivery_tag, multiple: m.multiple != 0, positive: false, into: &resolutions)
+
+        case AMQP_BASIC_CANCEL_METHOD:
+            let m = decoded.assumingMemoryBound(to: amqp_basic_cancel_t.self).pointee
+            if m.nowait == 0 {
+                var ok = amqp_basic_cancel_ok_t(consumer_tag: m.consumer_tag)
+                sendMethod(id, AMQP_BASIC_CANCEL_OK_METHOD, &ok)
+            }
+            guard let channel = channels[id], case .consumer(let consumer) = channel.role, !consumer.cancelled else { return }
+            consumer.cancelled = true
+            let error = AMQPError(
+                .consumerCancelled,
+                "the broker cancelled consumer \(consumer.consumerTag) of queue \(consumer.queue) (queue deleted, or its node failed over)",
+                channel: id, endpoint: negotiated.endpoint.description)
+            logger.warning("consumer cancelled by the broker", metadata: ["queue": "\(consumer.queue)", "channel": "\(id)"])
+            consumer.continuation.finish(throwing: error)
+            events.yield(.consumerCancelled(queue: consumer.queue, consumerTag: consumer.consumerTag, channel: id))
+
+        case AMQP_CHANNEL_CLOSE_METHOD:
+            let m = decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
+            // close-ok must go out before the id can be opened again, or the broker closes the
+            // whole connection with 504 "second 'channel.open' seen" (notes §6).
+            var ok = amqp_channel_close_ok_t()
+            sendMethod(id, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok)
+            let error = AMQPError(
+                .channelClosed, "the broker closed channel \(id)", replyCode: m.reply_code,
+                replyText: String(amqpBytes: m.reply_text), classID: m.class_id, methodID: m.method_id,
+                channel: id, endpoint: negotiated.endpoint.description)
+            channelClosedByBroker(id, error)
+
+        case AMQP_CONNECTION_CLOSE_METHOD:
+            let m = decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
+            var ok = amqp_connection_close_ok_t()
+            sendMethod(0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok)
+            fail(AMQPError(
+                .connectionClosed, "the broker closed the connection", replyCode: m.reply_code,
+                replyText: String(amqpBytes: m.reply_text), classID: m.class_id, methodID: m.method_id,
+                endpoint: negotiated.endpoint.description))
+
+        case AMQP_CONNECTION_BLOCKED_METHOD:
+            let m = decoded.assumingMemoryBound(to: amqp_connection_blocked_t.self).pointee
+            let reason = String(amqpBytes: m.reason)
+            blocked = true
+            logger.warning("connection blocked by the broker", metadata: ["reason": "\(reason)"])
+            events.yield(.blocked(reason: reason))
+
+        case AMQP_CONNECTION_UNBLOCKED_METHOD:
+            blocked = false
+            logger.info("connection unblocked by the broker")
+            events.yield(.unblocked)
+
+        case AMQP_CHANNEL_FLOW_METHOD:
+            let m = decoded.assumingMemoryBound(to: amqp_channel_flow_t.self).pointee
+            var ok = amqp_channel_flow_ok_t(active: m.active)
+            sendMethod(id, AMQP_CHANNEL_FLOW_OK_METHOD, &ok)
+
+        default:
+            logger.debug("ignoring an unexpected method", metadata: ["channel": "\(id)", "method": "\(method.id)"])
+        }
+    }
+
+    /// The broker closed channel `id` (close-ok already sent, or the close came as an RPC reply).
+    func channelClosedByBroker(_ id: UInt16, _ error: AMQPError) {
+        guard let channel = channels[id] else { return }
+        channel.isOpen = false
+        channel.assembler.reset()
+        pendingSettlement.remove(id)
+        logger.warning("channel closed by the broker", metadata: ["channel": "\(id)", "error": "\(error)"])
+        switch channel.role {
+        case .consumer(let consumer):
+            channels[id] = nil
+            if !consumer.cancelled {
+                consumer.cancelled = true
+                consumer.continuation.finish(throwing: error)
+            }
+        case .publisher(let publisher):
+            // The id stays reserved for this publisher; the next publish reopens it.
+            publisher.tracker.channelLost(error, into: &resolutions)
+        case .control:
+            channels[id] = nil
+            controlChannel = nil
+        }
+        events.yield(.channelClosed(channel: id, error: error))
+    }
+
+    func sendMethod(_ channel: UInt16, _ method: UInt32, _ decoded: UnsafeMutableRawPointer) {
+        let status = amqp_send_method(connection, channel, method, decoded)
+        if status != AMQP_STATUS_OK.rawValue {
+            fail(libraryError(status, "sending method \(method) on channel \(channel)"))
+        }
+    }
+
+    func libraryError(_ status: Int32, _ doing: String) -> AMQPError {
+        let text = amqp_error_string2(status).map { String(cString: $0) } ?? "status \(status)"
+        let code: AMQPError.Code
+        switch status {
+        case AMQP_STATUS_NO_MEMORY.rawValue, AMQP_STATUS_TIMER_FAILURE.rawValue: code = .library
+        case AMQP_STATUS_BAD_AMQP_DATA.rawValue, AMQP_STATUS_UNKNOWN_CLASS.rawValue,
+            AMQP_STATUS_UNKNOWN_METHOD.rawValue, AMQP_STATUS_UNEXPECTED_STATE.rawValue:
+            code = .protocolError
+        default: code = .connectionLost
+        }
+        return AMQPError(code, "\(doing) failed: \(text)", endpoint: negotiated.endpoint.description)
+    }
+}

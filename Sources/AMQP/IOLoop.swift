@@ -1,0 +1,236 @@
+internal import CRabbitMQ
+internal import CRabbitMQShims
+import Logging
+import Synchronization
+import Glibc
+
+/// Channel epochs are unique in the process, so a settlement can never match a channel
+/// incarnation other than the one its delivery came from, across channels and reconnects alike.
+private let epochSource = Atomic<UInt64>(0)
+
+func nextChannelEpoch() -> UInt64 {
+    epochSource.add(1, ordering: .relaxed).newValue
+}
+
+/// The owner of one `amqp_connection_state_t`, running on its own thread (notes §0.1, §4).
+///
+/// Every librabbitmq call for the connection happens here. Each turn of `run()`:
+/// 1. drains input with zero-timeout reads (queued frames first), dispatching every frame and
+///    copying what it carries into Swift values, then releases the library's buffers;
+/// 2. takes the command batch (RPC operations, settlements, publishes) and executes it;
+/// 3. expires publishes past their deadline, flushes settlements, sends publishes the confirm
+///    window allows, and resumes the callers whose publishes resolved;
+/// 4. blocks in poll() on the socket and the wake-up eventfd, but only when the library holds no
+///    buffered input (poll cannot see it), and never longer than half the heartbeat, the next
+///    confirm deadline or the next settlement hold-back: heartbeats are sent and checked only
+///    inside library calls.
+final class IOLoop {
+    typealias Tracker = ConfirmTracker<OutgoingMessage, CommandQueue.Waiter>
+
+    final class ConsumerState {
+        let queue: String
+        let consumerTag: String
+        let continuation: AsyncThrowingStream<Delivery, any Error>.Continuation
+        var settler: AckSettler
+        var cancelled = false
+
+        init(queue: String, consumerTag: String, continuation: AsyncThrowingStream<Delivery, any Error>.Continuation, settler: AckSettler) {
+            self.queue = queue
+            self.consumerTag = consumerTag
+            self.continuation = continuation
+            self.settler = settler
+        }
+    }
+
+    final class PublisherState {
+        var tracker: Tracker
+        init(maxInFlight: Int) { tracker = Tracker(maxInFlight: maxInFlight) }
+    }
+
+    enum Role {
+        case control
+        case consumer(ConsumerState)
+        case publisher(PublisherState)
+    }
+
+    final class Channel {
+        let id: UInt16
+        var epoch: UInt64
+        var isOpen = true
+        var assembler = ContentAssembler()
+        let role: Role
+
+        init(id: UInt16, role: Role) {
+            self.id = id
+            self.epoch = nextChannelEpoch()
+            self.role = role
+        }
+    }
+
+    let connection: amqp_connection_state_t
+    let queue: CommandQueue
+    let events: AsyncStream<ConnectionEvent>.Continuation
+    let negotiated: NegotiatedParameters
+    var logger: Logger
+    let maxFramesPerTurn: Int
+
+    var channels: [UInt16: Channel] = [:]
+    var controlChannel: UInt16?
+    /// connection.blocked received and not yet unblocked: no publishes go out.
+    var blocked = false
+    /// Set once the connection is unusable; the loop ends and tears down.
+    var fatal: AMQPError?
+    var closeWaiters: [CheckedContinuation<Void, Never>] = []
+    /// Consumer channels with settlements recorded but not yet sent.
+    var pendingSettlement: Set<UInt16> = []
+    var resolutions: [Tracker.Resolution] = []
+    var settleActions: [AckSettler.Action] = []
+
+    init(connection: amqp_connection_state_t, queue: CommandQueue, events: AsyncStream<ConnectionEvent>.Continuation,
+         negotiated: NegotiatedParameters, logger: Logger, maxFramesPerTurn: Int) {
+        self.connection = connection
+        self.queue = queue
+        self.events = events
+        self.negotiated = negotiated
+        self.logger = logger
+        self.maxFramesPerTurn = max(1, maxFramesPerTurn)
+    }
+
+    func run() {
+        let wakeFD = queue.wakeFD
+        let heartbeatTimeoutMS = negotiated.heartbeat > 0 ? negotiated.heartbeat * 500 : 1000
+        while fatal == nil {
+            drainInput(limit: maxFramesPerTurn)
+            if fatal != nil { break }
+            amqp_maybe_release_buffers(connection)
+
+            // Settlements first: one submitted before a command (closing its channel, say) must
+            // be recorded before that command runs.
+            let batch = queue.take()
+            let now = monotonicNanoseconds()
+            for settle in batch.settles { record(settle, now: now) }
+            for command in batch.commands {
+                switch command {
+                case .perform(let operation):
+                    if let fatal {
+                        operation(.failure(fatal))
+                    } else {
+                        operation(.success(self))
+                    }
+                case .close(let waiter):
+                    closeWaiters.append(waiter)
+                }
+            }
+            for publish in batch.publishes { enqueue(publish) }
+            if fatal == nil { expirePublishes(now: now) }
+            if fatal == nil { flushSettlements(now: now) }
+            if fatal == nil { sendPublishes() }
+            resumeResolved()
+            if !closeWaiters.isEmpty || fatal != nil { break }
+
+            if amqp_frames_enqueued(connection) != 0 || amqp_data_in_buffer(connection) != 0 {
+                continue
+            }
+            var timeoutMS = heartbeatTimeoutMS
+            if let deadline = nextDeadline() {
+                let nowAfter = monotonicNanoseconds()
+                let untilMS = deadline > nowAfter ? Int((deadline - nowAfter + 999_999) / 1_000_000) : 0
+                timeoutMS = min(timeoutMS, untilMS)
+            }
+            var socketReady: Int32 = 0
+            var wakeReady: Int32 = 0
+            let rc = warren_poll2(amqp_get_sockfd(connection), wakeFD, Int32(timeoutMS), &socketReady, &wakeReady)
+            if rc < 0 && rc != -EINTR {
+                fail(AMQPError(.library, "poll() failed (errno \(-rc))"))
+                break
+            }
+            if wakeReady != 0 { warren_eventfd_drain(wakeFD) }
+        }
+        if fatal == nil {
+            closeGracefully()
+        }
+        teardown()
+    }
+
+    /// Mark the connection dead; the loop ends at the next check and tears down.
+    func fail(_ error: AMQPError) {
+        if fatal == nil {
+            fatal = error
+        }
+    }
+
+    private func nextDeadline() -> UInt64? {
+        var earliest: UInt64?
+        func consider(_ deadline: UInt64?) {
+            guard let deadline else { return }
+            earliest = min(earliest ?? deadline, deadline)
+        }
+        for id in pendingSettlement {
+            if let channel = channels[id], case .consumer(let consumer) = channel.role {
+                consider(consumer.settler.nextDeadline())
+            }
+        }
+        for channel in channels.values {
+            if case .publisher(let publisher) = channel.role {
+                consider(publisher.tracker.nextDeadline)
+            }
+        }
+        return earliest
+    }
+
+    private func closeGracefully() {
+        // Settlements recorded so far go out before the close, with no hold-back.
+        flushSettlements(now: .max)
+        let reply = amqp_connection_close(connection, Int32(AMQP_REPLY_SUCCESS))
+        if reply.reply_type != AMQP_RESPONSE_NORMAL {
+            logger.debug("connection.close did not complete cleanly")
+        }
+        fatal = AMQPError(.closedByClient, "the connection was closed by this process", endpoint: negotiated.endpoint.description)
+    }
+
+    private func teardown() {
+        let error = fatal ?? AMQPError(.closedByClient, "the connection was closed by this process")
+        amqp_destroy_connection(connection)
+        let leftovers = queue.close(error)
+        for (_, channel) in channels {
+            switch channel.role {
+            case .consumer(let consumer):
+                consumer.continuation.finish(throwing: error)
+            case .publisher(let publisher):
+                publisher.tracker.failAll(error, into: &resolutions)
+            case .control:
+                break
+            }
+        }
+        channels.removeAll()
+        for publish in leftovers.publishes { publish.waiter.resume(throwing: error) }
+        for command in leftovers.commands {
+            switch command {
+            case .perform(let operation): operation(.failure(error))
+            case .close(let waiter): closeWaiters.append(waiter)
+            }
+        }
+        resumeResolved()
+        if error.code == .closedByClient {
+            logger.debug("connection closed")
+            events.yield(.closed(nil))
+        } else {
+            logger.warning("connection lost", metadata: ["error": "\(error)"])
+            events.yield(.closed(error))
+        }
+        events.finish()
+        for waiter in closeWaiters { waiter.resume() }
+        closeWaiters.removeAll()
+    }
+
+    func resumeResolved() {
+        guard !resolutions.isEmpty else { return }
+        for resolution in resolutions {
+            resolution.waiter.resume(with: resolution.result.mapError { $0 as any Error })
+        }
+        resolutions.removeAll(keepingCapacity: true)
+    }
+}
+
+@available(*, unavailable, message: "IOLoop is confined to its connection's I/O thread")
+extension IOLoop: Sendable {}

@@ -1,0 +1,81 @@
+import Foundation
+import Synchronization
+
+/// A confirm-mode channel. `publish` completes when the broker has confirmed, nacked or returned
+/// the message, or when its deadline passes.
+///
+/// Mandatory publishes need a `message_id` to match a `basic.return` (it carries no delivery
+/// tag, notes §0.5): when the message has none, one is generated (`w.<process>.<n>`) and the
+/// consumer sees it.
+public struct Publisher: Sendable {
+    public let connection: AMQPConnection
+    public let channel: UInt16
+    public let confirmTimeout: Duration
+
+    public func publish(_ message: OutgoingMessage, timeout: Duration? = nil) async throws(AMQPError) -> PublishOutcome {
+        var message = message
+        if message.mandatory && message.properties.messageID == nil {
+            message.properties.messageID = MessageIDs.next()
+        }
+        try Self.validate(message)
+        let deadline = monotonicNanoseconds() &+ (timeout ?? confirmTimeout).nanoseconds
+        let channel = channel
+        let commands = connection.commands
+        do {
+            return try await withCheckedThrowingContinuation { (waiter: CommandQueue.Waiter) in
+                if let refused = commands.submit(CommandQueue.Publish(channel: channel, message: message, waiter: waiter, deadline: deadline)) {
+                    waiter.resume(throwing: refused)
+                }
+            }
+        } catch let error as AMQPError {
+            throw error
+        } catch {
+            preconditionFailure("Publisher: the I/O loop resumed a publish with a non-AMQP error: \(error)")
+        }
+    }
+
+    public func publish(
+        exchange: String = "", routingKey: String, body: [UInt8], properties: BasicProperties = BasicProperties(),
+        mandatory: Bool = true, timeout: Duration? = nil
+    ) async throws(AMQPError) -> PublishOutcome {
+        try await publish(
+            OutgoingMessage(exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties, body: body),
+            timeout: timeout)
+    }
+
+    /// Catch what the broker would answer by closing the channel, or what would break the frame
+    /// stream, before it is sent.
+    static func validate(_ message: OutgoingMessage) throws(AMQPError) {
+        func short(_ value: String?, _ name: String) throws(AMQPError) {
+            if let value, value.utf8.count > 255 {
+                throw AMQPError(.invalidArgument, "\(name) is \(value.utf8.count) bytes long; AMQP allows at most 255")
+            }
+        }
+        try short(message.exchange, "the exchange name")
+        try short(message.routingKey, "the routing key")
+        let p = message.properties
+        try short(p.contentType, "content_type")
+        try short(p.contentEncoding, "content_encoding")
+        try short(p.correlationID, "correlation_id")
+        try short(p.replyTo, "reply_to")
+        try short(p.expiration, "expiration")
+        try short(p.messageID, "message_id")
+        try short(p.type, "type")
+        try short(p.userID, "user_id")
+        try short(p.appID, "app_id")
+        try short(p.clusterID, "cluster_id")
+        if let headers = p.headers {
+            for entry in headers { try short(entry.key, "header name \"\(entry.key.prefix(40))\"") }
+        }
+    }
+}
+
+/// Message ids for mandatory publishes that came without one: unique per process run.
+enum MessageIDs {
+    private static let prefix = "w.\(String(UInt32.random(in: 0...UInt32.max), radix: 36)).\(ProcessInfo.processInfo.processIdentifier)."
+    private static let counter = Atomic<UInt64>(0)
+
+    static func next() -> String {
+        prefix + String(counter.add(1, ordering: .relaxed).newValue, radix: 36)
+    }
+}

@@ -1,0 +1,115 @@
+#include "CRabbitMQShims.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static amqp_table_entry_t boolean_entry(const char *key) {
+  amqp_table_entry_t entry;
+  memset(&entry, 0, sizeof(entry));
+  entry.key = amqp_cstring_bytes(key);
+  entry.value.kind = AMQP_FIELD_KIND_BOOLEAN;
+  entry.value.value.boolean = 1;
+  return entry;
+}
+
+static amqp_table_entry_t string_entry(const char *key, const char *value) {
+  amqp_table_entry_t entry;
+  memset(&entry, 0, sizeof(entry));
+  entry.key = amqp_cstring_bytes(key);
+  entry.value.kind = AMQP_FIELD_KIND_UTF8;
+  entry.value.value.bytes = amqp_cstring_bytes(value);
+  return entry;
+}
+
+amqp_rpc_reply_t warren_amqp_login(amqp_connection_state_t conn, const char *vhost, int channel_max,
+                                   int frame_max, int heartbeat, const char *connection_name,
+                                   const char *product_version, int sasl_external, const char *user,
+                                   const char *password) {
+  amqp_table_entry_t capabilities[4];
+  capabilities[0] = boolean_entry("consumer_cancel_notify");
+  capabilities[1] = boolean_entry("connection.blocked");
+  capabilities[2] = boolean_entry("publisher_confirms");
+  capabilities[3] = boolean_entry("basic.nack");
+
+  amqp_table_entry_t properties[3];
+  memset(&properties[0], 0, sizeof(properties[0]));
+  properties[0].key = amqp_cstring_bytes("capabilities");
+  properties[0].value.kind = AMQP_FIELD_KIND_TABLE;
+  properties[0].value.value.table.num_entries = 4;
+  properties[0].value.value.table.entries = capabilities;
+  properties[1] = string_entry("connection_name", connection_name);
+  properties[2] = string_entry("warren_version", product_version);
+
+  amqp_table_t table;
+  table.num_entries = 3;
+  table.entries = properties;
+
+  if (sasl_external) {
+    return amqp_login_with_properties(conn, vhost, channel_max, frame_max, heartbeat, &table,
+                                      AMQP_SASL_METHOD_EXTERNAL, user);
+  }
+  return amqp_login_with_properties(conn, vhost, channel_max, frame_max, heartbeat, &table,
+                                    AMQP_SASL_METHOD_PLAIN, user, password);
+}
+
+int warren_eventfd_create(void) {
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  return fd < 0 ? -errno : fd;
+}
+
+void warren_eventfd_signal(int fd) {
+  uint64_t one = 1;
+  ssize_t written;
+  do {
+    written = write(fd, &one, sizeof(one));
+  } while (written < 0 && errno == EINTR);
+}
+
+void warren_eventfd_drain(int fd) {
+  uint64_t value;
+  ssize_t got;
+  do {
+    got = read(fd, &value, sizeof(value));
+  } while (got < 0 && errno == EINTR);
+}
+
+int warren_poll2(int fd_a, int fd_b, int timeout_ms, int *ready_a, int *ready_b) {
+  struct pollfd fds[2];
+  memset(fds, 0, sizeof(fds));
+  fds[0].fd = fd_a;
+  fds[0].events = POLLIN;
+  fds[1].fd = fd_b;
+  fds[1].events = POLLIN;
+  int rc = poll(fds, 2, timeout_ms);
+  if (rc < 0) {
+    *ready_a = 0;
+    *ready_b = 0;
+    return -errno;
+  }
+  const short mask = POLLIN | POLLERR | POLLHUP | POLLNVAL;
+  *ready_a = (fd_a >= 0 && (fds[0].revents & mask)) ? 1 : 0;
+  *ready_b = (fd_b >= 0 && (fds[1].revents & mask)) ? 1 : 0;
+  return rc;
+}
+
+int warren_set_tcp_options(int fd, int keepalive_idle_s, int keepalive_interval_s, int keepalive_count,
+                           unsigned int user_timeout_ms) {
+  int on = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) != 0) return -errno;
+  if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &keepalive_idle_s, sizeof(keepalive_idle_s)) != 0)
+    return -errno;
+  if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &keepalive_interval_s, sizeof(keepalive_interval_s)) != 0)
+    return -errno;
+  if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &keepalive_count, sizeof(keepalive_count)) != 0)
+    return -errno;
+  if (setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms)) != 0)
+    return -errno;
+  return 0;
+}

@@ -190,13 +190,18 @@ extension IOLoop {
         }
     }
 
-    /// The broker closed channel `id` (close-ok already sent, or the close came as an RPC reply).
-    func channelClosedByBroker(_ id: UInt16, _ error: AMQPError) {
+    /// The broker closed channel `id` (close-ok already sent). `answeringRPC`: the close was the
+    /// reply to an RPC, whose caller gets the error, so it is not worth a warning here.
+    func channelClosedByBroker(_ id: UInt16, _ error: AMQPError, answeringRPC: Bool = false) {
         guard let channel = channels[id] else { return }
         channel.isOpen = false
         channel.assembler.reset()
         pendingSettlement.remove(id)
-        logger.warning("channel closed by the broker", metadata: ["channel": "\(id)", "error": "\(error)"])
+        if answeringRPC {
+            logger.debug("channel closed by the broker in reply to an RPC", metadata: ["channel": "\(id)", "error": "\(error)"])
+        } else {
+            logger.warning("channel closed by the broker", metadata: ["channel": "\(id)", "error": "\(error)"])
+        }
         switch channel.role {
         case .consumer(let consumer):
             channels[id] = nil

@@ -22,7 +22,7 @@ extension IOLoop {
                 classID: m.class_id, methodID: m.method_id, channel: channel, endpoint: endpoint)
             var ok = amqp_channel_close_ok_t()
             sendMethod(channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok)
-            channelClosedByBroker(channel, error)
+            channelClosedByBroker(channel, error, answeringRPC: true)
             dispatchQueuedFrames()
             throw error
         case AMQP_RESPONSE_SERVER_EXCEPTION where reply.reply.id == AMQP_CONNECTION_CLOSE_METHOD:

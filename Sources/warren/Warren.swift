@@ -10,7 +10,7 @@ struct Warren: AsyncParsableCommand {
         commandName: "warren",
         abstract: "A RabbitMQ consumer daemon: queues and handlers declared in one TOML file.",
         version: WarrenVersion.current,
-        subcommands: [Version.self])
+        subcommands: [Run.self, Check.self, Publish.self, Version.self])
 }
 
 struct Version: ParsableCommand {

@@ -1,0 +1,223 @@
+import AMQP
+import Foundation
+
+/// What validation may ask of the machine: files, executables, plugin libraries. A seam so unit
+/// tests can run every rule without preparing files.
+public struct FileChecks: Sendable {
+    public var isReadableFile: @Sendable (String) -> Bool
+    public var isExecutableFile: @Sendable (String) -> Bool
+    public var isDirectory: @Sendable (String) -> Bool
+    public var readText: @Sendable (String) -> String?
+    /// `nil` if the library is a usable plugin, else why not.
+    public var pluginProblem: @Sendable (String) -> String?
+
+    public static let live = FileChecks(
+        isReadableFile: { path in
+            var isDirectory: ObjCBool = false
+            return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && !isDirectory.boolValue
+                && FileManager.default.isReadableFile(atPath: path)
+        },
+        isExecutableFile: { path in
+            var isDirectory: ObjCBool = false
+            return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && !isDirectory.boolValue
+                && FileManager.default.isExecutableFile(atPath: path)
+        },
+        isDirectory: { path in
+            var isDirectory: ObjCBool = false
+            return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
+        },
+        readText: { path in try? String(contentsOfFile: path, encoding: .utf8) },
+        pluginProblem: PluginProbe.problem(loading:))
+}
+
+/// Checks that span sections or touch the machine (SPEC §3, end). Runs after decoding.
+struct ConfigurationValidation {
+    let d: ConfigDecoder
+    let checks: FileChecks
+
+    func validate(_ c: inout Configuration) {
+        validateBroker(&c.broker)
+        var exchangeNames: Set<String> = []
+        for (index, exchange) in c.exchanges.enumerated() where !exchange.name.isEmpty && !exchangeNames.insert(exchange.name).inserted {
+            d.report([.key("exchanges"), .index(index), .key("name")], "exchange \"\(exchange.name)\" is declared twice")
+        }
+        var queueNames: Set<String> = []
+        for (index, queue) in c.queues.enumerated() {
+            let path: [ConfigPathComponent] = [.key("queues"), .index(index)]
+            if !queue.name.isEmpty && !queueNames.insert(queue.name).inserted {
+                d.report(path + [.key("name")], "queue \"\(queue.name)\" is declared twice")
+            }
+            validateQueue(queue, at: path, in: c)
+        }
+        for handler in c.handlers {
+            validateHandler(handler, at: [.key("handlers"), .key(handler.name)])
+        }
+    }
+
+    private func validateBroker(_ broker: inout BrokerConfiguration) {
+        let path: [ConfigPathComponent] = [.key("broker")]
+        if broker.reconnectInitialDelay > broker.reconnectMaxDelay {
+            d.report(path + [.key("reconnect_initial_delay")], "reconnect_initial_delay is above reconnect_max_delay (\(broker.reconnectMaxDelay.configText))")
+        }
+        if broker.heartbeat > .seconds(65_535) {
+            d.report(path + [.key("heartbeat")], "the heartbeat cannot exceed 65535s")
+        }
+        if let file = broker.passwordFile {
+            if let text = checks.readText(file) {
+                let password = text.trimmingCharacters(in: .newlines)
+                for index in broker.endpoints.indices { broker.endpoints[index].password = password }
+            } else {
+                d.report(path + [.key("password_file")], "cannot read the password file \(file)")
+            }
+        }
+        let usesTLS = broker.endpoints.contains(where: \.useTLS)
+        if let tls = broker.tls {
+            let tlsPath = path + [.key("tls")]
+            for (key, file) in [("ca_file", tls.caFile), ("cert_file", tls.certFile), ("key_file", tls.keyFile)] {
+                if let file, !checks.isReadableFile(file) {
+                    d.report(tlsPath + [.key(key)], "\(file) does not exist or cannot be read")
+                }
+            }
+            if (tls.certFile == nil) != (tls.keyFile == nil) {
+                d.reportKey(tlsPath, "a client certificate needs both cert_file and key_file")
+            }
+            if usesTLS && tls.verifyPeer && tls.caFile == nil {
+                d.reportKey(tlsPath, "verify_peer needs ca_file: librabbitmq 0.11 does not load the system CA store")
+            }
+        } else if usesTLS {
+            d.reportKey(path, "amqps:// URLs need a [broker.tls] section with ca_file (librabbitmq 0.11 does not load the system CA store)")
+        }
+    }
+
+    private func validateQueue(_ queue: QueueConfiguration, at path: [ConfigPathComponent], in c: Configuration) {
+        let setsConcurrency = d.locator.position(of: path + [.key("concurrency")]) != nil
+        let setsPrefetch = d.locator.position(of: path + [.key("prefetch")]) != nil
+        let inherited = !(setsConcurrency && setsPrefetch)
+        if queue.concurrency > queue.prefetch, !d.hasIssue(under: path + [.key("concurrency")]), !d.hasIssue(under: path + [.key("prefetch")]),
+            !(inherited && d.hasIssue(under: [.key("defaults")]))
+        {
+            d.report(
+                path + [.key(setsConcurrency ? "concurrency" : "prefetch")],
+                "concurrency \(queue.concurrency) is above prefetch \(queue.prefetch): at most prefetch deliveries are ever in flight, so the extra workers would idle; raise prefetch or lower concurrency")
+        }
+        if queue.type == .quorum && !queue.durable {
+            d.report(path + [.key("durable")], "quorum queues are always durable; remove durable = false or use type = \"classic\"")
+        }
+        if queue.arguments["x-queue-type"] != nil {
+            d.report(path + [.key("arguments"), .key("x-queue-type")], "set the queue type with type = \"classic\" or \"quorum\", not in arguments")
+        }
+        switch queue.target {
+        case .handler(let name):
+            checkHandlerReference(name, at: path + [.key("handler")], queue: queue, in: c)
+        case .routes(let routes, _):
+            for (r, route) in routes.enumerated() {
+                for (h, name) in route.handlers.enumerated() {
+                    checkHandlerReference(name, at: path + [.key("routes"), .index(r), .key("handlers"), .index(h)], queue: queue, in: c)
+                }
+            }
+        }
+        if let retry = queue.retry {
+            let retryPath = path + [.key("retry")]
+            if retry.maxAttempts < 1 {
+                d.report(retryPath + [.key("max_attempts")], "expected at least 1 (the first delivery counts), got \(retry.maxAttempts)")
+            }
+            if retry.maxDelay > RetryPolicy.longestMaxDelay {
+                d.report(retryPath + [.key("max_delay")], "max_delay \(retry.maxDelay.configText) is above the 24h limit")
+            }
+            if retry.maxAttempts >= 1 && retry.maxDelay <= RetryPolicy.longestMaxDelay {
+                for step in retry.ladder {
+                    let name = QueueConfiguration.retryQueueName(queue.name, delay: step)
+                    if name.utf8.count > 255 {
+                        d.report(path + [.key("name")], "the retry queue name \"\(name.prefix(40))...\" would exceed 255 bytes; shorten the queue name")
+                        break
+                    }
+                }
+            }
+        }
+        if case .publish(let exchange, let routingKey) = queue.deadLetter {
+            if exchange.isEmpty && routingKey == queue.name {
+                d.report(path + [.key("dead_letter")], "the dead-letter destination is the queue itself, which would loop failing messages forever")
+            }
+            if QueueConfiguration.parkingQueueName(queue.name).utf8.count > 255 {
+                d.report(path + [.key("name")], "the parking queue name would exceed 255 bytes; shorten the queue name")
+            }
+        }
+    }
+
+    private func checkHandlerReference(_ name: String, at path: [ConfigPathComponent], queue: QueueConfiguration, in c: Configuration) {
+        guard !name.isEmpty, !d.hasIssue(under: [.key("handlers"), .key(name)]) else { return }
+        guard let handler = c.handler(named: name) else {
+            var message = "no handler named \"\(name)\""
+            let names = c.handlers.map(\.name)
+            if let guess = Suggestion.closest(to: name, among: names) {
+                message += " (did you mean \"\(guess)\"?)"
+            } else if !names.isEmpty {
+                message += "; defined: \(names.joined(separator: ", "))"
+            } else {
+                message += "; define it in a [handlers.\(name)] table"
+            }
+            d.report(path, message)
+            return
+        }
+        let timeout = handler.timeout ?? queue.handlerTimeout
+        if timeout > c.broker.consumerTimeout {
+            d.report(
+                path,
+                "handler \"\(name)\" may run for \(timeout.configText), above the broker's consumer timeout of \(c.broker.consumerTimeout.configText): the broker would close the channel under it; lower the timeout or raise consumer_timeout on the broker and in [broker]")
+        }
+    }
+
+    private func validateHandler(_ handler: HandlerConfiguration, at path: [ConfigPathComponent]) {
+        switch handler.kind {
+        case .exec(let command, _, let workingDirectory), .pipe(let command, _, let workingDirectory, _, _):
+            if let program = command.first { checkProgram(program, at: path + [.key("command"), .index(0)]) }
+            if let workingDirectory, !checks.isDirectory(workingDirectory) {
+                d.report(path + [.key("working_directory")], "\(workingDirectory) is not a directory")
+            }
+        case .plugin(let library, _):
+            if let problem = checks.pluginProblem(library) {
+                d.report(path + [.key("library")], problem)
+            }
+        default:
+            break
+        }
+    }
+
+    private func checkProgram(_ program: String, at path: [ConfigPathComponent]) {
+        if program.hasPrefix("/") {
+            if !checks.isExecutableFile(program) {
+                d.report(path, "\(program) does not exist or is not executable")
+            }
+            return
+        }
+        if program.contains("/") {
+            d.report(path, "\(program) is a relative path; give an absolute path or a program name found on PATH")
+            return
+        }
+        let searchPath = d.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        let found = searchPath.split(separator: ":").contains { checks.isExecutableFile("\($0)/\(program)") }
+        if !found {
+            d.report(path, "\(program) is not an absolute path and was not found on PATH (\(searchPath))")
+        }
+    }
+}
+
+/// Opens a plugin library the way the plugin handler will, to refuse a bad one at check time.
+enum PluginProbe {
+    static let entryPoint = "warren_plugin_v1"
+
+    static func problem(loading path: String) -> String? {
+        guard FileManager.default.fileExists(atPath: path) else {
+            return "\(path) does not exist"
+        }
+        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
+            let reason = dlerror().map { String(cString: $0) } ?? "unknown error"
+            return "\(path) cannot be loaded: \(reason)"
+        }
+        defer { dlclose(handle) }
+        guard dlsym(handle, entryPoint) != nil else {
+            return "\(path) does not export \(entryPoint); is it a Warren plugin?"
+        }
+        return nil
+    }
+}

@@ -1,0 +1,270 @@
+import AMQP
+import Foundation
+import Logging
+
+/// Everything `warren.toml` describes (SPEC §3), parsed, defaulted and validated.
+/// Defaults live here, next to each field, and nowhere else.
+public struct Configuration: Sendable {
+    /// The file this was loaded from (for messages).
+    public var sourceFile: String
+    public var broker: BrokerConfiguration
+    public var publisher = PublisherConfiguration()
+    public var defaults = QueueDefaults()
+    public var log = LogConfiguration()
+    /// `nil`: no metrics endpoint.
+    public var metrics: MetricsConfiguration?
+    public var dedup = DedupConfiguration()
+    public var exchanges: [ExchangeConfiguration] = []
+    public var queues: [QueueConfiguration] = []
+    /// In file order.
+    public var handlers: [HandlerConfiguration] = []
+
+    public func handler(named name: String) -> HandlerConfiguration? {
+        handlers.first { $0.name == name }
+    }
+}
+
+public struct BrokerConfiguration: Sendable {
+    /// Parsed from `urls` (or `url`); passwords are only in here, never in messages.
+    public var endpoints: [AMQPEndpoint]
+    /// Read at start and on reload; overrides the URLs' passwords.
+    public var passwordFile: String?
+    public var heartbeat: Duration = .seconds(30)
+    public var connectTimeout: Duration = .seconds(5)
+    public var reconnectInitialDelay: Duration = .milliseconds(500)
+    public var reconnectMaxDelay: Duration = .seconds(30)
+    /// `%h` already replaced by the host name.
+    public var connectionName = "warren@%h"
+    /// The broker's `consumer_timeout`: a delivery unacked for longer makes the broker close
+    /// the channel, so no handler timeout may exceed it.
+    public var consumerTimeout: Duration = .seconds(30 * 60)
+    public var tls: TLSSettings?
+}
+
+public struct TLSSettings: Sendable, Hashable {
+    public var caFile: String?
+    public var certFile: String?
+    public var keyFile: String?
+    public var verifyPeer = true
+    public var verifyHostname = true
+}
+
+public struct PublisherConfiguration: Sendable {
+    public var confirmTimeout: Duration = .seconds(5)
+    public var mandatory = true
+    public var maxInFlight = 1000
+}
+
+public enum AckPolicy: String, Sendable, CaseIterable {
+    case ackFirst = "ack_first"
+    case ack
+    case rejectOnError = "reject_on_error"
+    case nackOnError = "nack_on_error"
+    case manual
+}
+
+public enum AckMode: String, Sendable, CaseIterable {
+    case batched
+    case immediate
+}
+
+/// `[defaults]`: what every `[[queues]]` entry inherits unless it sets its own.
+public struct QueueDefaults: Sendable {
+    public var ackPolicy = AckPolicy.nackOnError
+    public var prefetch = 32
+    public var concurrency = 8
+    public var handlerTimeout: Duration = .seconds(30)
+    public var ackMode = AckMode.batched
+    public var shutdownTimeout: Duration = .seconds(30)
+    public var maxBodySize = 64 << 20
+}
+
+public enum LogFormat: String, Sendable, CaseIterable {
+    case logfmt
+    case json
+}
+
+public struct LogConfiguration: Sendable {
+    public var level = Logger.Level.info
+    public var format = LogFormat.logfmt
+}
+
+public struct MetricsConfiguration: Sendable, Hashable {
+    public var host: String
+    public var port: Int
+}
+
+public enum DedupStore: String, Sendable, CaseIterable {
+    case memory
+    case sqlite
+}
+
+public struct DedupConfiguration: Sendable {
+    public var store = DedupStore.memory
+    public var path = "/var/lib/warren/dedup.sqlite"
+    public var ttl: Duration = .seconds(24 * 3600)
+}
+
+public struct ExchangeConfiguration: Sendable, Hashable {
+    public var name: String
+    public var type = "direct"
+    public var durable = true
+    public var autoDelete = false
+    public var `internal` = false
+    public var arguments: FieldTable = [:]
+}
+
+public enum QueueType: String, Sendable, CaseIterable {
+    case classic
+    case quorum
+}
+
+public struct BindingConfiguration: Sendable, Hashable {
+    public var exchange: String
+    public var routingKey = ""
+    public var arguments: FieldTable = [:]
+}
+
+public struct RetryPolicy: Sendable, Hashable {
+    /// Total deliveries to the handler, the first included.
+    public var maxAttempts = 5
+    public var delay: Duration = .seconds(1)
+    public var multiplier = 2.0
+    public var maxDelay: Duration = .seconds(300)
+
+    /// Above this a ladder step makes no sense (and a delay queue would hold messages for days).
+    public static let longestMaxDelay: Duration = .seconds(24 * 3600)
+
+    /// The distinct delays of the retry ladder, ascending: step n (n = 1 ... maxAttempts-1)
+    /// waits delay × multiplier^(n-1), capped at maxDelay, in whole milliseconds.
+    public var ladder: [Duration] {
+        guard maxAttempts > 1 else { return [] }
+        var steps: [Duration] = []
+        let base = Double(delay.milliseconds)
+        let cap = maxDelay.milliseconds
+        for n in 1..<maxAttempts {
+            let raw = base * pow(multiplier, Double(n - 1))
+            let ms = raw.isFinite && raw < Double(cap) ? Int64(raw.rounded()) : cap
+            let step = Duration.milliseconds(max(ms, 1))
+            if steps.last != step { steps.append(step) }
+            if ms >= cap { break }
+        }
+        return steps
+    }
+}
+
+public enum DeadLetterTarget: Sendable, Hashable {
+    /// Publish a copy (with forensic headers) here, confirm, then ack. The default is the
+    /// parking queue `<queue>.dead` through the default exchange.
+    case publish(exchange: String, routingKey: String)
+    /// `basic.reject` without requeue: the queue's own `x-dead-letter-exchange` decides.
+    case broker
+    /// Ack and log a warning: explicit data loss.
+    case drop
+}
+
+public enum UnroutedAction: String, Sendable, CaseIterable {
+    case deadLetter = "dead_letter"
+    case ack
+    case reject
+}
+
+public struct RouteMatch: Sendable, Hashable {
+    public var type: String?
+    /// Header name -> expected value (compared as text).
+    public var headers: [String: String] = [:]
+    /// An AMQP topic pattern (`*` one word, `#` zero or more).
+    public var routingKey: String?
+}
+
+public struct Route: Sendable, Hashable {
+    public var match: RouteMatch
+    public var handlers: [String]
+}
+
+public enum QueueTarget: Sendable, Hashable {
+    case handler(String)
+    case routes([Route], unrouted: UnroutedAction)
+}
+
+public struct QueueConfiguration: Sendable {
+    public var name: String
+    public var declare = true
+    public var durable = true
+    public var type = QueueType.classic
+    public var arguments: FieldTable = [:]
+    public var bindings: [BindingConfiguration] = []
+    public var target: QueueTarget
+    public var ackPolicy: AckPolicy
+    public var prefetch: Int
+    public var concurrency: Int
+    public var handlerTimeout: Duration
+    public var ackMode: AckMode
+    public var shutdownTimeout: Duration
+    public var maxBodySize: Int
+    public var dedup = false
+    public var singleActiveConsumer = false
+    public var consumerPriority = 0
+    /// `nil`: `retry = false` (failures are nacked with requeue).
+    public var retry: RetryPolicy? = RetryPolicy()
+    public var deadLetter: DeadLetterTarget
+
+    /// The parking queue Warren declares for this queue, if its dead letters go there.
+    public var parkingQueue: String? {
+        if case .publish(let exchange, let routingKey) = deadLetter, exchange.isEmpty, routingKey == Self.parkingQueueName(name) {
+            return routingKey
+        }
+        return nil
+    }
+
+    public static func parkingQueueName(_ queue: String) -> String { "\(queue).dead" }
+    public static func retryQueueName(_ queue: String, delay: Duration) -> String { "\(queue).retry.\(delay.configText)" }
+
+    /// The handlers this queue can run.
+    public var handlerNames: [String] {
+        switch target {
+        case .handler(let name): [name]
+        case .routes(let routes, _): routes.flatMap(\.handlers)
+        }
+    }
+}
+
+public enum FsyncMode: String, Sendable, CaseIterable {
+    case always
+    case batch
+    case never
+}
+
+public enum HandlerKind: Sendable, Hashable {
+    case exec(command: [String], environment: [String: String], workingDirectory: String?)
+    case pipe(command: [String], environment: [String: String], workingDirectory: String?, instances: Int, maxInFlightPerInstance: Int)
+    case http(url: String, method: String, headers: [String: String])
+    /// `configJSON`: the handler's `config` table as a JSON object, passed to `init`.
+    case plugin(library: String, configJSON: String)
+    case noop
+    case log
+    case file(path: String, fsync: FsyncMode)
+    case republish(exchange: String, routingKey: String)
+
+    public var name: String {
+        switch self {
+        case .exec: "exec"
+        case .pipe: "pipe"
+        case .http: "http"
+        case .plugin: "plugin"
+        case .noop: "noop"
+        case .log: "log"
+        case .file: "file"
+        case .republish: "republish"
+        }
+    }
+
+    public static let names = ["exec", "pipe", "http", "plugin", "noop", "log", "file", "republish"]
+}
+
+public struct HandlerConfiguration: Sendable, Hashable {
+    public var name: String
+    public var kind: HandlerKind
+    /// `nil`: the queue's `handler_timeout`.
+    public var timeout: Duration?
+}

@@ -1,0 +1,111 @@
+import AMQP
+
+/// Everything Warren declares for a configuration, in the order it must be declared:
+/// exchanges, then queues (the configured ones and those Warren needs for them: the retry
+/// ladder `<queue>.retry.<delay>` and the parking queue `<queue>.dead`), then bindings.
+public struct TopologyPlan: Sendable {
+    public struct ExchangeStep: Sendable {
+        public var declaration: ExchangeDeclaration
+        /// `exchanges[i]` in the file.
+        public var configPath: String
+    }
+
+    public enum QueueRole: Sendable, Hashable {
+        case configured
+        /// A delay queue of the retry ladder: messages wait out the TTL, then dead-letter back.
+        case retry(of: String, delay: Duration)
+        /// The default dead-letter destination of a queue.
+        case parking(of: String)
+    }
+
+    public struct QueueStep: Sendable {
+        public var declaration: QueueDeclaration
+        public var role: QueueRole
+        /// `false` for `declare = false` queues: only checked passively.
+        public var declare: Bool
+        public var configPath: String
+        /// The key that sets the queue type, for messages about a type mismatch.
+        public var typeKey: String
+    }
+
+    public struct BindingStep: Sendable {
+        public var queue: String
+        public var exchange: String
+        public var routingKey: String
+        public var arguments: FieldTable
+        public var configPath: String
+    }
+
+    public var exchanges: [ExchangeStep] = []
+    public var queues: [QueueStep] = []
+    public var bindings: [BindingStep] = []
+    /// Exchanges the configuration uses (bindings, dead letters) without declaring them: they
+    /// must exist already. The default exchange and `amq.*` are not listed.
+    public var referencedExchanges: [(name: String, configPath: String)] = []
+
+    public init(_ configuration: Configuration) {
+        for (index, exchange) in configuration.exchanges.enumerated() {
+            exchanges.append(ExchangeStep(
+                declaration: ExchangeDeclaration(
+                    name: exchange.name, type: exchange.type, durable: exchange.durable, autoDelete: exchange.autoDelete,
+                    internal: exchange.internal, arguments: exchange.arguments),
+                configPath: "exchanges[\(index)]"))
+        }
+        let declared = Set(configuration.exchanges.map(\.name))
+        func reference(_ name: String, _ path: String) {
+            guard !name.isEmpty, !name.hasPrefix("amq."), !declared.contains(name),
+                !referencedExchanges.contains(where: { $0.name == name })
+            else { return }
+            referencedExchanges.append((name, path))
+        }
+
+        for (index, queue) in configuration.queues.enumerated() {
+            let path = "queues[\(index)]"
+            queues.append(QueueStep(
+                declaration: Self.mainDeclaration(queue), role: .configured, declare: queue.declare, configPath: path,
+                typeKey: "\(path).type"))
+            if let retry = queue.retry {
+                for delay in retry.ladder {
+                    let arguments: FieldTable = [
+                        "x-message-ttl": .int64(delay.milliseconds),
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": .string(queue.name),
+                    ]
+                    queues.append(QueueStep(
+                        declaration: QueueDeclaration(
+                            name: QueueConfiguration.retryQueueName(queue.name, delay: delay), durable: queue.durable,
+                            arguments: arguments),
+                        role: .retry(of: queue.name, delay: delay), declare: true, configPath: "\(path).retry",
+                        typeKey: "\(path).retry"))
+                }
+            }
+            if let parking = queue.parkingQueue {
+                var arguments: FieldTable = [:]
+                if queue.type == .quorum { arguments["x-queue-type"] = "quorum" }
+                queues.append(QueueStep(
+                    declaration: QueueDeclaration(name: parking, durable: queue.durable || queue.type == .quorum, arguments: arguments),
+                    role: .parking(of: queue.name), declare: true, configPath: "\(path).dead_letter", typeKey: "\(path).type"))
+            } else if case .publish(let exchange, _) = queue.deadLetter {
+                reference(exchange, "\(path).dead_letter.exchange")
+            }
+            for (b, binding) in queue.bindings.enumerated() {
+                let bindingPath = "\(path).bindings[\(b)]"
+                bindings.append(BindingStep(
+                    queue: queue.name, exchange: binding.exchange, routingKey: binding.routingKey, arguments: binding.arguments,
+                    configPath: bindingPath))
+                reference(binding.exchange, "\(bindingPath).exchange")
+            }
+        }
+    }
+
+    /// The configured queue's own declaration: its arguments plus what `type` and
+    /// `single_active_consumer` mean on the wire.
+    static func mainDeclaration(_ queue: QueueConfiguration) -> QueueDeclaration {
+        var arguments = queue.arguments
+        // Set explicitly for classic too, so that an existing queue of the other type is caught
+        // as inequivalent instead of being silently accepted.
+        arguments["x-queue-type"] = .string(queue.type.rawValue)
+        if queue.singleActiveConsumer { arguments["x-single-active-consumer"] = .boolean(true) }
+        return QueueDeclaration(name: queue.name, durable: queue.durable, passive: !queue.declare, arguments: arguments)
+    }
+}

@@ -1,0 +1,24 @@
+import AMQP
+import Logging
+import WarrenCore
+
+/// Logging is bootstrapped once per process, here; library code only takes a `Logger`.
+enum Bootstrap {
+    static func logging(_ configuration: LogConfiguration?, override level: Logger.Level? = nil) -> Logger {
+        let effective = level ?? configuration?.level ?? .info
+        let format: LineLogHandler.Format = configuration?.format == .json ? .json : .logfmt
+        LoggingSystem.bootstrap { label in LineLogHandler(label: label, level: effective, format: format) }
+        return Logger(label: "warren")
+    }
+}
+
+/// Connects for a one-shot command (check --connect, publish): an unreachable broker is exit 69,
+/// refused credentials a configuration problem (78).
+func connectOnce(_ configuration: Configuration, role: String, logger: Logger) async throws -> AMQPConnection {
+    do {
+        return try await AMQPConnection.connect(configuration.connectionConfiguration(role: role), logger: logger)
+    } catch {
+        printError("cannot connect to the broker: \(error)")
+        throw error.code == .authenticationFailed ? WarrenExit.config : WarrenExit.unavailable
+    }
+}

@@ -1,0 +1,44 @@
+import AMQP
+import ArgumentParser
+import Logging
+import WarrenCore
+
+struct Check: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Validate the configuration file and print every problem.",
+        discussion: """
+            With --connect, also connect and verify the topology against the live broker: what \
+            exists must be equivalent to the file, declare = false queues and referenced exchanges \
+            must exist, and the broker user must be allowed to declare them. Nothing absent is \
+            created. Exits 78 on any configuration problem, 69 when the broker cannot be reached.
+            """)
+
+    @OptionGroup var options: ConfigOption
+    @Flag(help: "Also verify the topology against the live broker.") var connect = false
+
+    func run() async throws {
+        let configuration = try options.load()
+        let summary = "\(configuration.queues.count) queues, \(configuration.handlers.count) handlers, \(configuration.exchanges.count) exchanges"
+        guard connect else {
+            print("\(options.path): OK (\(summary))")
+            return
+        }
+        let logger = Bootstrap.logging(configuration.log, override: .warning)
+        let connection = try await connectOnce(configuration, role: "check", logger: logger)
+        let problems: [TopologyError.Problem]
+        do {
+            problems = try await TopologyDeclarer(plan: TopologyPlan(configuration), logger: logger).verify(on: connection)
+        } catch {
+            await connection.close()
+            printError("lost the broker while checking the topology: \(error)")
+            throw WarrenExit.unavailable
+        }
+        await connection.close()
+        guard problems.isEmpty else {
+            for problem in problems { printError("\(options.path): \(problem)") }
+            printError("\(options.path): the live broker contradicts the configuration (\(problems.count) problem\(problems.count == 1 ? "" : "s"))")
+            throw WarrenExit.config
+        }
+        print("\(options.path): OK (\(summary)); the broker at \(connection.negotiated.endpoint) agrees")
+    }
+}

@@ -1,0 +1,55 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import WarrenCore
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the daemon in the foreground.",
+        discussion: "SIGTERM or SIGINT stops it. A configuration problem exits 78 before anything connects; an unreachable broker is retried with back-off, never a reason to exit.")
+
+    @OptionGroup var options: ConfigOption
+    @Option(name: .customLong("log-level"), help: "Override [log] level (trace, debug, info, notice, warning, error, critical).")
+    var logLevel: String?
+
+    func validate() throws {
+        if let logLevel, Logger.Level(rawValue: logLevel) == nil {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+    }
+
+    func run() async throws {
+        let configuration = try options.load()
+        let logger = Bootstrap.logging(configuration.log, override: logLevel.flatMap(Logger.Level.init(rawValue:)))
+        logger.info("starting", metadata: [
+            "version": "\(WarrenVersion.current)", "config": "\(options.path)", "queues": "\(configuration.queues.count)",
+        ])
+        let stop = SignalStream.stop(logger: logger)
+        switch await Daemon(configuration: configuration, logger: logger).run(stop: stop) {
+        case .stopped: return
+        case .topologyRejected: throw WarrenExit.config
+        }
+    }
+}
+
+/// SIGTERM/SIGINT as a stream; the signals are ignored at the process level so that Dispatch
+/// sources receive them instead of the default action.
+enum SignalStream {
+    nonisolated(unsafe) private static var sources: [DispatchSourceSignal] = []
+
+    static func stop(logger: Logger) -> AsyncStream<Void> {
+        let (stream, continuation) = AsyncStream.makeStream(of: Void.self)
+        for signalNumber in [SIGTERM, SIGINT] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler {
+                logger.info("shutdown requested", metadata: ["signal": "\(signalNumber == SIGTERM ? "SIGTERM" : "SIGINT")"])
+                continuation.yield()
+            }
+            source.resume()
+            sources.append(source)
+        }
+        return stream
+    }
+}

@@ -25,31 +25,36 @@ struct Run: AsyncParsableCommand {
         logger.info("starting", metadata: [
             "version": "\(WarrenVersion.current)", "config": "\(options.path)", "queues": "\(configuration.queues.count)",
         ])
-        let stop = SignalStream.stop(logger: logger)
-        switch await Daemon(configuration: configuration, logger: logger).run(stop: stop) {
+        let stop = Latch()
+        Signals.install(logger: logger, stop: stop)
+        switch await Engine(configuration: configuration, logger: logger).run(stop: stop) {
         case .stopped: return
-        case .topologyRejected: throw WarrenExit.config
+        case .handlersRejected, .topologyRejected: throw WarrenExit.config
         }
     }
 }
 
-/// SIGTERM/SIGINT as a stream; the signals are ignored at the process level so that Dispatch
-/// sources receive them instead of the default action.
-enum SignalStream {
+/// SIGTERM/SIGINT: the first asks for a graceful stop, a second one exits at once with status 1,
+/// leaving unsettled deliveries to the broker. The signals are ignored at the process level so
+/// that Dispatch sources receive them instead of the default action.
+enum Signals {
     nonisolated(unsafe) private static var sources: [DispatchSourceSignal] = []
 
-    static func stop(logger: Logger) -> AsyncStream<Void> {
-        let (stream, continuation) = AsyncStream.makeStream(of: Void.self)
+    static func install(logger: Logger, stop: Latch) {
         for signalNumber in [SIGTERM, SIGINT] {
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            let name = signalNumber == SIGTERM ? "SIGTERM" : "SIGINT"
             source.setEventHandler {
-                logger.info("shutdown requested", metadata: ["signal": "\(signalNumber == SIGTERM ? "SIGTERM" : "SIGINT")"])
-                continuation.yield()
+                if stop.isSet {
+                    logger.warning("second signal: stopping now; unsettled messages go back to the broker", metadata: ["signal": "\(name)"])
+                    exit(1)
+                }
+                logger.info("shutdown requested", metadata: ["signal": "\(name)"])
+                stop.set()
             }
             source.resume()
             sources.append(source)
         }
-        return stream
     }
 }

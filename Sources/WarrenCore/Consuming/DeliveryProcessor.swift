@@ -1,0 +1,227 @@
+import AMQP
+import Foundation
+import Logging
+
+/// Takes one delivery from receipt to settlement: attempt counting, the size limit, routing,
+/// the handler run(s) with their timeout, the ack policy's action, and the confirm-gated
+/// settlement (SPEC §4). The input is acked only after every publish its processing made is
+/// confirmed; any publish problem nacks it with requeue instead.
+struct DeliveryProcessor: Sendable {
+    let queue: QueueConfiguration
+    let router: Router
+    let handlers: HandlerRegistry
+    let handlerConfigurations: [String: HandlerConfiguration]
+    let publisher: EnginePublisher
+    let connection: AMQPConnection
+    let logger: Logger
+
+    func process(_ delivery: Delivery) async {
+        let attempt = RetryPlanner.attempt(headers: delivery.properties.headers)
+        var context = logger
+        context[metadataKey: LogKeys.queue] = "\(queue.name)"
+        context[metadataKey: LogKeys.deliveryTag] = "\(delivery.tag.value)"
+        context[metadataKey: LogKeys.attempt] = "\(attempt)"
+        if let id = delivery.properties.messageID { context[metadataKey: LogKeys.messageID] = "\(id)" }
+
+        if delivery.body.count > queue.maxBodySize {
+            let error = "the body of \(delivery.body.count) bytes exceeds max_body_size (\(queue.maxBodySize))"
+            await deadLetter(delivery, .tooLarge, error: error, handler: nil, attempt: attempt, failure: nil, context)
+            return
+        }
+        guard let names = router.handlers(for: delivery) else {
+            await unrouted(delivery, attempt: attempt, context)
+            return
+        }
+        if queue.ackPolicy.acksBeforeHandling {
+            connection.settle(delivery.tag, .ack)
+        }
+        let input = HandlerInput(
+            queue: queue.name, exchange: delivery.exchange, routingKey: delivery.routingKey, redelivered: delivery.redelivered,
+            attempt: attempt, properties: delivery.properties, body: delivery.body, deliveryTag: delivery.tag.value)
+        let clock = ContinuousClock()
+        let started = clock.now
+        let (outcome, failedHandler) = await runAll(names, input)
+        let elapsed = clock.now - started
+        context[metadataKey: LogKeys.handler] = "\(failedHandler ?? names.joined(separator: ","))"
+        context[metadataKey: LogKeys.outcome] = "\(outcome.resultName)"
+        context[metadataKey: LogKeys.durationMS] = "\(elapsed.milliseconds)"
+        let action = queue.ackPolicy.action(for: outcome)
+        await execute(action, delivery, outcome: outcome, handler: failedHandler ?? names.first, attempt: attempt, context)
+    }
+
+    // MARK: running handlers
+
+    /// Runs every handler of the route concurrently. All must succeed for a success; otherwise
+    /// the first failure wins, then the first verdict other than ack. Returns the handler that
+    /// decided a non-success outcome.
+    private func runAll(_ names: [String], _ input: HandlerInput) async -> (HandlerOutcome, String?) {
+        if names.count == 1, let name = names.first {
+            return (await run(name, input), name)
+        }
+        let results = await withTaskGroup(of: (Int, HandlerOutcome).self) { group in
+            for (index, name) in names.enumerated() {
+                group.addTask { (index, await run(name, input)) }
+            }
+            var results = [HandlerOutcome?](repeating: nil, count: names.count)
+            for await (index, outcome) in group { results[index] = outcome }
+            return results
+        }
+        var output = HandlerOutput()
+        var verdict: (HandlerOutcome, String)?
+        for (index, result) in results.enumerated() {
+            guard let result else { continue }
+            switch result {
+            case .failure:
+                return (result, names[index])
+            case .verdict(.ack, _, let more), .success(let more):
+                output.publishes += more.publishes
+                if output.reply == nil { output.reply = more.reply }
+            case .verdict:
+                if verdict == nil { verdict = (result, names[index]) }
+            }
+        }
+        if let verdict { return verdict }
+        return (.success(output), nil)
+    }
+
+    private func run(_ name: String, _ input: HandlerInput) async -> HandlerOutcome {
+        guard let handler = handlers[name] else {
+            return .failure(HandlerFailure("handler \"\(name)\" is not configured"))
+        }
+        let timeout = handlerConfigurations[name]?.timeout ?? queue.handlerTimeout
+        return await withTaskGroup(of: HandlerOutcome?.self) { group in
+            group.addTask { await handler.handle(input) }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            // On timeout this cancels the handler and waits for it to stop (an exec handler
+            // kills its process group); otherwise it just stops the timer.
+            group.cancelAll()
+            return first ?? .failure(HandlerFailure("timeout after \(timeout.configText)", isTimeout: true))
+        }
+    }
+
+    // MARK: actions
+
+    private func execute(_ action: DeliveryAction, _ delivery: Delivery, outcome: HandlerOutcome, handler: String?, attempt: Int, _ log: Logger) async {
+        switch action {
+        case .alreadySettled:
+            if case .failure(let failure) = outcome {
+                log.warning("handler failed after ack_first acked the message", metadata: [LogKeys.error: "\(failure)"])
+            } else {
+                log.debug("message handled")
+            }
+        case .ack:
+            if case .failure(let failure) = outcome {
+                log.warning("handler failed; acked anyway (ack_policy = ack)", metadata: [LogKeys.error: "\(failure)"])
+            }
+            await settleAfterPublishing(outputs(of: outcome, delivery), delivery, .ack, log, success: "message handled")
+        case .requeue:
+            log.warning("message requeued", metadata: [LogKeys.error: "\(Self.errorText(outcome) ?? "requeue verdict")"])
+            connection.settle(delivery.tag, .nack(requeue: true))
+        case .retry(let delay):
+            await retry(delivery, delay: delay, outcome: outcome, handler: handler, attempt: attempt, log)
+        case .deadLetter(let reason):
+            let failure: HandlerFailure? = if case .failure(let f) = outcome { f } else { nil }
+            await deadLetter(delivery, reason, error: Self.errorText(outcome) ?? reason.rawValue, handler: handler, attempt: attempt, failure: failure, log)
+        }
+    }
+
+    private func retry(_ delivery: Delivery, delay: Duration?, outcome: HandlerOutcome, handler: String?, attempt: Int, _ log: Logger) async {
+        switch RetryPlanner.step(queue: queue, attempt: attempt, requestedDelay: delay) {
+        case .requeue:
+            log.warning("message requeued (retry = false)", metadata: [LogKeys.error: "\(Self.errorText(outcome) ?? "")"])
+            connection.settle(delivery.tag, .nack(requeue: true))
+        case .deadLetter(let reason):
+            let failure: HandlerFailure? = if case .failure(let f) = outcome { f } else { nil }
+            await deadLetter(delivery, reason, error: Self.errorText(outcome) ?? "retry requested", handler: handler, attempt: attempt, failure: failure, log)
+        case .delay(let delayQueue, let step, let nextAttempt):
+            let copy = RetryPlanner.retryCopy(of: delivery, delayQueue: delayQueue, nextAttempt: nextAttempt)
+            await settleAfterPublishing([copy], delivery, .ack, log, success: "message scheduled for retry", warning: true, metadata: [
+                "retry_in": "\(step.configText)", LogKeys.error: "\(Self.errorText(outcome) ?? "retry verdict")",
+            ])
+        }
+    }
+
+    private func deadLetter(
+        _ delivery: Delivery, _ reason: DeadLetterReason, error: String, handler: String?, attempt: Int, failure: HandlerFailure?, _ log: Logger
+    ) async {
+        switch queue.deadLetter {
+        case .publish(let exchange, let routingKey):
+            let copy = RetryPlanner.deadLetterCopy(
+                of: delivery, exchange: exchange, routingKey: routingKey, reason: reason, error: error, handler: handler, attempts: attempt,
+                failure: failure)
+            await settleAfterPublishing([copy], delivery, .ack, log, success: "message dead-lettered", warning: true, metadata: [
+                LogKeys.reason: "\(reason.rawValue)", LogKeys.error: "\(error)", "destination": "\(EnginePublisher.destination(copy))",
+            ])
+        case .broker:
+            log.warning("message rejected to the broker's dead-letter exchange", metadata: [LogKeys.reason: "\(reason.rawValue)", LogKeys.error: "\(error)"])
+            connection.settle(delivery.tag, .reject(requeue: false))
+        case .drop:
+            log.warning("message dropped (dead_letter = drop)", metadata: [LogKeys.reason: "\(reason.rawValue)", LogKeys.error: "\(error)"])
+            connection.settle(delivery.tag, .ack)
+        }
+    }
+
+    private func unrouted(_ delivery: Delivery, attempt: Int, _ log: Logger) async {
+        guard case .routes(_, let action) = queue.target else { return }
+        let details: Logger.Metadata = [
+            "exchange": "\(delivery.exchange)", "routing_key": "\(delivery.routingKey)", "type": "\(delivery.properties.type ?? "")",
+        ]
+        switch action {
+        case .deadLetter:
+            await deadLetter(delivery, .unrouted, error: "no route matched", handler: nil, attempt: attempt, failure: nil, log)
+        case .ack:
+            log.warning("unrouted message acked", metadata: details)
+            connection.settle(delivery.tag, .ack)
+        case .reject:
+            log.warning("unrouted message rejected", metadata: details)
+            connection.settle(delivery.tag, .reject(requeue: false))
+        }
+    }
+
+    /// Publishes, then settles with `disposition` only if every publish was confirmed;
+    /// otherwise nacks with requeue so the broker redelivers the input.
+    private func settleAfterPublishing(
+        _ messages: [OutgoingMessage], _ delivery: Delivery, _ disposition: Disposition, _ log: Logger, success: Logger.Message,
+        warning: Bool = false, metadata: Logger.Metadata = [:]
+    ) async {
+        if let problem = await publisher.publishAll(messages) {
+            log.error("publish not confirmed; message requeued", metadata: [LogKeys.error: "\(problem)"])
+            connection.settle(delivery.tag, .nack(requeue: true))
+            return
+        }
+        connection.settle(delivery.tag, disposition)
+        if warning {
+            log.warning(success, metadata: metadata)
+        } else {
+            log.debug(success, metadata: metadata)
+        }
+    }
+
+    /// The reply (to `reply_to`, with the request's correlation id) and the handler's publishes.
+    private func outputs(of outcome: HandlerOutcome, _ delivery: Delivery) -> [OutgoingMessage] {
+        let output: HandlerOutput
+        switch outcome {
+        case .success(let o), .verdict(.ack, _, let o): output = o
+        default: return []
+        }
+        var messages = output.publishes
+        if let reply = output.reply, let replyTo = delivery.properties.replyTo, !replyTo.isEmpty {
+            messages.append(OutgoingMessage(
+                exchange: "", routingKey: replyTo, mandatory: true,
+                properties: BasicProperties(correlationID: delivery.properties.correlationID), body: reply))
+        }
+        return messages
+    }
+
+    static func errorText(_ outcome: HandlerOutcome) -> String? {
+        switch outcome {
+        case .success: nil
+        case .failure(let failure): failure.error
+        case .verdict(_, let error, _): error
+        }
+    }
+}

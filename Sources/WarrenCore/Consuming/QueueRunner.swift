@@ -1,0 +1,40 @@
+import AMQP
+import Logging
+
+/// One queue's worker pool: pulls deliveries from its consumer and runs at most `concurrency`
+/// of them at once. The consumer's prefetch bounds what waits in the stream, so the pool never
+/// holds more than prefetch deliveries in flight. Once draining starts, deliveries not yet
+/// started go back to the broker (nack with requeue) without running.
+struct QueueRunner: Sendable {
+    let consumer: Consumer
+    let processor: DeliveryProcessor
+    let concurrency: Int
+    let draining: Latch
+    let logger: Logger
+
+    /// Returns when the consumer's stream ends and every started delivery is processed; the
+    /// error is why the stream ended, if it did not end normally.
+    func run() async -> (any Error)? {
+        await withTaskGroup(of: Void.self) { group in
+            var running = 0
+            var ended: (any Error)?
+            do {
+                for try await delivery in consumer.deliveries {
+                    while running >= concurrency, await group.next() != nil {
+                        running -= 1
+                    }
+                    if draining.isSet {
+                        consumer.nack(delivery, requeue: true)
+                        continue
+                    }
+                    group.addTask { await processor.process(delivery) }
+                    running += 1
+                }
+            } catch {
+                ended = error
+            }
+            await group.waitForAll()
+            return ended
+        }
+    }
+}

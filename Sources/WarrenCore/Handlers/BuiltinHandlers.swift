@@ -1,0 +1,73 @@
+import AMQP
+import Foundation
+import Logging
+
+/// `noop`: success, nothing else. For benchmarks and for queues that only need draining.
+struct NoopHandler: MessageHandler {
+    func handle(_ input: HandlerInput) async -> HandlerOutcome { .success(.none) }
+}
+
+/// `log`: one info line per message with its metadata and the start of its body.
+struct LogMessageHandler: MessageHandler {
+    let name: String
+    let logger: Logger
+    static let previewBytes = 256
+
+    func handle(_ input: HandlerInput) async -> HandlerOutcome {
+        let head = input.body.prefix(Self.previewBytes)
+        var preview = String(decoding: head, as: UTF8.self)
+        if input.body.count > Self.previewBytes { preview += "…" }
+        logger.info("message", metadata: [
+            LogKeys.queue: "\(input.queue)", LogKeys.handler: "\(name)", LogKeys.messageID: "\(input.properties.messageID ?? "")",
+            LogKeys.deliveryTag: "\(input.deliveryTag)", LogKeys.attempt: "\(input.attempt)", "exchange": "\(input.exchange)",
+            "routing_key": "\(input.routingKey)", "type": "\(input.properties.type ?? "")", "bytes": "\(input.body.count)",
+            "body": "\(preview)",
+        ])
+        return .success(.none)
+    }
+}
+
+/// `republish`: a copy to `exchange` / `routing_key` (with `{routing_key}`, `{queue}`, `{type}`
+/// expanded), confirmed before the input is acked: a shovel with at-least-once semantics.
+struct RepublishHandler: MessageHandler {
+    let exchange: String
+    let routingKey: String
+
+    func handle(_ input: HandlerInput) async -> HandlerOutcome {
+        let key = Self.expand(routingKey, input)
+        let copy = OutgoingMessage(exchange: Self.expand(exchange, input), routingKey: key, mandatory: true, properties: input.properties, body: input.body)
+        return .success(HandlerOutput(publishes: [copy]))
+    }
+
+    static func expand(_ template: String, _ input: HandlerInput) -> String {
+        guard template.contains("{") else { return template }
+        return template
+            .replacingOccurrences(of: "{routing_key}", with: input.routingKey)
+            .replacingOccurrences(of: "{queue}", with: input.queue)
+            .replacingOccurrences(of: "{type}", with: input.properties.type ?? "")
+    }
+}
+
+/// `file`: appends one JSON object per message to `path` (SPEC 5.5). Success is reported only
+/// once the line is written and, per `fsync`, on disk; a full disk is a failure like any other,
+/// so the policy retries and nothing is lost.
+struct FileHandler: MessageHandler {
+    let sink: FileSink
+
+    func handle(_ input: HandlerInput) async -> HandlerOutcome {
+        var object: [String: Any] = [
+            "queue": input.queue, "exchange": input.exchange, "routing_key": input.routingKey, "redelivered": input.redelivered,
+            "attempt": input.attempt, "properties": MessageJSON.properties(input.properties),
+            "received_at": RetryPlanner.rfc3339(Date()),
+        ]
+        MessageJSON.body(input.body, into: &object)
+        do {
+            try await sink.append(try MessageJSON.line(object))
+            return .success(.none)
+        } catch {
+            return .failure(HandlerFailure("writing \(sink.path) failed: \(error)"))
+        }
+    }
+
+    func shutdown() async { await sink.close() }
+}

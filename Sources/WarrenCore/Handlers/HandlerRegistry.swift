@@ -1,0 +1,45 @@
+import Logging
+
+/// The configured handlers, built once at start-up.
+public struct HandlerRegistry: Sendable {
+    /// Builds a handler for a configuration entry, or returns nil to get the built-in one. Tests
+    /// use it to put scripted handlers behind ordinary configuration entries.
+    public typealias Override = @Sendable (HandlerConfiguration) -> (any MessageHandler)?
+
+    public struct SetupError: Error, CustomStringConvertible {
+        public var handler: String
+        public var message: String
+        public var description: String { "handlers.\(handler): \(message)" }
+    }
+
+    private let handlers: [String: any MessageHandler]
+
+    public init(_ configuration: Configuration, logger: Logger, override: Override? = nil) throws(SetupError) {
+        var handlers: [String: any MessageHandler] = [:]
+        for entry in configuration.handlers {
+            if let custom = override?(entry) {
+                handlers[entry.name] = custom
+                continue
+            }
+            switch entry.kind {
+            case .noop:
+                handlers[entry.name] = NoopHandler()
+            case .log:
+                handlers[entry.name] = LogMessageHandler(name: entry.name, logger: logger)
+            case .file(let path, let fsync):
+                handlers[entry.name] = FileHandler(sink: FileSink(path: path, mode: fsync))
+            case .republish(let exchange, let routingKey):
+                handlers[entry.name] = RepublishHandler(exchange: exchange, routingKey: routingKey)
+            case .exec, .pipe, .http, .plugin:
+                throw SetupError(handler: entry.name, message: "handler kind \"\(entry.kind.name)\" is not available in this version of warren yet")
+            }
+        }
+        self.handlers = handlers
+    }
+
+    public subscript(name: String) -> (any MessageHandler)? { handlers[name] }
+
+    public func shutdown() async {
+        for handler in handlers.values { await handler.shutdown() }
+    }
+}

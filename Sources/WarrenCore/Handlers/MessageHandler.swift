@@ -1,0 +1,113 @@
+import AMQP
+
+/// What a handler sees of one delivery.
+public struct HandlerInput: Sendable {
+    public var queue: String
+    public var exchange: String
+    public var routingKey: String
+    public var redelivered: Bool
+    /// 1 for the first delivery; see `RetryPlanner.attempt`.
+    public var attempt: Int
+    public var properties: BasicProperties
+    public var body: [UInt8]
+    /// For log context only.
+    public var deliveryTag: UInt64
+
+    public init(queue: String, exchange: String, routingKey: String, redelivered: Bool, attempt: Int,
+                properties: BasicProperties, body: [UInt8], deliveryTag: UInt64) {
+        self.queue = queue
+        self.exchange = exchange
+        self.routingKey = routingKey
+        self.redelivered = redelivered
+        self.attempt = attempt
+        self.properties = properties
+        self.body = body
+        self.deliveryTag = deliveryTag
+    }
+}
+
+/// An explicit decision by the handler (SPEC §4).
+public enum Verdict: Sendable, Hashable {
+    case ack
+    /// Permanent failure: dead-letter with reason `rejected`.
+    case reject
+    /// Put back now.
+    case requeue
+    /// Retry later; a delay is rounded up to the nearest ladder step.
+    case retry(delay: Duration?)
+
+    public var name: String {
+        switch self {
+        case .ack: "ack"
+        case .reject: "reject"
+        case .requeue: "requeue"
+        case .retry: "retry"
+        }
+    }
+}
+
+/// A failed handler run, described for logs and dead-letter headers.
+public struct HandlerFailure: Sendable, Hashable, Error, CustomStringConvertible {
+    /// In words: `exit code 3`, `killed by SIGKILL`, `timeout after 30s`, `HTTP 500`.
+    public var error: String
+    public var isTimeout = false
+    public var exitCode: Int32?
+    public var signal: String?
+    public var httpStatus: Int?
+    /// The last 2 KiB of the handler's stderr.
+    public var stderrTail: String?
+
+    public init(_ error: String, isTimeout: Bool = false, exitCode: Int32? = nil, signal: String? = nil, httpStatus: Int? = nil, stderrTail: String? = nil) {
+        self.error = error
+        self.isTimeout = isTimeout
+        self.exitCode = exitCode
+        self.signal = signal
+        self.httpStatus = httpStatus
+        self.stderrTail = stderrTail
+    }
+
+    public var description: String { error }
+}
+
+/// What a successful run produces besides success: the RPC reply (published to the message's
+/// `reply_to`) and messages to publish. All are confirmed before the input is acked.
+public struct HandlerOutput: Sendable {
+    public var reply: [UInt8]?
+    public var publishes: [OutgoingMessage]
+
+    public init(reply: [UInt8]? = nil, publishes: [OutgoingMessage] = []) {
+        self.reply = reply
+        self.publishes = publishes
+    }
+
+    public static let none = HandlerOutput()
+}
+
+/// How one handler run ended.
+public enum HandlerOutcome: Sendable {
+    case success(HandlerOutput)
+    case failure(HandlerFailure)
+    /// `error` is the handler's own explanation, if it gave one.
+    case verdict(Verdict, error: String?, output: HandlerOutput)
+
+    /// The `result` label of `warren_handler_runs_total`.
+    public var resultName: String {
+        switch self {
+        case .success: "success"
+        case .failure(let f): f.isTimeout ? "timeout" : "failure"
+        case .verdict(let v, _, _): v.name
+        }
+    }
+}
+
+/// The contract every handler kind implements. `handle` must return (it may be cancelled when
+/// the handler timeout passes: kill what it started and return promptly).
+public protocol MessageHandler: Sendable {
+    func handle(_ input: HandlerInput) async -> HandlerOutcome
+    /// Release what the handler holds (worker processes, libraries). Called once, at shutdown.
+    func shutdown() async
+}
+
+extension MessageHandler {
+    public func shutdown() async {}
+}

@@ -1,0 +1,12 @@
+/// Metadata keys of Warren's log events, in one place (SPEC §6).
+public enum LogKeys {
+    public static let queue = "queue"
+    public static let handler = "handler"
+    public static let messageID = "message_id"
+    public static let deliveryTag = "delivery_tag"
+    public static let attempt = "attempt"
+    public static let outcome = "outcome"
+    public static let durationMS = "duration_ms"
+    public static let error = "error"
+    public static let reason = "reason"
+}

@@ -86,6 +86,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "AMQP",
+                "WarrenCore",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

@@ -2,7 +2,8 @@
 ///
 /// Columns count Unicode scalars from the start of the line: a tab is one column, a multi-scalar
 /// character (an emoji with a modifier, a letter with a combining accent) counts once per scalar,
-/// and a byte-order mark at the very start of the file is not counted.
+/// and a byte-order mark at the very start of the file is not counted. This is how toml++ counts
+/// the columns of its syntax errors, so both kinds of diagnostic agree.
 public struct SourcePosition: Sendable, Hashable, CustomStringConvertible {
     public var line: Int
     public var column: Int
@@ -41,6 +42,7 @@ public enum ConfigPathComponent: Sendable, Hashable {
 /// - a `[table]` header's own path, and `[[array]]` element `.index(n)`: the header's first `[`;
 /// - an element of an inline array: its first character (`{`, `[`, a quote, a digit);
 /// - `valuePosition`: the first character of the value after `=` (or of an array element).
+/// A key written twice (an error TOMLKit reports) keeps its first position.
 public struct SourceLocator: Sendable {
     private let keys: [[ConfigPathComponent]: SourcePosition]
     private let values: [[ConfigPathComponent]: SourcePosition]

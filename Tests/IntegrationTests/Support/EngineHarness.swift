@@ -1,0 +1,222 @@
+import AMQP
+import Foundation
+import Logging
+import Synchronization
+import Testing
+import WarrenCore
+
+/// Everything the scripted handler saw, awaitable: tests wait for a condition on it instead of
+/// sleeping.
+final class Recorder: Sendable {
+    struct Call: Sendable {
+        var messageID: String
+        var attempt: Int
+        var redelivered: Bool
+        var headers: FieldTable?
+        var at: ContinuousClock.Instant
+    }
+
+    private struct State {
+        var calls: [Call] = []
+        var finished = 0
+        var running = 0
+        var maxRunning = 0
+        var waiters: [(id: Int, predicate: @Sendable (Snapshot) -> Bool, continuation: CheckedContinuation<Bool, Never>)] = []
+        var nextWaiter = 0
+    }
+
+    struct Snapshot: Sendable {
+        var calls: [Call]
+        var finished: Int
+        var running: Int
+        var maxRunning: Int
+
+        func calls(for id: String) -> [Call] { calls.filter { $0.messageID == id } }
+    }
+
+    private let state = Mutex(State())
+
+    var snapshot: Snapshot { state.withLock { Snapshot(calls: $0.calls, finished: $0.finished, running: $0.running, maxRunning: $0.maxRunning) } }
+
+    func started(_ input: HandlerInput) {
+        update { state in
+            state.calls.append(Call(
+                messageID: input.properties.messageID ?? "", attempt: input.attempt, redelivered: input.redelivered,
+                headers: input.properties.headers, at: .now))
+            state.running += 1
+            state.maxRunning = max(state.maxRunning, state.running)
+        }
+    }
+
+    func finished() {
+        update { state in
+            state.running -= 1
+            state.finished += 1
+        }
+    }
+
+    private func update(_ body: (inout State) -> Void) {
+        let ready = state.withLock { state -> [CheckedContinuation<Bool, Never>] in
+            body(&state)
+            let snapshot = Snapshot(calls: state.calls, finished: state.finished, running: state.running, maxRunning: state.maxRunning)
+            let (due, rest) = (state.waiters.filter { $0.predicate(snapshot) }, state.waiters.filter { !$0.predicate(snapshot) })
+            state.waiters = rest
+            return due.map(\.continuation)
+        }
+        for continuation in ready { continuation.resume(returning: true) }
+    }
+
+    /// Waits until `predicate` holds (true) or `timeout` passes (false).
+    func wait(for timeout: Duration = .seconds(30), until predicate: @escaping @Sendable (Snapshot) -> Bool) async -> Bool {
+        let id = state.withLock { state -> Int in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        return await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await withCheckedContinuation { continuation in
+                    let now = self.state.withLock { state -> Bool in
+                        let snapshot = Snapshot(calls: state.calls, finished: state.finished, running: state.running, maxRunning: state.maxRunning)
+                        if predicate(snapshot) { return true }
+                        state.waiters.append((id, predicate, continuation))
+                        return false
+                    }
+                    if now { continuation.resume(returning: true) }
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                let waiter = self.state.withLock { state -> CheckedContinuation<Bool, Never>? in
+                    guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                    return state.waiters.remove(at: index).continuation
+                }
+                waiter?.resume(returning: false)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
+}
+
+/// A handler whose behaviour is scripted per message by the `x-test` header. The script applies
+/// to the first delivery only (attempt 1, not redelivered); later deliveries succeed, so that
+/// requeues and retries end. `x-test-always` applies it to every delivery.
+struct ScriptedHandler: MessageHandler {
+    let recorder: Recorder
+
+    func handle(_ input: HandlerInput) async -> HandlerOutcome {
+        recorder.started(input)
+        defer { recorder.finished() }
+        let headers = input.properties.headers
+        let always = headers?["x-test-always"] != nil
+        let script = headers?["x-test"]?.stringValue ?? "success"
+        if let ms = headers?["x-test-sleep-ms"]?.integerValue {
+            try? await Task.sleep(for: .milliseconds(ms))
+        }
+        let first = input.attempt == 1 && !input.redelivered
+        guard first || always else { return .success(.none) }
+        switch script {
+        case "fail": return .failure(HandlerFailure("exit code 3", exitCode: 3, stderrTail: "boom"))
+        case "verdict:ack": return .verdict(.ack, error: nil, output: .none)
+        case "verdict:reject": return .verdict(.reject, error: "bad input", output: .none)
+        case "verdict:requeue": return .verdict(.requeue, error: "busy", output: .none)
+        case "verdict:retry": return .verdict(.retry(delay: nil), error: "later", output: .none)
+        default: return .success(.none)
+        }
+    }
+}
+
+/// An in-process engine against the test broker, with the scripted handler behind every
+/// handler entry of kind "noop" named "scripted".
+final class EngineHarness: Sendable {
+    let queue: String
+    let configuration: Configuration
+    let recorder = Recorder()
+    let stop = Latch()
+    let ready = Latch()
+    private let task: Mutex<Task<Engine.Outcome, Never>?> = Mutex(nil)
+
+    init(queueSettings: String = "", extra: String = "", queue: String = TestBroker.uniqueName("engine")) throws {
+        self.queue = queue
+        let source = """
+            [broker]
+            urls = ["\(TestBroker.url)"]
+            connection_name = "warren-engine-tests"
+            heartbeat = "10s"
+
+            [publisher]
+            confirm_timeout = "5s"
+
+            [[queues]]
+            name = "\(queue)"
+            durable = false
+            handler = "scripted"
+            \(queueSettings)
+
+            [handlers.scripted]
+            kind = "noop"
+            \(extra)
+            """
+        configuration = try ConfigurationLoader.parse(source: source, file: "engine-test.toml")
+    }
+
+    func start() async throws {
+        let recorder = recorder
+        var logger = Logger(label: "warren.engine-tests")
+        logger.logLevel = .error
+        let engine = Engine(configuration: configuration, logger: logger) { entry in
+            entry.name == "scripted" ? ScriptedHandler(recorder: recorder) : nil
+        }
+        let stop = stop
+        let ready = ready
+        task.withLock { $0 = Task { await engine.run(stop: stop, ready: ready) } }
+        let started = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { await ready.wait(); return true }
+            group.addTask { try? await Task.sleep(for: .seconds(20)); return false }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        guard started else { throw TestTimeout(what: "waiting for the engine to become ready") }
+    }
+
+    /// Graceful stop; returns the engine's outcome.
+    @discardableResult
+    func stopAndWait() async -> Engine.Outcome? {
+        stop.set()
+        return await task.withLock { $0 }?.value
+    }
+
+    /// Every queue the configuration made warren declare.
+    var declaredQueues: [String] {
+        TopologyPlan(configuration).queues.map(\.declaration.name)
+    }
+
+    func cleanUp() async {
+        for name in declaredQueues { try? await TestBroker.deleteQueue(name) }
+    }
+
+    /// Publishes with confirms; `test` scripts the handler.
+    func publish(_ id: String, test: String = "success", headers extra: FieldTable = [:], on connection: AMQPConnection, body: [UInt8] = Array("payload".utf8)) async throws {
+        let publisher = try await connection.openPublisher()
+        var headers = extra
+        headers["x-test"] = .string(test)
+        let outcome = try await publisher.publish(routingKey: queue, body: body, properties: BasicProperties(headers: headers, messageID: id))
+        #expect(outcome == .confirmed)
+    }
+
+    /// The messages parked in `<queue>.dead`, drained (acked).
+    func drainParked(expecting count: Int, on connection: AMQPConnection) async throws -> [Delivery] {
+        guard count > 0 else { return [] }
+        let consumer = try await connection.consume(ConsumeOptions(queue: "\(queue).dead", prefetch: 100))
+        let parked = try await collect(count, from: consumer, within: .seconds(20)) { consumer.ack($0) }
+        try await consumer.close()
+        return parked
+    }
+
+    func messageCount(_ name: String, on connection: AMQPConnection) async throws -> UInt32 {
+        try await connection.declareQueue(QueueDeclaration(name: name, passive: true)).messageCount
+    }
+}

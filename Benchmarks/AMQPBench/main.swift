@@ -7,8 +7,55 @@ import Logging
 /// of unconfirmed publishes), then consume + ack (coalesced and immediate settlement).
 /// Prints a table of medians over several rounds; not a test, no assertions.
 @main
+struct AMQPBenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "amqp-bench", abstract: "Benchmark Warren's AMQP layer.",
+        subcommands: [AMQPBench.self, WaitEmpty.self, Declare.self], defaultSubcommand: AMQPBench.self)
+}
+
+/// Waits until a queue has no ready messages, polling with passive declares on one connection
+/// (cheap, unlike rabbitmqctl), and prints the seconds it took. Used by scripts/bench-drain.
+struct WaitEmpty: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "wait-empty")
+    @Option var url = ProcessInfo.processInfo.environment["WARREN_TEST_AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672/"
+    @Option var queue: String
+
+    func run() async throws {
+        var logger = Logger(label: "amqp-bench")
+        logger.logLevel = .warning
+        let connection = try await AMQPConnection.connect(try ConnectionConfiguration(urls: [url]), logger: logger)
+        let clock = ContinuousClock()
+        let started = clock.now
+        while try await connection.declareQueue(QueueDeclaration(name: queue, passive: true)).messageCount > 0 {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        print(String(format: "%.3f", (clock.now - started) / .seconds(1)))
+        await connection.close()
+    }
+}
+
+/// Declares (or deletes, with --delete) a transient queue.
+struct Declare: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "declare")
+    @Option var url = ProcessInfo.processInfo.environment["WARREN_TEST_AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672/"
+    @Option var queue: String
+    @Flag var delete = false
+
+    func run() async throws {
+        var logger = Logger(label: "amqp-bench")
+        logger.logLevel = .warning
+        let connection = try await AMQPConnection.connect(try ConnectionConfiguration(urls: [url]), logger: logger)
+        if delete {
+            try await connection.deleteQueue(queue)
+        } else {
+            try await connection.declareQueue(QueueDeclaration(name: queue, durable: false))
+        }
+        await connection.close()
+    }
+}
+
 struct AMQPBench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "amqp-bench", abstract: "Benchmark Warren's AMQP layer.")
+    static let configuration = CommandConfiguration(commandName: "throughput", abstract: "Publish with confirms, then consume + ack.")
 
     @Option(help: "Broker URL.") var url = ProcessInfo.processInfo.environment["WARREN_TEST_AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672/"
     @Option(help: "Messages per round.") var count = 100_000

@@ -17,19 +17,15 @@ struct DeliveryProcessor: Sendable {
 
     func process(_ delivery: Delivery) async {
         let attempt = RetryPlanner.attempt(headers: delivery.properties.headers)
-        var context = logger
-        context[metadataKey: LogKeys.queue] = "\(queue.name)"
-        context[metadataKey: LogKeys.deliveryTag] = "\(delivery.tag.value)"
-        context[metadataKey: LogKeys.attempt] = "\(attempt)"
-        if let id = delivery.properties.messageID { context[metadataKey: LogKeys.messageID] = "\(id)" }
+        var log = MessageLog(logger: logger, queue: queue.name, delivery: delivery, attempt: attempt)
 
         if delivery.body.count > queue.maxBodySize {
             let error = "the body of \(delivery.body.count) bytes exceeds max_body_size (\(queue.maxBodySize))"
-            await deadLetter(delivery, .tooLarge, error: error, handler: nil, attempt: attempt, failure: nil, context)
+            await deadLetter(delivery, .tooLarge, error: error, handler: nil, attempt: attempt, failure: nil, log)
             return
         }
         guard let names = router.handlers(for: delivery) else {
-            await unrouted(delivery, attempt: attempt, context)
+            await unrouted(delivery, attempt: attempt, log)
             return
         }
         if queue.ackPolicy.acksBeforeHandling {
@@ -41,12 +37,11 @@ struct DeliveryProcessor: Sendable {
         let clock = ContinuousClock()
         let started = clock.now
         let (outcome, failedHandler) = await runAll(names, input)
-        let elapsed = clock.now - started
-        context[metadataKey: LogKeys.handler] = "\(failedHandler ?? names.joined(separator: ","))"
-        context[metadataKey: LogKeys.outcome] = "\(outcome.resultName)"
-        context[metadataKey: LogKeys.durationMS] = "\(elapsed.milliseconds)"
+        log.handler = failedHandler ?? (names.count == 1 ? names[0] : names.joined(separator: ","))
+        log.outcome = outcome.resultName
+        log.duration = clock.now - started
         let action = queue.ackPolicy.action(for: outcome)
-        await execute(action, delivery, outcome: outcome, handler: failedHandler ?? names.first, attempt: attempt, context)
+        await execute(action, delivery, outcome: outcome, handler: failedHandler ?? names.first, attempt: attempt, log)
     }
 
     // MARK: running handlers
@@ -89,6 +84,9 @@ struct DeliveryProcessor: Sendable {
             return .failure(HandlerFailure("handler \"\(name)\" is not configured"))
         }
         let timeout = handlerConfigurations[name]?.timeout ?? queue.handlerTimeout
+        if handler.enforcesOwnTimeout {
+            return await handler.handle(input)
+        }
         return await withTaskGroup(of: HandlerOutcome?.self) { group in
             group.addTask { await handler.handle(input) }
             group.addTask {
@@ -105,7 +103,7 @@ struct DeliveryProcessor: Sendable {
 
     // MARK: actions
 
-    private func execute(_ action: DeliveryAction, _ delivery: Delivery, outcome: HandlerOutcome, handler: String?, attempt: Int, _ log: Logger) async {
+    private func execute(_ action: DeliveryAction, _ delivery: Delivery, outcome: HandlerOutcome, handler: String?, attempt: Int, _ log: MessageLog) async {
         switch action {
         case .alreadySettled:
             if case .failure(let failure) = outcome {
@@ -129,7 +127,7 @@ struct DeliveryProcessor: Sendable {
         }
     }
 
-    private func retry(_ delivery: Delivery, delay: Duration?, outcome: HandlerOutcome, handler: String?, attempt: Int, _ log: Logger) async {
+    private func retry(_ delivery: Delivery, delay: Duration?, outcome: HandlerOutcome, handler: String?, attempt: Int, _ log: MessageLog) async {
         switch RetryPlanner.step(queue: queue, attempt: attempt, requestedDelay: delay) {
         case .requeue:
             log.warning("message requeued (retry = false)", metadata: [LogKeys.error: "\(Self.errorText(outcome) ?? "")"])
@@ -146,7 +144,7 @@ struct DeliveryProcessor: Sendable {
     }
 
     private func deadLetter(
-        _ delivery: Delivery, _ reason: DeadLetterReason, error: String, handler: String?, attempt: Int, failure: HandlerFailure?, _ log: Logger
+        _ delivery: Delivery, _ reason: DeadLetterReason, error: String, handler: String?, attempt: Int, failure: HandlerFailure?, _ log: MessageLog
     ) async {
         switch queue.deadLetter {
         case .publish(let exchange, let routingKey):
@@ -165,7 +163,7 @@ struct DeliveryProcessor: Sendable {
         }
     }
 
-    private func unrouted(_ delivery: Delivery, attempt: Int, _ log: Logger) async {
+    private func unrouted(_ delivery: Delivery, attempt: Int, _ log: MessageLog) async {
         guard case .routes(_, let action) = queue.target else { return }
         let details: Logger.Metadata = [
             "exchange": "\(delivery.exchange)", "routing_key": "\(delivery.routingKey)", "type": "\(delivery.properties.type ?? "")",
@@ -185,7 +183,7 @@ struct DeliveryProcessor: Sendable {
     /// Publishes, then settles with `disposition` only if every publish was confirmed;
     /// otherwise nacks with requeue so the broker redelivers the input.
     private func settleAfterPublishing(
-        _ messages: [OutgoingMessage], _ delivery: Delivery, _ disposition: Disposition, _ log: Logger, success: Logger.Message,
+        _ messages: [OutgoingMessage], _ delivery: Delivery, _ disposition: Disposition, _ log: MessageLog, success: Logger.Message,
         warning: Bool = false, metadata: Logger.Metadata = [:]
     ) async {
         if let problem = await publisher.publishAll(messages) {
@@ -223,5 +221,47 @@ struct DeliveryProcessor: Sendable {
         case .failure(let failure): failure.error
         case .verdict(_, let error, _): error
         }
+    }
+}
+
+/// A delivery's log context, kept as plain values: the metadata dictionary is built only when an
+/// event is actually logged (swift-log evaluates metadata lazily), not for every message.
+struct MessageLog {
+    let logger: Logger
+    let queue: String
+    let delivery: Delivery
+    let attempt: Int
+    var handler: String?
+    var outcome: String?
+    var duration: Duration?
+
+    init(logger: Logger, queue: String, delivery: Delivery, attempt: Int) {
+        self.logger = logger
+        self.queue = queue
+        self.delivery = delivery
+        self.attempt = attempt
+    }
+
+    func metadata(_ extra: Logger.Metadata) -> Logger.Metadata {
+        var metadata: Logger.Metadata = [
+            LogKeys.queue: "\(queue)", LogKeys.deliveryTag: "\(delivery.tag.value)", LogKeys.attempt: "\(attempt)",
+        ]
+        if let id = delivery.properties.messageID { metadata[LogKeys.messageID] = "\(id)" }
+        if let handler { metadata[LogKeys.handler] = "\(handler)" }
+        if let outcome { metadata[LogKeys.outcome] = "\(outcome)" }
+        if let duration { metadata[LogKeys.durationMS] = "\(duration.milliseconds)" }
+        return metadata.merging(extra) { _, new in new }
+    }
+
+    func debug(_ message: @autoclosure () -> Logger.Message, metadata extra: @autoclosure () -> Logger.Metadata = [:]) {
+        logger.debug(message(), metadata: metadata(extra()))
+    }
+
+    func warning(_ message: @autoclosure () -> Logger.Message, metadata extra: @autoclosure () -> Logger.Metadata = [:]) {
+        logger.warning(message(), metadata: metadata(extra()))
+    }
+
+    func error(_ message: @autoclosure () -> Logger.Message, metadata extra: @autoclosure () -> Logger.Metadata = [:]) {
+        logger.error(message(), metadata: metadata(extra()))
     }
 }

@@ -4,6 +4,8 @@ import Logging
 
 /// `noop`: success, nothing else. For benchmarks and for queues that only need draining.
 struct NoopHandler: MessageHandler {
+    var enforcesOwnTimeout: Bool { true }
+
     func handle(_ input: HandlerInput) async -> HandlerOutcome { .success(.none) }
 }
 
@@ -12,6 +14,7 @@ struct LogMessageHandler: MessageHandler {
     let name: String
     let logger: Logger
     static let previewBytes = 256
+    var enforcesOwnTimeout: Bool { true }
 
     func handle(_ input: HandlerInput) async -> HandlerOutcome {
         let head = input.body.prefix(Self.previewBytes)
@@ -32,6 +35,7 @@ struct LogMessageHandler: MessageHandler {
 struct RepublishHandler: MessageHandler {
     let exchange: String
     let routingKey: String
+    var enforcesOwnTimeout: Bool { true }
 
     func handle(_ input: HandlerInput) async -> HandlerOutcome {
         let key = Self.expand(routingKey, input)

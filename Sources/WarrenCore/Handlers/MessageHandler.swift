@@ -106,8 +106,13 @@ public protocol MessageHandler: Sendable {
     func handle(_ input: HandlerInput) async -> HandlerOutcome
     /// Release what the handler holds (worker processes, libraries). Called once, at shutdown.
     func shutdown() async
+    /// True when the handler cannot overrun its timeout (it finishes at once, or enforces the
+    /// timeout itself, e.g. by killing its process). The engine then spares the per-run timer,
+    /// which costs more than a whole noop run.
+    var enforcesOwnTimeout: Bool { get }
 }
 
 extension MessageHandler {
     public func shutdown() async {}
+    public var enforcesOwnTimeout: Bool { false }
 }

@@ -32,6 +32,8 @@ let package = Package(
             dependencies: ["CRabbitMQ"],
             cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]
         ),
+        // The public C header of in-process handler plugins (warren_plugin.h).
+        .target(name: "WarrenPlugin"),
         .target(
             name: "AMQP",
             dependencies: [
@@ -46,6 +48,7 @@ let package = Package(
             name: "WarrenCore",
             dependencies: [
                 "AMQP",
+                "WarrenPlugin",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],

@@ -1,5 +1,6 @@
 import AMQP
 import Foundation
+internal import WarrenPlugin
 
 /// What validation may ask of the machine: files, executables, plugin libraries. A seam so unit
 /// tests can run every rule without preparing files.
@@ -215,8 +216,16 @@ enum PluginProbe {
             return "\(path) cannot be loaded: \(reason)"
         }
         defer { dlclose(handle) }
-        guard dlsym(handle, entryPoint) != nil else {
+        guard let symbol = dlsym(handle, entryPoint) else {
             return "\(path) does not export \(entryPoint); is it a Warren plugin?"
+        }
+        let entry = unsafeBitCast(symbol, to: warren_plugin_v1_fn.self)
+        guard let table = entry() else {
+            return "\(path): \(entryPoint)() returned no plugin table"
+        }
+        let version = table.pointee.abi_version
+        guard version == WARREN_PLUGIN_ABI_VERSION else {
+            return "\(path) was built for plugin ABI version \(version), but this warren speaks version \(WARREN_PLUGIN_ABI_VERSION); rebuild it against this warren's warren_plugin.h"
         }
         return nil
     }

@@ -1,0 +1,80 @@
+/*
+ * warren_plugin.h: the C ABI of Warren's in-process handler plugins (SPEC 5.4).
+ *
+ * A plugin is a shared library that exports
+ *
+ *     const warren_plugin_v1_t *warren_plugin_v1(void);
+ *
+ * returning a table whose abi_version is WARREN_PLUGIN_ABI_VERSION. Warren calls init once per
+ * [handlers.NAME] entry with the entry's `config` table as a JSON object, handle for each
+ * message (on Warren's blocking worker threads, never on an I/O thread; possibly on several
+ * threads at once for one state), and destroy at shutdown.
+ *
+ * The message view passed to handle is valid only during the call: copy what you keep.
+ */
+#ifndef WARREN_PLUGIN_H
+#define WARREN_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define WARREN_PLUGIN_ABI_VERSION 1u
+
+/* A byte string that is not NUL-terminated; data may be NULL when len is 0. */
+typedef struct warren_bytes {
+    const uint8_t *data;
+    size_t len;
+} warren_bytes;
+
+typedef struct warren_message {
+    warren_bytes body;
+    warren_bytes queue;
+    warren_bytes exchange;
+    warren_bytes routing_key;
+    int redelivered;            /* 0 or 1 */
+    uint32_t attempt;           /* 1 for the first delivery */
+    warren_bytes message_id;    /* empty when absent */
+    warren_bytes correlation_id;
+    warren_bytes reply_to;
+    warren_bytes content_type;
+    warren_bytes type;
+    int64_t timestamp;          /* seconds since the epoch; -1 when absent */
+    warren_bytes headers_json;  /* the headers as a JSON object */
+} warren_message;
+
+typedef enum warren_verdict {
+    WARREN_VERDICT_ACK = 0,     /* success */
+    WARREN_VERDICT_REJECT = 1,  /* permanent failure: dead-letter with reason "rejected" */
+    WARREN_VERDICT_REQUEUE = 2, /* put back now */
+    WARREN_VERDICT_RETRY = 3,   /* retry later, after delay_ms (0 = the queue's ladder) */
+    WARREN_VERDICT_ERROR = 4    /* failure: the queue's ack policy decides */
+} warren_verdict;
+
+/* Filled in by handle. error (optional) must stay valid until the next call of handle on the
+ * same thread, or be a static string. */
+typedef struct warren_result {
+    warren_verdict verdict;
+    uint64_t delay_ms;
+    const char *error;
+} warren_result;
+
+typedef struct warren_plugin_v1_t {
+    uint32_t abi_version; /* WARREN_PLUGIN_ABI_VERSION */
+    /* 0 on success; on failure, *state is ignored and Warren refuses to start. */
+    int (*init)(const char *config_json, void **state);
+    /* Must fill *result; must be thread-safe for one state. */
+    void (*handle)(void *state, const warren_message *message, warren_result *result);
+    void (*destroy)(void *state);
+} warren_plugin_v1_t;
+
+typedef const warren_plugin_v1_t *(*warren_plugin_v1_fn)(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* WARREN_PLUGIN_H */

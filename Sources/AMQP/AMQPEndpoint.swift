@@ -22,6 +22,13 @@ public struct AMQPEndpoint: Sendable, Hashable, CustomStringConvertible {
 
     /// Parses a URL; the error message never contains the password.
     public init(url: String) throws(AMQPError) {
+        // Checked first: Foundation refuses the whole URL for a bad escape, which would hide the cause.
+        if let authority = url.range(of: "://"), let slash = url[authority.upperBound...].firstIndex(of: "/") {
+            let path = url[slash...].prefix { $0 != "?" && $0 != "#" }
+            guard Self.isValidPercentEncoding(path) else {
+                throw AMQPError(.invalidArgument, "\(Self.redact(url)): the vhost is not valid percent-encoding")
+            }
+        }
         guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased() else {
             throw AMQPError(.invalidArgument, "\(Self.redact(url)) is not a valid URL")
         }
@@ -57,7 +64,7 @@ public struct AMQPEndpoint: Sendable, Hashable, CustomStringConvertible {
             guard !segment.contains("/") else {
                 throw AMQPError(.invalidArgument, "\(redacted): the vhost must be a single path segment (write / inside it as %2f)")
             }
-            guard let decoded = String(segment).removingPercentEncoding else {
+            guard Self.isValidPercentEncoding(segment), let decoded = String(segment).removingPercentEncoding else {
                 throw AMQPError(.invalidArgument, "\(redacted): the vhost is not valid percent-encoding")
             }
             vhost = decoded
@@ -72,14 +79,26 @@ public struct AMQPEndpoint: Sendable, Hashable, CustomStringConvertible {
         return "\(scheme)://\(user):***@\(hostPart):\(port)\(vhostPart)"
     }
 
+    private static func isValidPercentEncoding(_ text: Substring) -> Bool {
+        var rest = text[...]
+        while let percent = rest.firstIndex(of: "%") {
+            let digits = rest[rest.index(after: percent)...].prefix(2)
+            guard digits.count == 2, digits.allSatisfy(\.isHexDigit) else { return false }
+            rest = rest[rest.index(percent, offsetBy: 3)...]
+        }
+        return true
+    }
+
     /// Replaces the password of any URL-looking string with `***`, for messages about URLs that
-    /// did not even parse.
+    /// did not even parse (`scheme://user:pw@host`, and `scheme:user:pw@host` too).
     public static func redact(_ url: String) -> String {
-        guard let schemeEnd = url.range(of: "://") else { return url }
-        let rest = url[schemeEnd.upperBound...]
+        guard let colon = url.firstIndex(of: ":") else { return url }
+        let afterScheme = url[url.index(after: colon)...]
+        let schemeEnd = afterScheme.hasPrefix("//") ? url.index(colon, offsetBy: 3) : url.index(after: colon)
+        let rest = url[schemeEnd...]
         guard let at = rest.lastIndex(of: "@") else { return url }
         let userInfo = rest[rest.startIndex..<at]
-        guard let colon = userInfo.firstIndex(of: ":") else { return url }
-        return String(url[..<schemeEnd.upperBound]) + userInfo[..<colon] + ":***" + rest[at...]
+        guard let passwordStart = userInfo.firstIndex(of: ":") else { return url }
+        return String(url[..<schemeEnd]) + userInfo[..<passwordStart] + ":***" + rest[at...]
     }
 }

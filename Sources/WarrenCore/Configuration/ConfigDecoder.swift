@@ -51,7 +51,8 @@ final class ConfigDecoder {
                 rest = after.dropFirst(3)
             } else if after.hasPrefix("${") {
                 guard let close = after.firstIndex(of: "}") else {
-                    report(path, "unterminated ${ in \"\(text)\"")
+                    // The value itself is not shown: it may hold a password.
+                    report(path, "unterminated ${ (a closing } is missing)")
                     return nil
                 }
                 let name = String(after[after.index(after.startIndex, offsetBy: 2)..<close])
@@ -186,10 +187,11 @@ final class TableReader {
     func enumeration<E: RawRepresentable & CaseIterable>(_ key: String, _ type: E.Type) -> E? where E.RawValue == String {
         guard let node = node(key) else { return nil }
         let choices = E.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
-        guard case .string(let text) = node else {
+        guard case .string = node else {
             decoder.report(at(key), "expected one of \(choices), got \(node.rendered)")
             return nil
         }
+        guard let text = decoder.string(node, at: at(key)) else { return nil }
         guard let value = E(rawValue: text) else {
             var message = "expected one of \(choices), got \(node.rendered)"
             if let guess = Suggestion.closest(to: text, among: E.allCases.map(\.rawValue)) { message += " (did you mean \"\(guess)\"?)" }

@@ -228,10 +228,11 @@ struct ConfigurationDecoding {
         }
         if let node = table.node("dead_letter") {
             switch node {
-            case .string(let text):
-                switch text {
+            case .string:
+                switch d.string(node, at: table.at("dead_letter")) {
                 case "broker": queue.deadLetter = .broker
                 case "drop": queue.deadLetter = .drop
+                case nil: break
                 default: d.report(table.at("dead_letter"), "expected \"broker\", \"drop\" or a [queues.dead_letter] table, got \(node.rendered)")
                 }
             case .table:
@@ -250,14 +251,16 @@ struct ConfigurationDecoding {
 
     private func decodeBinding(_ table: TableReader) -> BindingConfiguration? {
         defer { table.finish() }
+        let routingKey = table.string("routing_key")
+        let arguments = table.fieldTable("arguments")
         guard table.has("exchange") else {
             d.reportKey(table.path, "this binding has no exchange")
             return nil
         }
         guard let exchange = table.string("exchange") else { return nil }
         var binding = BindingConfiguration(exchange: exchange)
-        if let v = table.string("routing_key") { binding.routingKey = v }
-        if let v = table.fieldTable("arguments") { binding.arguments = v }
+        if let routingKey { binding.routingKey = routingKey }
+        if let arguments { binding.arguments = arguments }
         return binding
     }
 
@@ -295,7 +298,7 @@ struct ConfigurationDecoding {
             guard let handlers = route.stringArray("handlers", nonEmpty: true) else { return nil }
             return Route(match: match, handlers: handlers)
         }
-        if routes.isEmpty {
+        if case .array(let elements) = node, elements.isEmpty {
             d.report(table.at("routes"), "expected at least one route")
         }
         return routes
@@ -311,34 +314,41 @@ struct ConfigurationDecoding {
             defer { handler.finish() }
             guard handler.has("kind") else {
                 d.reportKey(handler.path, "this handler has no kind: set kind to one of \(HandlerKind.names.map { "\"\($0)\"" }.joined(separator: ", "))")
+                handler.acceptAllKeys()  // which keys are valid depends on the kind
                 continue
             }
-            guard let kindName = handler.string("kind") else { continue }
+            guard let kindName = handler.string("kind") else {
+                handler.acceptAllKeys()
+                continue
+            }
             let timeout = handler.duration("timeout")
             let kind: HandlerKind?
             switch kindName {
             case "exec":
-                kind = command(handler).map {
-                    .exec(command: $0, environment: handler.stringTable("env") ?? [:], workingDirectory: handler.string("working_directory"))
-                }
+                let environment = handler.stringTable("env") ?? [:]
+                let workingDirectory = handler.string("working_directory")
+                kind = command(handler).map { .exec(command: $0, environment: environment, workingDirectory: workingDirectory) }
             case "pipe":
+                let environment = handler.stringTable("env") ?? [:]
+                let workingDirectory = handler.string("working_directory")
                 let instances = handler.int("instances", in: 1...1024, "an integer from 1 to 1024") ?? 1
                 let inFlight = handler.int("max_in_flight_per_instance", in: 1...65_535, "a positive integer") ?? 1
                 kind = command(handler).map {
-                    .pipe(command: $0, environment: handler.stringTable("env") ?? [:], workingDirectory: handler.string("working_directory"),
-                          instances: instances, maxInFlightPerInstance: inFlight)
+                    .pipe(command: $0, environment: environment, workingDirectory: workingDirectory, instances: instances,
+                          maxInFlightPerInstance: inFlight)
                 }
             case "http":
-                let method = handler.string("method")?.uppercased() ?? "POST"
+                let written = handler.string("method") ?? "POST"
+                let method = written.uppercased()
                 if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(method) {
-                    d.report(handler.at("method"), "expected one of GET, POST, PUT, PATCH, DELETE, got \"\(method)\"")
+                    d.report(handler.at("method"), "expected one of GET, POST, PUT, PATCH, DELETE, got \"\(written)\"")
                 }
                 let headers = handler.stringTable("headers") ?? [:]
                 if !handler.has("url") { d.reportKey(handler.path, "an http handler needs url = \"http://...\"") }
                 if let url = handler.string("url") {
                     let lower = url.lowercased()
                     if !(lower.hasPrefix("http://") || lower.hasPrefix("https://")) || URL(string: url)?.host == nil {
-                        d.report(handler.at("url"), "expected an http:// or https:// URL, got \"\(url)\"")
+                        d.report(handler.at("url"), "expected an http:// or https:// URL, got \"\(AMQPEndpoint.redact(url))\"")
                     }
                     kind = .http(url: url, method: method, headers: headers)
                 } else {

@@ -38,6 +38,9 @@ struct ConfigurationValidation {
 
     func validate(_ c: inout Configuration) {
         validateBroker(&c.broker)
+        // Decoding problems in [defaults], before this pass adds its own.
+        let defaultsBroken = d.hasIssue(under: [.key("defaults"), .key("concurrency")]) || d.hasIssue(under: [.key("defaults"), .key("prefetch")])
+        validateDefaults(c.defaults, c.queues)
         var exchangeNames: Set<String> = []
         for (index, exchange) in c.exchanges.enumerated() where !exchange.name.isEmpty && !exchangeNames.insert(exchange.name).inserted {
             d.report([.key("exchanges"), .index(index), .key("name")], "exchange \"\(exchange.name)\" is declared twice")
@@ -48,11 +51,30 @@ struct ConfigurationValidation {
             if !queue.name.isEmpty && !queueNames.insert(queue.name).inserted {
                 d.report(path + [.key("name")], "queue \"\(queue.name)\" is declared twice")
             }
-            validateQueue(queue, at: path, in: c)
+            validateQueue(queue, at: path, in: c, defaultsBroken: defaultsBroken)
         }
         for handler in c.handlers {
             validateHandler(handler, at: [.key("handlers"), .key(handler.name)])
         }
+    }
+
+    /// Reported once, at [defaults], when the file sets them inconsistently and a queue (or a
+    /// queue added later: none yet) would inherit both.
+    private func validateDefaults(_ defaults: QueueDefaults, _ queues: [QueueConfiguration]) {
+        let path: [ConfigPathComponent] = [.key("defaults")]
+        let setsConcurrency = d.locator.position(of: path + [.key("concurrency")]) != nil
+        let setsPrefetch = d.locator.position(of: path + [.key("prefetch")]) != nil
+        let inheritedByAQueue = queues.isEmpty || queues.indices.contains { index in
+            let queue: [ConfigPathComponent] = [.key("queues"), .index(index)]
+            return d.locator.position(of: queue + [.key("concurrency")]) == nil && d.locator.position(of: queue + [.key("prefetch")]) == nil
+        }
+        guard defaults.concurrency > defaults.prefetch, setsConcurrency || setsPrefetch, inheritedByAQueue,
+            !d.hasIssue(under: path + [.key("concurrency")]), !d.hasIssue(under: path + [.key("prefetch")])
+        else { return }
+        let key = d.locator.position(of: path + [.key("concurrency")]) != nil ? "concurrency" : "prefetch"
+        d.report(
+            path + [.key(key)],
+            "concurrency \(defaults.concurrency) is above prefetch \(defaults.prefetch): at most prefetch deliveries are ever in flight, so the extra workers would idle; raise prefetch or lower concurrency")
     }
 
     private func validateBroker(_ broker: inout BrokerConfiguration) {
@@ -79,10 +101,11 @@ struct ConfigurationValidation {
                     d.report(tlsPath + [.key(key)], "\(file) does not exist or cannot be read")
                 }
             }
-            if (tls.certFile == nil) != (tls.keyFile == nil) {
+            let tlsIssues = d.hasIssue(under: tlsPath)
+            if !tlsIssues, (tls.certFile == nil) != (tls.keyFile == nil) {
                 d.reportKey(tlsPath, "a client certificate needs both cert_file and key_file")
             }
-            if usesTLS && tls.verifyPeer && tls.caFile == nil {
+            if !tlsIssues, usesTLS && tls.verifyPeer && tls.caFile == nil {
                 d.reportKey(tlsPath, "verify_peer needs ca_file: librabbitmq 0.11 does not load the system CA store")
             }
         } else if usesTLS {
@@ -90,12 +113,13 @@ struct ConfigurationValidation {
         }
     }
 
-    private func validateQueue(_ queue: QueueConfiguration, at path: [ConfigPathComponent], in c: Configuration) {
+    private func validateQueue(_ queue: QueueConfiguration, at path: [ConfigPathComponent], in c: Configuration, defaultsBroken: Bool) {
         let setsConcurrency = d.locator.position(of: path + [.key("concurrency")]) != nil
         let setsPrefetch = d.locator.position(of: path + [.key("prefetch")]) != nil
+        // A queue that sets neither inherits [defaults], where the conflict is reported once.
         let inherited = !(setsConcurrency && setsPrefetch)
-        if queue.concurrency > queue.prefetch, !d.hasIssue(under: path + [.key("concurrency")]), !d.hasIssue(under: path + [.key("prefetch")]),
-            !(inherited && d.hasIssue(under: [.key("defaults")]))
+        if queue.concurrency > queue.prefetch, setsConcurrency || setsPrefetch, !d.hasIssue(under: path + [.key("concurrency")]),
+            !d.hasIssue(under: path + [.key("prefetch")]), !(inherited && defaultsBroken)
         {
             d.report(
                 path + [.key(setsConcurrency ? "concurrency" : "prefetch")],

@@ -142,7 +142,9 @@ public struct RetryPolicy: Sendable, Hashable {
         var steps: [Duration] = []
         let base = Double(delay.milliseconds)
         let cap = maxDelay.milliseconds
-        for n in 1..<maxAttempts {
+        // Distinct steps are few (they grow geometrically up to the cap); the bound keeps a
+        // huge max_attempts with multiplier 1.0 from looping for minutes.
+        for n in 1..<min(maxAttempts, 10_001) {
             let raw = base * pow(multiplier, Double(n - 1))
             let ms = raw.isFinite && raw < Double(cap) ? Int64(raw.rounded()) : cap
             let step = Duration.milliseconds(max(ms, 1))

@@ -27,6 +27,10 @@ public enum ConfigurationLoader {
         checks: FileChecks = .live
     ) throws(ConfigError) -> Configuration {
         let decoder = ConfigDecoder(file: file, source: source, environment: environment)
+        if let (position, message) = TOMLPreflight.hazard(in: source) {
+            decoder.reportFile(position, message)
+            throw ConfigError(issues: decoder.issues)
+        }
         let table: TOMLTable
         do {
             table = try TOMLTable(string: source)

@@ -5,7 +5,8 @@ import Synchronization
 /// eventfd that wakes the loop out of poll(). Producers signal the eventfd only when the loop has
 /// not been signalled since it last took the batch, so a burst of settlements costs one write.
 final class CommandQueue: Sendable {
-    typealias Waiter = CheckedContinuation<PublishOutcome, any Error>
+    /// Called once, on the I/O thread, with the publish's outcome.
+    typealias Waiter = @Sendable (Result<PublishOutcome, AMQPError>) -> Void
 
     enum Command: Sendable {
         /// Runs on the I/O thread with the loop, or with the error that ended it.

@@ -54,7 +54,7 @@ extension IOLoop {
 
     func enqueue(_ publish: CommandQueue.Publish) {
         guard let channel = channels[publish.channel], case .publisher(let publisher) = channel.role else {
-            publish.waiter.resume(throwing: AMQPError(.invalidArgument, "channel \(publish.channel) is not a publisher channel"))
+            publish.waiter(.failure(AMQPError(.invalidArgument, "channel \(publish.channel) is not a publisher channel")))
             return
         }
         publisher.tracker.enqueue(

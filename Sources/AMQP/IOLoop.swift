@@ -203,7 +203,7 @@ final class IOLoop {
             }
         }
         channels.removeAll()
-        for publish in leftovers.publishes { publish.waiter.resume(throwing: error) }
+        for publish in leftovers.publishes { publish.waiter(.failure(error)) }
         for command in leftovers.commands {
             switch command {
             case .perform(let operation): operation(.failure(error))
@@ -226,7 +226,7 @@ final class IOLoop {
     func resumeResolved() {
         guard !resolutions.isEmpty else { return }
         for resolution in resolutions {
-            resolution.waiter.resume(with: resolution.result.mapError { $0 as any Error })
+            resolution.waiter(resolution.result)
         }
         resolutions.removeAll(keepingCapacity: true)
     }

@@ -13,25 +13,40 @@ public struct Publisher: Sendable {
     public let confirmTimeout: Duration
 
     public func publish(_ message: OutgoingMessage, timeout: Duration? = nil) async throws(AMQPError) -> PublishOutcome {
+        let prepared = try prepare(message)
+        let deadline = monotonicNanoseconds() &+ (timeout ?? confirmTimeout).nanoseconds
+        let channel = channel
+        let commands = connection.commands
+        let result: Result<PublishOutcome, AMQPError> = await withCheckedContinuation { continuation in
+            let waiter: CommandQueue.Waiter = { continuation.resume(returning: $0) }
+            if let refused = commands.submit(CommandQueue.Publish(channel: channel, message: prepared, waiter: waiter, deadline: deadline)) {
+                waiter(.failure(refused))
+            }
+        }
+        return try result.get()
+    }
+
+    /// Queues the publish and returns at once; await the receipt for the outcome. Publishes
+    /// submitted one after another from one task go out in that order (`publish` from
+    /// concurrent tasks gives no such order).
+    public func submit(_ message: OutgoingMessage, timeout: Duration? = nil) throws(AMQPError) -> PublishReceipt {
+        let prepared = try prepare(message)
+        let receipt = PublishReceipt()
+        let deadline = monotonicNanoseconds() &+ (timeout ?? confirmTimeout).nanoseconds
+        let waiter: CommandQueue.Waiter = { receipt.fulfil($0) }
+        if let refused = connection.commands.submit(CommandQueue.Publish(channel: channel, message: prepared, waiter: waiter, deadline: deadline)) {
+            waiter(.failure(refused))
+        }
+        return receipt
+    }
+
+    private func prepare(_ message: OutgoingMessage) throws(AMQPError) -> OutgoingMessage {
         var message = message
         if message.mandatory && message.properties.messageID == nil {
             message.properties.messageID = MessageIDs.next()
         }
         try Self.validate(message)
-        let deadline = monotonicNanoseconds() &+ (timeout ?? confirmTimeout).nanoseconds
-        let channel = channel
-        let commands = connection.commands
-        do {
-            return try await withCheckedThrowingContinuation { (waiter: CommandQueue.Waiter) in
-                if let refused = commands.submit(CommandQueue.Publish(channel: channel, message: message, waiter: waiter, deadline: deadline)) {
-                    waiter.resume(throwing: refused)
-                }
-            }
-        } catch let error as AMQPError {
-            throw error
-        } catch {
-            preconditionFailure("Publisher: the I/O loop resumed a publish with a non-AMQP error: \(error)")
-        }
+        return message
     }
 
     public func publish(
@@ -77,5 +92,36 @@ enum MessageIDs {
 
     static func next() -> String {
         prefix + String(counter.add(1, ordering: .relaxed).newValue, radix: 36)
+    }
+}
+
+/// The outcome of a `Publisher.submit`, to await later.
+public final class PublishReceipt: Sendable {
+    private struct State {
+        var result: Result<PublishOutcome, AMQPError>?
+        var waiter: CheckedContinuation<Result<PublishOutcome, AMQPError>, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    func fulfil(_ result: Result<PublishOutcome, AMQPError>) {
+        let waiter = state.withLock { state -> CheckedContinuation<Result<PublishOutcome, AMQPError>, Never>? in
+            state.result = result
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: result)
+    }
+
+    public func outcome() async throws(AMQPError) -> PublishOutcome {
+        let result: Result<PublishOutcome, AMQPError> = await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> Result<PublishOutcome, AMQPError>? in
+                if let result = state.result { return result }
+                state.waiter = continuation
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+        return try result.get()
     }
 }

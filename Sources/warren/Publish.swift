@@ -61,31 +61,35 @@ struct Publish: AsyncParsableCommand {
         if !tally.allConfirmed { throw WarrenExit.failure }
     }
 
+    /// Submits in order (so `--lines` keeps the order of its input), with at most the
+    /// configured window of unconfirmed publishes outstanding.
     private func publishAll(_ source: inout BodySource, _ publisher: Publisher, _ properties: BasicProperties, _ settings: PublisherConfiguration) async throws -> Tally {
         var tally = Tally()
-        let window = settings.maxInFlight
-        let exchange = exchange
-        let routingKey = routingKey
-        let mandatory = settings.mandatory
-        try await withThrowingTaskGroup(of: Result<PublishOutcome, AMQPError>.self) { group in
-            var inFlight = 0
-            while let body = source.next() {
-                if inFlight >= window, let result = try await group.next() {
-                    tally.record(result)
-                    inFlight -= 1
-                }
-                group.addTask {
-                    do throws(AMQPError) {
-                        return .success(try await publisher.publish(
-                            exchange: exchange, routingKey: routingKey, body: body, properties: properties, mandatory: mandatory))
-                    } catch {
-                        return .failure(error)
-                    }
-                }
-                inFlight += 1
+        var pending: [PublishReceipt] = []
+        var next = 0
+        func settleOldest() async {
+            let receipt = pending[next]
+            next += 1
+            do throws(AMQPError) {
+                tally.record(.success(try await receipt.outcome()))
+            } catch {
+                tally.record(.failure(error))
             }
-            for try await result in group { tally.record(result) }
+            if next > 4096 {
+                pending.removeFirst(next)
+                next = 0
+            }
         }
+        while let body = source.next() {
+            if pending.count - next >= settings.maxInFlight { await settleOldest() }
+            let message = OutgoingMessage(exchange: exchange, routingKey: routingKey, mandatory: settings.mandatory, properties: properties, body: body)
+            do {
+                pending.append(try publisher.submit(message))
+            } catch {
+                tally.record(.failure(error))
+            }
+        }
+        while next < pending.count { await settleOldest() }
         return tally
     }
 

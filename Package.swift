@@ -75,14 +75,16 @@ let package = Package(
             path: "Benchmarks/AMQPBench",
             swiftSettings: strict
         ),
+        // Test helpers shared by the test targets.
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(
             name: "AMQPTests",
-            dependencies: ["AMQP"],
+            dependencies: ["AMQP", "TestSupport"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "WarrenCoreTests",
-            dependencies: ["WarrenCore"],
+            dependencies: ["WarrenCore", "TestSupport"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -90,6 +92,7 @@ let package = Package(
             dependencies: [
                 "AMQP",
                 "WarrenCore",
+                "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

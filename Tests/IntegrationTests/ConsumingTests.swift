@@ -1,6 +1,7 @@
 import AMQP
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 
 @Suite("Consuming against RabbitMQ", .requiresBroker, .timeLimit(.minutes(3)))
@@ -42,7 +43,7 @@ struct ConsumingTests {
         let connection = try await TestBroker.connect()
         let size = 1 << 20
         func body(_ index: Int) -> [UInt8] {
-            var generator = SplitMix(seed: UInt64(index) &+ 1)
+            var generator = SplitMix64(seed: UInt64(index) &+ 1)
             let words = (0..<(size / 8)).map { _ in generator.next() }
             return words.withUnsafeBytes { Array($0) }
         }
@@ -186,14 +187,4 @@ struct ConsumingTests {
 }
 
 /// Deterministic, fast pseudo-random bytes for test bodies.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 @testable import WarrenCore
@@ -16,23 +17,11 @@ enum RepositoryConfigs {
 }
 
 /// SplitMix64: small, fast, and the same sequence on every machine.
-struct SeededGenerator: RandomNumberGenerator {
-    private var state: UInt64
 
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Byte- and line-level mutations of a configuration file.
 struct ConfigMutator {
-    var random: SeededGenerator
+    var random: SplitMix64
 
     /// Fragments that tend to reach the corners of the TOML lexer and of the schema.
     static let fragments: [String] = [
@@ -41,7 +30,7 @@ struct ConfigMutator {
         "$${", "}", "%h", "%2f", "://", "@", "ms", "KiB", "\u{FEFF}", "\u{0}", "é", "🐇", "a.b.c", "\"x-queue-type\"",
     ]
 
-    init(seed: UInt64) { random = SeededGenerator(seed: seed) }
+    init(seed: UInt64) { random = SplitMix64(seed: seed) }
 
     mutating func int(_ bound: Int) -> Int { bound <= 0 ? 0 : Int.random(in: 0..<bound, using: &random) }
 

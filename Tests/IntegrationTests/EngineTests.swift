@@ -233,6 +233,66 @@ struct EngineTests {
         await connection.close()
     }
 
+    @Test func aHandlerThatOverrunsItsTimeoutFailsAndIsParkedOnceAttemptsRunOut() async throws {
+        let harness = try EngineHarness(queueSettings: """
+            handler_timeout = "300ms"
+            [queues.retry]
+            max_attempts = 2
+            delay = "200ms"
+            """)
+        let connection = try await TestBroker.connect()
+        try await harness.start()
+        try await harness.publish("slow", headers: ["x-test-sleep-ms": 5000], on: connection)
+        let parked = try await harness.drainParked(expecting: 1, on: connection)
+        #expect(await harness.stopAndWait() == .stopped)
+        #expect(harness.recorder.snapshot.calls(for: "slow").map(\.attempt) == [1, 2])
+        let headers = parked.first?.properties.headers
+        #expect(headers?["x-warren-reason"] == .string("attempts_exhausted"))
+        #expect(headers?["x-warren-error"] == .string("timeout after 300ms"))
+        await harness.cleanUp()
+        await connection.close()
+    }
+
+    @Test func deadLetterBrokerRejectsToTheQueuesOwnDeadLetterExchange() async throws {
+        let queue = TestBroker.uniqueName("dlx")
+        let connection = try await TestBroker.connect()
+        try await connection.declareQueue(QueueDeclaration(name: "\(queue).broker-dlq", durable: false))
+        let harness = try EngineHarness(queueSettings: """
+            ack_policy = "reject_on_error"
+            dead_letter = "broker"
+            arguments = { "x-dead-letter-exchange" = "", "x-dead-letter-routing-key" = "\(queue).broker-dlq" }
+            """, queue: queue)
+        try await harness.start()
+        try await harness.publish("rejected", test: "fail", on: connection)
+        let consumer = try await connection.consume(ConsumeOptions(queue: "\(queue).broker-dlq", prefetch: 1))
+        let dead = try #require(try await collect(1, from: consumer).first)
+        consumer.ack(dead)
+        try await consumer.close()
+        #expect(await harness.stopAndWait() == .stopped)
+        #expect(dead.properties.messageID == "rejected")
+        #expect(dead.properties.headers?["x-death"] != nil, "dead-lettered by the broker, not copied by warren")
+        #expect(try await harness.messageCount(harness.queue, on: connection) == 0)
+        try await connection.deleteQueue("\(queue).broker-dlq")
+        await harness.cleanUp()
+        await connection.close()
+    }
+
+    @Test func deadLetterDropAcksTheFailedMessage() async throws {
+        let harness = try EngineHarness(queueSettings: """
+            ack_policy = "reject_on_error"
+            dead_letter = "drop"
+            """)
+        let connection = try await TestBroker.connect()
+        try await harness.start()
+        try await harness.publish("dropped", test: "fail", on: connection)
+        #expect(await harness.recorder.wait { $0.finished == 1 })
+        #expect(await harness.stopAndWait() == .stopped)
+        #expect(try await harness.messageCount(harness.queue, on: connection) == 0, "acked")
+        #expect(!harness.declaredQueues.contains("\(harness.queue).dead"), "no parking queue is declared for drop")
+        await harness.cleanUp()
+        await connection.close()
+    }
+
     @Test func aMessageAboveMaxBodySizeIsParkedWithoutRunningTheHandler() async throws {
         let harness = try EngineHarness(queueSettings: "max_body_size = \"1KiB\"")
         let connection = try await TestBroker.connect()

@@ -61,10 +61,15 @@ public struct Engine: Sendable {
                 logger.info("broker reachable again", metadata: ["attempts": "\(failures + 1)"])
             }
             failures = 0
-            backoff.reset()
+            let clock = ContinuousClock()
+            let opened = clock.now
             let end = await session.run(handlers: handlers, stop: stop, ready: ready, logger: logger)
             if end == .stopped { break }
+            // A session that ends soon after it opened (a consumer the broker keeps refusing or
+            // cancelling) must not turn into a reconnect loop: back off unless it had been up a while.
+            if clock.now - opened > configuration.broker.reconnectMaxDelay { backoff.reset() }
             logger.warning("connection lost, reconnecting")
+            await sleep(for: backoff.next(), unless: stop)
         }
         await handlers.shutdown()
         logger.info("stopped")

@@ -87,6 +87,8 @@ struct AckSettler {
         case .immediate: holdBack = 0
         case .coalesced(let nanoseconds): holdBack = nanoseconds
         }
+        // Usually nothing above the gap is due yet: check before allocating the list.
+        guard finished.values.contains(where: { now &- $0.at >= holdBack }) else { return }
         let due = finished.filter { now &- $0.value.at >= holdBack }.keys.sorted()
         for tag in due {
             guard let entry = finished.removeValue(forKey: tag) else { continue }

@@ -127,7 +127,7 @@ struct Session: Sendable {
                 let processor = DeliveryProcessor(
                     queue: queue, router: Router(queue.target), handlers: handlers, handlerConfigurations: handlerConfigurations,
                     publisher: publisher, connection: consumerConnection, logger: logger)
-                started.append(QueueRunner(consumer: consumer, processor: processor, concurrency: queue.concurrency, draining: draining, logger: logger))
+                started.append(QueueRunner(consumer: consumer, processor: processor, concurrency: queue.concurrency, draining: draining))
                 logger.info("consumer up", metadata: [LogKeys.queue: "\(queue.name)", "prefetch": "\(queue.prefetch)", "concurrency": "\(queue.concurrency)"])
             } catch {
                 logger.error("cannot consume", metadata: [LogKeys.queue: "\(queue.name)", LogKeys.error: "\(error)"])

@@ -1,5 +1,4 @@
 import AMQP
-import Logging
 
 /// One queue's worker pool: pulls deliveries from its consumer and runs at most `concurrency`
 /// of them at once. The consumer's prefetch bounds what waits in the stream, so the pool never
@@ -10,7 +9,6 @@ struct QueueRunner: Sendable {
     let processor: DeliveryProcessor
     let concurrency: Int
     let draining: Latch
-    let logger: Logger
 
     /// Returns when the consumer's stream ends and every started delivery is processed; the
     /// error is why the stream ended, if it did not end normally.

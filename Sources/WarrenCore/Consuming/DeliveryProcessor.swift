@@ -33,7 +33,8 @@ struct DeliveryProcessor: Sendable {
         }
         let input = HandlerInput(
             queue: queue.name, exchange: delivery.exchange, routingKey: delivery.routingKey, redelivered: delivery.redelivered,
-            attempt: attempt, properties: delivery.properties, body: delivery.body, deliveryTag: delivery.tag.value)
+            attempt: attempt, properties: delivery.properties, body: delivery.body, deliveryTag: delivery.tag.value,
+            timeout: queue.handlerTimeout)
         let clock = ContinuousClock()
         let started = clock.now
         let (outcome, failedHandler) = await runAll(names, input)
@@ -84,6 +85,8 @@ struct DeliveryProcessor: Sendable {
             return .failure(HandlerFailure("handler \"\(name)\" is not configured"))
         }
         let timeout = handlerConfigurations[name]?.timeout ?? queue.handlerTimeout
+        var input = input
+        input.timeout = timeout
         if handler.enforcesOwnTimeout {
             return await handler.handle(input)
         }

@@ -33,6 +33,21 @@ public struct Engine: Sendable {
             logger.error("handler setup failed", metadata: [LogKeys.error: "\(error)"])
             return .handlersRejected(error.description)
         }
+        // Handlers' background work (pipe workers) runs beside the sessions for the whole run
+        // and is cancelled only after the last session has finished its in-flight messages.
+        let outcome = await withTaskGroup(of: Void.self) { background in
+            background.addTask { await handlers.run() }
+            let outcome = await sessions(handlers: handlers, stop: stop, ready: ready)
+            background.cancelAll()
+            return outcome
+        }
+        await handlers.shutdown()
+        logger.info("stopped")
+        return outcome
+    }
+
+    /// Opens sessions, one after another, until `stop` is set or the broker rejects the topology.
+    private func sessions(handlers: HandlerRegistry, stop: Latch, ready: Latch) async -> Outcome {
         let plan = TopologyPlan(configuration)
         var backoff = Backoff(initial: configuration.broker.reconnectInitialDelay, maximum: configuration.broker.reconnectMaxDelay)
         var failures = 0
@@ -71,8 +86,6 @@ public struct Engine: Sendable {
             logger.warning("connection lost, reconnecting")
             await sleep(for: backoff.next(), unless: stop)
         }
-        await handlers.shutdown()
-        logger.info("stopped")
         return outcome
     }
 }

@@ -39,6 +39,15 @@ public struct HandlerRegistry: Sendable {
 
     public subscript(name: String) -> (any MessageHandler)? { handlers[name] }
 
+    /// Runs every handler's background work until cancelled.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            for handler in handlers.values {
+                group.addTask { await handler.run() }
+            }
+        }
+    }
+
     public func shutdown() async {
         for handler in handlers.values { await handler.shutdown() }
     }

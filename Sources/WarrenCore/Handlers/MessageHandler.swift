@@ -12,9 +12,12 @@ public struct HandlerInput: Sendable {
     public var body: [UInt8]
     /// For log context only.
     public var deliveryTag: UInt64
+    /// The effective handler timeout: the handler's own `timeout`, else the queue's
+    /// `handler_timeout`. Handlers that enforce their own timeout read it from here.
+    public var timeout: Duration
 
     public init(queue: String, exchange: String, routingKey: String, redelivered: Bool, attempt: Int,
-                properties: BasicProperties, body: [UInt8], deliveryTag: UInt64) {
+                properties: BasicProperties, body: [UInt8], deliveryTag: UInt64, timeout: Duration = .seconds(30)) {
         self.queue = queue
         self.exchange = exchange
         self.routingKey = routingKey
@@ -23,6 +26,7 @@ public struct HandlerInput: Sendable {
         self.properties = properties
         self.body = body
         self.deliveryTag = deliveryTag
+        self.timeout = timeout
     }
 }
 
@@ -102,8 +106,16 @@ public enum HandlerOutcome: Sendable {
 
 /// The contract every handler kind implements. `handle` must return (it may be cancelled when
 /// the handler timeout passes: kill what it started and return promptly).
+///
+/// Lifecycle: the engine calls `run()` once at start, in a task of its own, for the whole life
+/// of the process; `handle` may be called concurrently from the first moment (it waits for what
+/// `run` brings up, within the input's timeout). At shutdown the engine first lets in-flight
+/// messages finish, then cancels `run()`, and after it returned calls `shutdown()` once.
 public protocol MessageHandler: Sendable {
     func handle(_ input: HandlerInput) async -> HandlerOutcome
+    /// Background work the handler owns (worker processes and their restarts). Returns when
+    /// cancelled, after stopping that work. The default does nothing.
+    func run() async
     /// Release what the handler holds (worker processes, libraries). Called once, at shutdown.
     func shutdown() async
     /// True when the handler cannot overrun its timeout (it finishes at once, or enforces the
@@ -113,6 +125,7 @@ public protocol MessageHandler: Sendable {
 }
 
 extension MessageHandler {
+    public func run() async {}
     public func shutdown() async {}
     public var enforcesOwnTimeout: Bool { false }
 }

@@ -29,7 +29,7 @@ struct Run: AsyncParsableCommand {
         Signals.install(logger: logger, stop: stop)
         switch await Engine(configuration: configuration, logger: logger).run(stop: stop) {
         case .stopped: return
-        case .handlersRejected, .topologyRejected: throw WarrenExit.config
+        case .handlersRejected, .topologyRejected, .dedupStoreUnavailable: throw WarrenExit.config
         }
     }
 }

@@ -125,7 +125,7 @@ struct ConfigurationDecoding {
 
     private func decodeDedup(_ table: TableReader) -> DedupConfiguration {
         var dedup = DedupConfiguration()
-        if let v = table.enumeration("store", DedupStore.self) { dedup.store = v }
+        if let v = table.enumeration("store", DedupStoreKind.self) { dedup.store = v }
         if let v = table.string("path") { dedup.path = v }
         if let v = table.duration("ttl") { dedup.ttl = v }
         table.finish()

@@ -94,13 +94,13 @@ public struct MetricsConfiguration: Sendable, Hashable {
     public var port: Int
 }
 
-public enum DedupStore: String, Sendable, CaseIterable {
+public enum DedupStoreKind: String, Sendable, CaseIterable {
     case memory
     case sqlite
 }
 
 public struct DedupConfiguration: Sendable {
-    public var store = DedupStore.memory
+    public var store = DedupStoreKind.memory
     public var path = "/var/lib/warren/dedup.sqlite"
     public var ttl: Duration = .seconds(24 * 3600)
 }

@@ -13,6 +13,8 @@ struct DeliveryProcessor: Sendable {
     let handlerConfigurations: [String: HandlerConfiguration]
     let publisher: EnginePublisher
     let connection: AMQPConnection
+    /// Set when the queue has `dedup = true`.
+    let dedup: (any DedupStore)?
     let logger: Logger
 
     func process(_ delivery: Delivery) async {
@@ -37,22 +39,70 @@ struct DeliveryProcessor: Sendable {
             timeout: queue.handlerTimeout)
         let clock = ContinuousClock()
         let started = clock.now
-        let (outcome, failedHandler) = await runAll(names, input)
+        let dedupID = dedup == nil || !queue.dedup ? nil : delivery.properties.messageID.flatMap { $0.isEmpty ? nil : $0 }
+        let pending = await notYetDone(names, messageID: dedupID, log)
+        let runs = await runEach(pending, input)
+        let (outcome, failedHandler) = Self.combine(runs)
         log.handler = failedHandler ?? (names.count == 1 ? names[0] : names.joined(separator: ","))
         log.outcome = outcome.resultName
         log.duration = clock.now - started
+        let succeeded = runs.filter { $0.outcome.isSuccess }
+        var recordSuccesses: (@Sendable () async -> Void)?
+        if let dedupID, !succeeded.isEmpty {
+            let done = succeeded.map(\.name)
+            let context = log
+            recordSuccesses = { await record(done, messageID: dedupID, context) }
+        }
+        if !outcome.isSuccess, let recordSuccesses {
+            // Some handlers of a fan-out succeeded and will be skipped when the message comes
+            // back: what they produced is published now, and they are recorded only once it
+            // is confirmed.
+            let produced = succeeded.flatMap { outputs(of: $0.outcome, delivery) }
+            if let problem = await publisher.publishAll(produced) {
+                log.error("publish not confirmed; message requeued", metadata: [LogKeys.error: "\(problem)"])
+                connection.settle(delivery.tag, .nack(requeue: true))
+                return
+            }
+            await recordSuccesses()
+        }
         let action = queue.ackPolicy.action(for: outcome)
-        await execute(action, delivery, outcome: outcome, handler: failedHandler ?? names.first, attempt: attempt, log)
+        await execute(
+            action, delivery, outcome: outcome, handler: failedHandler ?? names.first, attempt: attempt, log,
+            afterConfirm: outcome.isSuccess ? recordSuccesses : nil)
+    }
+
+    // MARK: dedup
+
+    /// The handlers still to run: with dedup on and a message id, those that have not already
+    /// succeeded for this message. A store that cannot be read runs them all (at-least-once).
+    private func notYetDone(_ names: [String], messageID: String?, _ log: MessageLog) async -> [String] {
+        guard let dedup, let messageID else { return names }
+        do {
+            let done = try await dedup.completed(queue: queue.name, messageID: messageID, handlers: names)
+            guard !done.isEmpty else { return names }
+            log.debug("handlers skipped: already succeeded for this message", metadata: ["skipped": "\(done.sorted().joined(separator: ","))"])
+            return names.filter { !done.contains($0) }
+        } catch {
+            log.warning("dedup store unreadable; running every handler", metadata: [LogKeys.error: "\(error)"])
+            return names
+        }
+    }
+
+    private func record(_ handlers: [String], messageID: String, _ log: MessageLog) async {
+        do {
+            try await dedup?.record(queue: queue.name, messageID: messageID, handlers: handlers)
+        } catch {
+            log.warning("dedup store not written; these handlers may run again", metadata: [LogKeys.error: "\(error)"])
+        }
     }
 
     // MARK: running handlers
 
-    /// Runs every handler of the route concurrently. All must succeed for a success; otherwise
-    /// the first failure wins, then the first verdict other than ack. Returns the handler that
-    /// decided a non-success outcome.
-    private func runAll(_ names: [String], _ input: HandlerInput) async -> (HandlerOutcome, String?) {
+    /// Runs every handler of the route concurrently, each result with its handler's name, in
+    /// route order.
+    private func runEach(_ names: [String], _ input: HandlerInput) async -> [(name: String, outcome: HandlerOutcome)] {
         if names.count == 1, let name = names.first {
-            return (await run(name, input), name)
+            return [(name, await run(name, input))]
         }
         let results = await withTaskGroup(of: (Int, HandlerOutcome).self) { group in
             for (index, name) in names.enumerated() {
@@ -62,18 +112,27 @@ struct DeliveryProcessor: Sendable {
             for await (index, outcome) in group { results[index] = outcome }
             return results
         }
+        return zip(names, results).compactMap { name, outcome in outcome.map { (name, $0) } }
+    }
+
+    /// One outcome for the message: all must succeed for a success (nothing run is a success);
+    /// otherwise the first failure wins, then the first verdict other than ack. Returns the
+    /// handler that decided a non-success outcome.
+    static func combine(_ runs: [(name: String, outcome: HandlerOutcome)]) -> (HandlerOutcome, String?) {
+        if runs.count == 1, let only = runs.first {
+            return (only.outcome, only.name)
+        }
         var output = HandlerOutput()
         var verdict: (HandlerOutcome, String)?
-        for (index, result) in results.enumerated() {
-            guard let result else { continue }
+        for (name, result) in runs {
             switch result {
             case .failure:
-                return (result, names[index])
+                return (result, name)
             case .verdict(.ack, _, let more), .success(let more):
                 output.publishes += more.publishes
                 if output.reply == nil { output.reply = more.reply }
             case .verdict:
-                if verdict == nil { verdict = (result, names[index]) }
+                if verdict == nil { verdict = (result, name) }
             }
         }
         if let verdict { return verdict }
@@ -85,8 +144,9 @@ struct DeliveryProcessor: Sendable {
             return .failure(HandlerFailure("handler \"\(name)\" is not configured"))
         }
         let timeout = handlerConfigurations[name]?.timeout ?? queue.handlerTimeout
-        var input = input
-        input.timeout = timeout
+        var timed = input
+        timed.timeout = timeout
+        let input = timed
         if handler.enforcesOwnTimeout {
             return await handler.handle(input)
         }
@@ -106,19 +166,29 @@ struct DeliveryProcessor: Sendable {
 
     // MARK: actions
 
-    private func execute(_ action: DeliveryAction, _ delivery: Delivery, outcome: HandlerOutcome, handler: String?, attempt: Int, _ log: MessageLog) async {
+    private func execute(
+        _ action: DeliveryAction, _ delivery: Delivery, outcome: HandlerOutcome, handler: String?, attempt: Int, _ log: MessageLog,
+        afterConfirm: (@Sendable () async -> Void)?
+    ) async {
         switch action {
         case .alreadySettled:
             if case .failure(let failure) = outcome {
                 log.warning("handler failed after ack_first acked the message", metadata: [LogKeys.error: "\(failure)"])
-            } else {
-                log.debug("message handled")
+                return
             }
+            // The input is already acked: its reply and outputs still go out, but a publish
+            // that fails can only be logged.
+            if let problem = await publisher.publishAll(outputs(of: outcome, delivery)) {
+                log.error("publish not confirmed after ack_first acked the message", metadata: [LogKeys.error: "\(problem)"])
+                return
+            }
+            await afterConfirm?()
+            log.debug("message handled")
         case .ack:
             if case .failure(let failure) = outcome {
                 log.warning("handler failed; acked anyway (ack_policy = ack)", metadata: [LogKeys.error: "\(failure)"])
             }
-            await settleAfterPublishing(outputs(of: outcome, delivery), delivery, .ack, log, success: "message handled")
+            await settleAfterPublishing(outputs(of: outcome, delivery), delivery, .ack, log, success: "message handled", afterConfirm: afterConfirm)
         case .requeue:
             log.warning("message requeued", metadata: [LogKeys.error: "\(Self.errorText(outcome) ?? "requeue verdict")"])
             connection.settle(delivery.tag, .nack(requeue: true))
@@ -187,13 +257,16 @@ struct DeliveryProcessor: Sendable {
     /// otherwise nacks with requeue so the broker redelivers the input.
     private func settleAfterPublishing(
         _ messages: [OutgoingMessage], _ delivery: Delivery, _ disposition: Disposition, _ log: MessageLog, success: Logger.Message,
-        warning: Bool = false, metadata: Logger.Metadata = [:]
+        warning: Bool = false, metadata: Logger.Metadata = [:], afterConfirm: (@Sendable () async -> Void)? = nil
     ) async {
         if let problem = await publisher.publishAll(messages) {
             log.error("publish not confirmed; message requeued", metadata: [LogKeys.error: "\(problem)"])
             connection.settle(delivery.tag, .nack(requeue: true))
             return
         }
+        // Dedup records go after the confirms (a recorded handler is skipped next time, so
+        // what it produced must be out) and before the ack (a lost ack then finds it done).
+        await afterConfirm?()
         connection.settle(delivery.tag, disposition)
         if warning {
             log.warning(success, metadata: metadata)

@@ -12,6 +12,8 @@ public struct Engine: Sendable {
         case handlersRejected(String)
         /// The live broker contradicts the configuration (exit 78).
         case topologyRejected
+        /// The dedup store cannot be opened (exit 78).
+        case dedupStoreUnavailable(String)
     }
 
     public let configuration: Configuration
@@ -33,21 +35,30 @@ public struct Engine: Sendable {
             logger.error("handler setup failed", metadata: [LogKeys.error: "\(error)"])
             return .handlersRejected(error.description)
         }
+        let dedup: (any DedupStore)?
+        do {
+            dedup = try await DedupStores.open(configuration)
+        } catch {
+            logger.error("dedup store unavailable", metadata: [LogKeys.error: "\(error)"])
+            await handlers.shutdown()
+            return .dedupStoreUnavailable("\(error)")
+        }
         // Handlers' background work (pipe workers) runs beside the sessions for the whole run
         // and is cancelled only after the last session has finished its in-flight messages.
         let outcome = await withTaskGroup(of: Void.self) { background in
             background.addTask { await handlers.run() }
-            let outcome = await sessions(handlers: handlers, stop: stop, ready: ready)
+            let outcome = await sessions(handlers: handlers, dedup: dedup, stop: stop, ready: ready)
             background.cancelAll()
             return outcome
         }
         await handlers.shutdown()
+        await dedup?.close()
         logger.info("stopped")
         return outcome
     }
 
     /// Opens sessions, one after another, until `stop` is set or the broker rejects the topology.
-    private func sessions(handlers: HandlerRegistry, stop: Latch, ready: Latch) async -> Outcome {
+    private func sessions(handlers: HandlerRegistry, dedup: (any DedupStore)?, stop: Latch, ready: Latch) async -> Outcome {
         let plan = TopologyPlan(configuration)
         var backoff = Backoff(initial: configuration.broker.reconnectInitialDelay, maximum: configuration.broker.reconnectMaxDelay)
         var failures = 0
@@ -78,7 +89,7 @@ public struct Engine: Sendable {
             failures = 0
             let clock = ContinuousClock()
             let opened = clock.now
-            let end = await session.run(handlers: handlers, stop: stop, ready: ready, logger: logger)
+            let end = await session.run(handlers: handlers, dedup: dedup, stop: stop, ready: ready, logger: logger)
             if end == .stopped { break }
             // A session that ends soon after it opened (a consumer the broker keeps refusing or
             // cancelling) must not turn into a reconnect loop: back off unless it had been up a while.
@@ -128,7 +139,7 @@ struct Session: Sendable {
         }
     }
 
-    func run(handlers: HandlerRegistry, stop: Latch, ready: Latch, logger: Logger) async -> End {
+    func run(handlers: HandlerRegistry, dedup: (any DedupStore)?, stop: Latch, ready: Latch, logger: Logger) async -> End {
         let draining = Latch()
         let lost = Latch()
         let runnersDone = Latch()
@@ -139,7 +150,7 @@ struct Session: Sendable {
                 let consumer = try await consumerConnection.consume(Self.consumeOptions(queue))
                 let processor = DeliveryProcessor(
                     queue: queue, router: Router(queue.target), handlers: handlers, handlerConfigurations: handlerConfigurations,
-                    publisher: publisher, connection: consumerConnection, logger: logger)
+                    publisher: publisher, connection: consumerConnection, dedup: queue.dedup ? dedup : nil, logger: logger)
                 started.append(QueueRunner(consumer: consumer, processor: processor, concurrency: queue.concurrency, draining: draining))
                 logger.info("consumer up", metadata: [LogKeys.queue: "\(queue.name)", "prefetch": "\(queue.prefetch)", "concurrency": "\(queue.concurrency)"])
             } catch {

@@ -94,6 +94,14 @@ public enum HandlerOutcome: Sendable {
     /// `error` is the handler's own explanation, if it gave one.
     case verdict(Verdict, error: String?, output: HandlerOutput)
 
+    /// Success, or the ack verdict (the same thing said explicitly).
+    public var isSuccess: Bool {
+        switch self {
+        case .success, .verdict(.ack, _, _): true
+        default: false
+        }
+    }
+
     /// The `result` label of `warren_handler_runs_total`.
     public var resultName: String {
         switch self {

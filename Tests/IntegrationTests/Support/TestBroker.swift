@@ -69,6 +69,12 @@ enum TestBroker {
         await connection.close()
     }
 
+    static func deleteExchange(_ name: String) async throws {
+        let connection = try await connect()
+        try await connection.deleteExchange(name)
+        await connection.close()
+    }
+
     private static func isReachable(_ host: String, _ port: Int) -> Bool {
         guard let fd = tcpConnect(host, port) else { return false }
         close(fd)

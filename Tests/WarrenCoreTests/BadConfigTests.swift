@@ -389,6 +389,10 @@ struct BadConfigTests {
             toml: "\(broker)\n[[queues]]\nname = \"q\"\nhandler = \"h\"\ntype = \"stream\"\n[handlers.h]\nkind = \"noop\"",
             path: "queues[0].type", message: #"expected one of "classic", "quorum", got "stream""#, at: "6:8"),
         BadConfig(
+            name: "sqlite dedup store in a missing directory",
+            toml: "\(broker)\n[dedup]\nstore = \"sqlite\"\npath = \"/nowhere/dedup.sqlite\"\n[[queues]]\nname = \"q\"\nhandler = \"h\"\ndedup = true\n[handlers.h]\nkind = \"noop\"",
+            path: "dedup.path", message: "the directory /nowhere does not exist", at: "5:8"),
+        BadConfig(
             name: "dedup store",
             toml: "\(broker)\n[dedup]\nstore = \"redis\"",
             path: "dedup.store", message: #"expected one of "memory", "sqlite", got "redis""#, at: "4:9"),

@@ -41,7 +41,7 @@ struct FakeMachine: Sendable {
     static let standard = FakeMachine(
         readableFiles: ["/etc/warren/ca.pem", "/etc/warren/client.pem", "/etc/warren/client.key"],
         executables: ["/bin/cat", "/usr/bin/python3", "/usr/local/bin/bill", "/opt/tools/frob"],
-        directories: ["/", "/var/lib/warren", "/opt/audit"],
+        directories: ["/", "/var/lib/warren", "/opt/audit", "/srv/warren"],
         texts: ["/run/secrets/amqp": "Fil3Passw0rd\n"],
         pluginProblems: [
             "/usr/lib/warren/plugins/libbad.so": "/usr/lib/warren/plugins/libbad.so does not export warren_plugin_v1; is it a Warren plugin?"

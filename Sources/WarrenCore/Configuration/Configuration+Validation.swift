@@ -38,6 +38,12 @@ struct ConfigurationValidation {
 
     func validate(_ c: inout Configuration) {
         validateBroker(&c.broker)
+        if c.dedup.store == .sqlite, c.queues.contains(where: \.dedup) {
+            let directory = (c.dedup.path as NSString).deletingLastPathComponent
+            if !directory.isEmpty, !checks.isDirectory(directory) {
+                d.report([.key("dedup"), .key("path")], "the directory \(directory) does not exist (the sqlite dedup store is created in it)")
+            }
+        }
         // Decoding problems in [defaults], before this pass adds its own.
         let defaultsBroken = d.hasIssue(under: [.key("defaults"), .key("concurrency")]) || d.hasIssue(under: [.key("defaults"), .key("prefetch")])
         validateDefaults(c.defaults, c.queues)

@@ -11,6 +11,9 @@ let package = Package(
     products: [
         .executable(name: "warren", targets: ["warren"]),
         .library(name: "AMQP", targets: ["AMQP"]),
+        // The example handler plugins (Examples/plugins/), shared libraries that warren loads.
+        .library(name: "WarrenDemoPluginC", type: .dynamic, targets: ["WarrenDemoPluginC"]),
+        .library(name: "WarrenDemoPluginSwift", type: .dynamic, targets: ["WarrenDemoPluginSwift"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -68,6 +71,22 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strict
+        ),
+        // The example plugins: built by `swift build` and loaded by the tests. No test target
+        // depends on them (that would link them into the test binary).
+        .target(
+            name: "WarrenDemoPluginC",
+            dependencies: ["WarrenPlugin"],
+            path: "Examples/plugins/c",
+            // No headers of its own: it only implements warren_plugin.h.
+            publicHeadersPath: ".",
+            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]
+        ),
+        .target(
+            name: "WarrenDemoPluginSwift",
+            dependencies: ["WarrenPlugin"],
+            path: "Examples/plugins/swift",
             swiftSettings: strict
         ),
         // Throughput of the AMQP layer alone (publish with confirms, consume + ack). Not a test.

@@ -22,6 +22,7 @@
 #include "warren_plugin.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -91,8 +92,9 @@ static int demo_init(const char *config_json, void **state) {
 }
 
 static void sleep_ms(long ms) {
+    if (ms <= 0) return;
     struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&t, &t) != 0) {}
+    while (nanosleep(&t, &t) != 0 && errno == EINTR) {}
 }
 
 static void reply_text(warren_result *result, const char *text) {

@@ -59,8 +59,8 @@ final class DemoPlugin {
         }
 
         let headers = Self.headers(message.headers_json)
-        if let ms = headers["x-demo-sleep-ms"].flatMap({ Int("\($0)") }) {
-            usleep(UInt32(ms) * 1000)
+        if let ms = headers["x-demo-sleep-ms"].flatMap({ Int("\($0)") }), ms > 0 {
+            Thread.sleep(forTimeInterval: Double(ms) / 1000)
         }
         switch headers["x-demo-verdict"].map({ "\($0)" }) ?? "ack" {
         case "reject":

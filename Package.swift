@@ -11,6 +11,9 @@ let package = Package(
     products: [
         .executable(name: "warren", targets: ["warren"]),
         .library(name: "AMQP", targets: ["AMQP"]),
+        // The example handler plugins (Examples/plugins/), shared libraries that warren loads.
+        .library(name: "WarrenDemoPluginC", type: .dynamic, targets: ["WarrenDemoPluginC"]),
+        .library(name: "WarrenDemoPluginSwift", type: .dynamic, targets: ["WarrenDemoPluginSwift"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -19,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        // Already resolved through async-http-client; named for NIOPosix's NIOThreadPool.
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.100.0"),
         .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
     ],
     targets: [
@@ -57,6 +62,7 @@ let package = Package(
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
@@ -68,6 +74,22 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strict
+        ),
+        // The example plugins: built by `swift build` and loaded by the tests. No test target
+        // depends on them (that would link them into the test binary).
+        .target(
+            name: "WarrenDemoPluginC",
+            dependencies: ["WarrenPlugin"],
+            path: "Examples/plugins/c",
+            // No headers of its own: it only implements warren_plugin.h.
+            publicHeadersPath: ".",
+            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]
+        ),
+        .target(
+            name: "WarrenDemoPluginSwift",
+            dependencies: ["WarrenPlugin"],
+            path: "Examples/plugins/swift",
             swiftSettings: strict
         ),
         // Throughput of the AMQP layer alone (publish with confirms, consume + ack). Not a test.

@@ -1,6 +1,5 @@
 import AMQP
 import Foundation
-internal import WarrenPlugin
 
 /// What validation may ask of the machine: files, executables, plugin libraries. A seam so unit
 /// tests can run every rule without preparing files.
@@ -233,30 +232,15 @@ struct ConfigurationValidation {
     }
 }
 
-/// Opens a plugin library the way the plugin handler will, to refuse a bad one at check time.
+/// Opens a plugin library the way the plugin handler will (`PluginLibrary`), to refuse a bad
+/// one at check time.
 enum PluginProbe {
-    static let entryPoint = "warren_plugin_v1"
-
     static func problem(loading path: String) -> String? {
-        guard FileManager.default.fileExists(atPath: path) else {
-            return "\(path) does not exist"
+        do {
+            _ = try PluginLibrary.open(path)
+            return nil
+        } catch {
+            return error.description
         }
-        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
-            let reason = dlerror().map { String(cString: $0) } ?? "unknown error"
-            return "\(path) cannot be loaded: \(reason)"
-        }
-        defer { dlclose(handle) }
-        guard let symbol = dlsym(handle, entryPoint) else {
-            return "\(path) does not export \(entryPoint); is it a Warren plugin?"
-        }
-        let entry = unsafeBitCast(symbol, to: warren_plugin_v1_fn.self)
-        guard let table = entry() else {
-            return "\(path): \(entryPoint)() returned no plugin table"
-        }
-        let version = table.pointee.abi_version
-        guard version == WARREN_PLUGIN_ABI_VERSION else {
-            return "\(path) was built for plugin ABI version \(version), but this warren speaks version \(WARREN_PLUGIN_ABI_VERSION); rebuild it against this warren's warren_plugin.h"
-        }
-        return nil
     }
 }

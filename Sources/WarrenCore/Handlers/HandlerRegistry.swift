@@ -30,7 +30,15 @@ public struct HandlerRegistry: Sendable {
                 handlers[entry.name] = FileHandler(sink: FileSink(path: path, mode: fsync))
             case .republish(let exchange, let routingKey):
                 handlers[entry.name] = RepublishHandler(exchange: exchange, routingKey: routingKey)
-            case .exec, .pipe, .http, .plugin:
+            case .plugin(let library, let configJSON):
+                do {
+                    let threads = PluginHandler.threads(for: entry.name, in: configuration)
+                    handlers[entry.name] = PluginHandler(try PluginInstance(
+                        name: entry.name, library: library, configJSON: configJSON, threads: threads, logger: logger))
+                } catch {
+                    throw SetupError(handler: entry.name, message: error.description)
+                }
+            case .exec, .pipe, .http:
                 throw SetupError(handler: entry.name, message: "handler kind \"\(entry.kind.name)\" is not available in this version of warren yet")
             }
         }

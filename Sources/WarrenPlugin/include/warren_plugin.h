@@ -5,10 +5,24 @@
  *
  *     const warren_plugin_v1_t *warren_plugin_v1(void);
  *
- * returning a table whose abi_version is WARREN_PLUGIN_ABI_VERSION. Warren calls init once per
- * [handlers.NAME] entry with the entry's `config` table as a JSON object, handle for each
- * message (on Warren's blocking worker threads, never on an I/O thread; possibly on several
- * threads at once for one state), and destroy at shutdown.
+ * returning a table whose abi_version is WARREN_PLUGIN_ABI_VERSION. Warren loads it with
+ * dlopen(RTLD_NOW | RTLD_LOCAL), calls init once per [handlers.NAME] entry at start-up with the
+ * entry's `config` table as a JSON object (a non-zero return stops warren with exit status 78),
+ * handle for each message, and destroy at shutdown.
+ *
+ * Threads: handle runs on a blocking thread pool of the entry's own, never on an I/O thread or
+ * Swift's cooperative pool, possibly on several threads at once for one state. The pool has as
+ * many threads as the largest `concurrency` among the queues that use the entry.
+ *
+ * Timeouts: a C call cannot be interrupted. When the handler timeout passes, warren stops
+ * waiting, treats the run as a timeout failure (the queue's policy retries or parks the message)
+ * and logs a warning; the call keeps its thread until handle returns, and its result is dropped.
+ * A plugin that may block should bound its own waits below the timeout.
+ *
+ * Lifetime: destroy is called once, at shutdown, when no handle call is running; if a call that
+ * overran its timeout is still running then, destroy is not called at all. Warren never unloads
+ * the library (unloading a Swift library breaks the Swift runtime), so replacing the file takes
+ * a restart.
  *
  * The message view passed to handle is valid only during the call: copy what you keep.
  */
@@ -54,12 +68,20 @@ typedef enum warren_verdict {
     WARREN_VERDICT_ERROR = 4    /* failure: the queue's ack policy decides */
 } warren_verdict;
 
-/* Filled in by handle. error (optional) must stay valid until the next call of handle on the
- * same thread, or be a static string. */
+/* Filled in by handle. Warren zero-fills it before every call, so a plugin that sets nothing
+ * acks, and a plugin built before a field was appended here still works (the field stays zero).
+ *
+ * error (optional, NUL-terminated) and reply.data must stay valid until the next call of handle
+ * on the same thread (a thread-local buffer works), or be static: Warren copies both out before
+ * that thread runs anything else. */
 typedef struct warren_result {
     warren_verdict verdict;
-    uint64_t delay_ms;
-    const char *error;
+    uint64_t delay_ms;          /* WARREN_VERDICT_RETRY only; rounded up to a retry ladder step */
+    const char *error;          /* why: logged, and x-warren-error on a dead-lettered copy */
+    /* The RPC reply, published to the message's reply_to with its correlation_id (and confirmed)
+     * before the message is acked. Used with WARREN_VERDICT_ACK only; data NULL = no reply (the
+     * default), data non-NULL with len 0 = an empty reply. */
+    warren_bytes reply;
 } warren_result;
 
 typedef struct warren_plugin_v1_t {

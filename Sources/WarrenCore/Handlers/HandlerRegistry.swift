@@ -30,7 +30,14 @@ public struct HandlerRegistry: Sendable {
                 handlers[entry.name] = FileHandler(sink: FileSink(path: path, mode: fsync))
             case .republish(let exchange, let routingKey):
                 handlers[entry.name] = RepublishHandler(exchange: exchange, routingKey: routingKey)
-            case .exec, .pipe, .http, .plugin:
+            case .exec(let command, let environment, let workingDirectory):
+                do {
+                    handlers[entry.name] = try ExecHandler(
+                        name: entry.name, command: command, environment: environment, workingDirectory: workingDirectory, logger: logger)
+                } catch {
+                    throw SetupError(handler: entry.name, message: error.description)
+                }
+            case .pipe, .http, .plugin:
                 throw SetupError(handler: entry.name, message: "handler kind \"\(entry.kind.name)\" is not available in this version of warren yet")
             }
         }

@@ -59,6 +59,17 @@ extension ExecHandlerTests {
         #expect(ContinuousClock.now - started < .seconds(5), "no need to wait out the grace once the leader is gone")
     }
 
+    @Test func aBackgroundChildHoldingStdoutOpenDoesNotHoldTheRun() async throws {
+        let pidFile = "\(directory)/lingering.pid"
+        let handler = try makeHandler(try script("sleep 300 & echo $! > '\(pidFile)'; echo done"))
+        let started = ContinuousClock.now
+        let outcome = await handler.handle(Self.input())
+        if let lingering = Self.pid(in: pidFile) { kill(lingering, SIGKILL) }
+        guard case .success(let output) = outcome else { Issue.record("expected success, got \(outcome)"); return }
+        #expect(output.reply == Array("done\n".utf8))
+        #expect(ContinuousClock.now - started < .seconds(5), "the run ended with its process, not with the pipe")
+    }
+
     @Test func cancellingTheRunKillsTheProcessGroup() async throws {
         let pidFile = "\(directory)/cancelled.pid"
         let handler = try makeHandler(script("sleep 300 & echo $! > '\(pidFile)'; sleep 300"), grace: .milliseconds(500))

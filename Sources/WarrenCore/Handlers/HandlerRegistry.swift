@@ -38,7 +38,14 @@ public struct HandlerRegistry: Sendable {
                 } catch {
                     throw SetupError(handler: entry.name, message: error.description)
                 }
-            case .exec, .pipe, .http:
+            case .exec(let command, let environment, let workingDirectory):
+                do {
+                    handlers[entry.name] = try ExecHandler(
+                        name: entry.name, command: command, environment: environment, workingDirectory: workingDirectory, logger: logger)
+                } catch {
+                    throw SetupError(handler: entry.name, message: error.description)
+                }
+            case .pipe, .http:
                 throw SetupError(handler: entry.name, message: "handler kind \"\(entry.kind.name)\" is not available in this version of warren yet")
             }
         }

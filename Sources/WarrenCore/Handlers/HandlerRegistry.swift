@@ -30,7 +30,11 @@ public struct HandlerRegistry: Sendable {
                 handlers[entry.name] = FileHandler(sink: FileSink(path: path, mode: fsync))
             case .republish(let exchange, let routingKey):
                 handlers[entry.name] = RepublishHandler(exchange: exchange, routingKey: routingKey)
-            case .exec, .pipe, .http, .plugin:
+            case .http(let url, let method, let headers):
+                handlers[entry.name] = try HTTPHandler(
+                    name: entry.name, url: url, method: method, headers: headers,
+                    poolSize: HTTPHandler.poolSize(for: entry.name, in: configuration), logger: logger)
+            case .exec, .pipe, .plugin:
                 throw SetupError(handler: entry.name, message: "handler kind \"\(entry.kind.name)\" is not available in this version of warren yet")
             }
         }

@@ -20,6 +20,9 @@ let package = Package(
         .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
+        // Already in the graph through async-http-client; named here only so that the
+        // IntegrationTests target can use its products (a test HTTP server).
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
     ],
     targets: [
         // librabbitmq 0.11 from Debian's librabbitmq-dev, found through pkg-config.
@@ -100,6 +103,10 @@ let package = Package(
                 "WarrenCore",
                 "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
+                // A real HTTP server for the webhook handler's tests.
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

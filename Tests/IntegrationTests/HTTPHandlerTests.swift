@@ -89,6 +89,7 @@ struct HTTPHandlerTests {
         #expect(json.header("X-Warren-Redelivered") == "false")
         #expect(json.header("Authorization") == "Bearer t0ken")
         #expect(json.header("X-Custom") == "yes")
+        #expect(json.header("User-Agent")?.hasPrefix("warren/") == true)
         let raw = try #require(server.requests.first { $0.body == Array("raw".utf8) })
         #expect(raw.header("Content-Type") == "application/octet-stream", "no content type on the message")
         #expect(raw.header("X-Warren-Message-Id") == nil, "no message id on the message")
@@ -209,6 +210,51 @@ struct HTTPHandlerTests {
         #expect(reply.body == Array("reply to PUT 5".utf8))
         #expect(server.requests.count == 1)
         try await connection.deleteQueue(replies)
+        await BuiltinHandlerTests.delete(declared)
+        await server.stop()
+        await connection.close()
+    }
+
+    @Test func aReplyOverOneMebibyteFailsWhileTheSameBodyWithoutReplyToIsIgnored() async throws {
+        let server = try await TestHTTPServer.start { _, _ in TestHTTPServer.Response(body: [UInt8](repeating: 0x61, count: 2 << 20)) }
+        let queue = TestBroker.uniqueName("http-big")
+        let replies = "\(queue).replies"
+        let connection = try await TestBroker.connect()
+        try await connection.declareQueue(QueueDeclaration(name: replies, durable: false))
+        let source = Self.config(queue: queue, url: server.url, queueSettings: #"ack_policy = "reject_on_error""#)
+        let declared = try await Self.run(source, publishing: [
+            Self.message(queue, "wants a reply", BasicProperties(correlationID: "big", replyTo: replies, messageID: "rpc")),
+            Self.message(queue, "fire and forget", BasicProperties(messageID: "plain")),
+        ], on: connection) {
+            try await Self.holds(try await Self.count("\(queue).dead", on: connection) == 1, andEmpty: queue, on: connection)
+        }
+        let parked = try #require(try await Self.drain("\(queue).dead", expecting: 1, on: connection).first)
+        #expect(parked.properties.messageID == "rpc")
+        #expect(parked.properties.headers?["x-warren-error"] == .string("response body exceeds 1 MiB"))
+        #expect(parked.properties.headers?["x-warren-http-status"]?.integerValue == 200)
+        #expect(try await Self.count(replies, on: connection) == 0, "no truncated reply")
+        #expect(server.requests.count == 2, "the message without reply_to succeeded on its first request")
+        try await connection.deleteQueue(replies)
+        await BuiltinHandlerTests.delete(declared)
+        await server.stop()
+        await connection.close()
+    }
+
+    @Test func aRedirectIsNotFollowedAndCountsAsAFailure() async throws {
+        let server = try await TestHTTPServer.start { request, _ in
+            request.uri == "/old" ? TestHTTPServer.Response(status: 301, headers: [("Location", "/new")]) : TestHTTPServer.Response()
+        }
+        let queue = TestBroker.uniqueName("http-301")
+        let connection = try await TestBroker.connect()
+        let source = Self.config(queue: queue, url: "\(server.url)/old", queueSettings: #"ack_policy = "reject_on_error""#)
+        let declared = try await Self.run(source, publishing: [Self.message(queue)], on: connection) {
+            try await Self.count("\(queue).dead", on: connection) == 1
+        }
+        #expect(server.requests.map(\.uri) == ["/old"], "the POST did not move to /new")
+        let parked = try #require(try await Self.drain("\(queue).dead", expecting: 1, on: connection).first)
+        #expect(parked.properties.headers?["x-warren-reason"] == .string("failed"))
+        #expect(parked.properties.headers?["x-warren-error"] == .string("HTTP 301"))
+        #expect(parked.properties.headers?["x-warren-http-status"]?.integerValue == 301)
         await BuiltinHandlerTests.delete(declared)
         await server.stop()
         await connection.close()

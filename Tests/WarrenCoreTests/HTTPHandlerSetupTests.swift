@@ -3,7 +3,7 @@ import Testing
 
 @testable import WarrenCore
 
-@Suite("HTTP handler set-up")
+@Suite("HTTP handler set-up", .timeLimit(.minutes(1)))
 struct HTTPHandlerSetupTests {
     static func configuration(_ queues: String) throws -> Configuration {
         try ConfigurationLoader.parse(source: """

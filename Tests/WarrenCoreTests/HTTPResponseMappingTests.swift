@@ -3,7 +3,7 @@ import Testing
 
 @testable import WarrenCore
 
-@Suite("HTTP status and Retry-After mapping")
+@Suite("HTTP status and Retry-After mapping", .timeLimit(.minutes(1)))
 struct HTTPResponseMappingTests {
     /// An outcome reduced to what the mapping decides, so that tests compare values.
     enum Shape: Equatable {

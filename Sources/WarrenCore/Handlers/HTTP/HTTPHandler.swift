@@ -28,6 +28,9 @@ struct HTTPHandler: MessageHandler {
     /// retry ladder takes over), unless the handler timeout ends the request sooner.
     static let connectTimeout: Duration = .seconds(10)
 
+    /// Lets the webhook's operator tell Warren's requests from others in their access logs.
+    static let userAgent = "warren/\(WarrenVersion.current)"
+
     var enforcesOwnTimeout: Bool { true }
 
     init(name: String, url: String, method: String, headers: [String: String], poolSize: Int, logger: Logger) throws(HandlerRegistry.SetupError) {
@@ -84,6 +87,7 @@ struct HTTPHandler: MessageHandler {
         }
         request.headers.add(name: "X-Warren-Attempt", value: String(input.attempt))
         request.headers.add(name: "X-Warren-Redelivered", value: input.redelivered ? "true" : "false")
+        request.headers.add(name: "User-Agent", value: Self.userAgent)
         for (name, value) in headers {
             request.headers.replaceOrAdd(name: name, value: value)
         }

@@ -10,7 +10,7 @@ import Foundation
 /// | 429, 503 with a valid `Retry-After` | verdict retry with that delay |
 /// | 408, 429, 5xx | failure (`HTTP 503`, with `httpStatus`) |
 /// | other 4xx | verdict reject (`HTTP 404`) |
-/// | 3xx | failure (`HTTP 301`): redirects are not followed, see `HTTPHandler` |
+/// | 3xx | failure (`HTTP 301`): redirects are not followed, see `HTTPClientHolder` |
 /// | anything else (1xx that ends a request, > 599) | failure |
 enum HTTPResponseMapping {
     /// The largest response body kept as an RPC reply (SPEC §5.1 uses the same bound for stdout).

@@ -22,8 +22,9 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
-        // Already resolved through async-http-client; named for NIOPosix's NIOThreadPool.
-        .package(url: "https://github.com/apple/swift-nio.git", from: "2.100.0"),
+        // Already in the graph through async-http-client; named for NIOPosix's NIOThreadPool,
+        // the HTTP handler's types and the tests' HTTP server.
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
         .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
     ],
     targets: [
@@ -62,7 +63,9 @@ let package = Package(
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
@@ -122,6 +125,10 @@ let package = Package(
                 "WarrenCore",
                 "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
+                // A real HTTP server for the webhook handler's tests.
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

@@ -45,7 +45,11 @@ public struct HandlerRegistry: Sendable {
                 } catch {
                     throw SetupError(handler: entry.name, message: error.description)
                 }
-            case .pipe, .http:
+            case .http(let url, let method, let headers):
+                handlers[entry.name] = try HTTPHandler(
+                    name: entry.name, url: url, method: method, headers: headers,
+                    poolSize: HTTPHandler.poolSize(for: entry.name, in: configuration), logger: logger)
+            case .pipe:
                 throw SetupError(handler: entry.name, message: "handler kind \"\(entry.kind.name)\" is not available in this version of warren yet")
             }
         }

@@ -85,8 +85,9 @@ struct DeliveryProcessor: Sendable {
             return .failure(HandlerFailure("handler \"\(name)\" is not configured"))
         }
         let timeout = handlerConfigurations[name]?.timeout ?? queue.handlerTimeout
-        var input = input
-        input.timeout = timeout
+        var timed = input
+        timed.timeout = timeout
+        let input = timed
         if handler.enforcesOwnTimeout {
             return await handler.handle(input)
         }

@@ -30,7 +30,13 @@ public struct HandlerRegistry: Sendable {
                 handlers[entry.name] = FileHandler(sink: FileSink(path: path, mode: fsync))
             case .republish(let exchange, let routingKey):
                 handlers[entry.name] = RepublishHandler(exchange: exchange, routingKey: routingKey)
-            case .exec, .pipe, .http, .plugin:
+            case .pipe(let command, let environment, let workingDirectory, let instances, let maxInFlightPerInstance):
+                guard !command.isEmpty else { throw SetupError(handler: entry.name, message: "command is empty") }
+                let settings = PipeHandler.Settings(
+                    handler: entry.name, command: command, environment: environment, workingDirectory: workingDirectory,
+                    instances: instances, maxInFlightPerInstance: maxInFlightPerInstance)
+                handlers[entry.name] = PipeHandler(settings: settings, logger: logger)
+            case .exec, .http, .plugin:
                 throw SetupError(handler: entry.name, message: "handler kind \"\(entry.kind.name)\" is not available in this version of warren yet")
             }
         }

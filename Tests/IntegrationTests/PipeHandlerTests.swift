@@ -122,6 +122,18 @@ struct PipeHandlerTests {
         }
     }
 
+    @Test func aWorkerThatStopsReadingItsStdinFailsTheNextRequestWithoutHurtingWarren() async throws {
+        // Writing to a closed pipe raises SIGPIPE; warren must see EPIPE instead, and live.
+        let handler = PipeHandler(settings: W.settings(W.misbehaving), logger: CapturedLog().logger())
+        try await W.withRunning(handler) {
+            let first = try #require(W.reply(await handler.handle(W.input(headers: ["x-test": "close-stdin"])))?["pid"] as? Int)
+            let failure = try #require(W.failure(await handler.handle(W.input("a body the worker never reads"))))
+            #expect(failure.error == "pipe worker closed its stdin")
+            let second = try #require(W.reply(await handler.handle(W.input()))?["pid"] as? Int)
+            #expect(second != first)
+        }
+    }
+
     @Test func aRequestPastItsTimeoutFailsAsATimeoutAndTheHungWorkerIsReplaced() async throws {
         let log = CapturedLog()
         let handler = PipeHandler(settings: W.settings(W.misbehaving, maxInFlight: 2), logger: log.logger())

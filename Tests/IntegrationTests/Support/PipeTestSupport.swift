@@ -67,7 +67,8 @@ enum PipeWorkers {
     /// Behaviour per request by its `x-test` header: `echo` (default: ack with a reply naming
     /// the pid, the request id and the body), `hold` (answer nothing until `x-test-batch`
     /// requests are held, then answer them newest first), `hang` (never answer), `garbage`,
-    /// `unknown-id`, `bad-verdict`, `exit` (with `x-test-code`), `close-stdout`, `stderr` (two
+    /// `unknown-id`, `bad-verdict`, `exit` (with `x-test-code`), `close-stdout`, `close-stdin`
+    /// (answer, then read nothing more), `stderr` (two
     /// stderr lines, one very long, then echo), `linger` (echo, and ignore the end of stdin).
     static let misbehavingSource = #"""
         import json, os, sys, time
@@ -107,6 +108,10 @@ enum PipeWorkers {
                 sys.exit(int(headers.get("x-test-code", 3)))
             elif mode == "close-stdout":
                 os.close(1)
+                time.sleep(3600)
+            elif mode == "close-stdin":
+                os.close(0)
+                send(answer)
                 time.sleep(3600)
             elif mode == "stderr":
                 sys.stderr.write("first diagnostic line\n" + "x" * 10000 + "\n")

@@ -34,10 +34,10 @@ extension PipeWorker {
     /// The failure every in-flight request of an ended worker gets.
     static func failure(for ending: Ending, status: TerminationStatus) -> HandlerFailure {
         switch ending {
-        case .closed(exitedByItself: true):
+        case .closed(_, exitedByItself: true):
             return exitFailure(status)
-        case .closed(exitedByItself: false):
-            return HandlerFailure("pipe worker closed its stdout")
+        case .closed(let stream, exitedByItself: false):
+            return HandlerFailure("pipe worker closed its \(stream.rawValue)")
         case .invalidResponse(let detail):
             return HandlerFailure("pipe worker sent an invalid response: \(detail)")
         case .stopped(let reason):

@@ -29,13 +29,18 @@ struct PipeWorker: Sendable {
     enum Ending: Sendable {
         /// Stdout reached its end, or stdin could not be written: the process is gone or
         /// going. `exitedByItself` is false when warren had to kill it.
-        case closed(exitedByItself: Bool)
+        case closed(Stream, exitedByItself: Bool)
         case invalidResponse(String)
         /// Warren stopped it (a request timed out), for the given reason.
         case stopped(String)
         /// The handler is stopping (task cancelled): stdin is closed and the process exits
         /// within the grace period, or is terminated.
         case shutdown
+    }
+
+    enum Stream: String, Sendable {
+        case stdin
+        case stdout
     }
 
     private enum Event: Sendable {
@@ -131,11 +136,11 @@ struct PipeWorker: Sendable {
             return .shutdown
         }
         var ending = cause
-        if case .closed = cause {
-            // Stdout usually closes because the process died: give its exit status a moment to
+        if case .closed(let stream, _) = cause {
+            // A pipe usually closes because the process died: give its exit status a moment to
             // appear, so the failure says "exited with code 1" rather than "closed its stdout".
             let exited = await Self.waitForExit(execution.processIdentifier.value, upTo: .seconds(1))
-            ending = .closed(exitedByItself: exited)
+            ending = .closed(stream, exitedByItself: exited)
         }
         // The whole group: a worker's own children must not outlive it.
         try? execution.send(signal: .kill, toProcessGroup: true)
@@ -165,19 +170,19 @@ struct PipeWorker: Sendable {
         } catch {
             // A failed read means the same as the end of the stream: nothing more will come.
         }
-        return .closed(exitedByItself: true)
+        return .closed(.stdout, exitedByItself: true)
     }
 
     private func writeRequests(_ frames: AsyncStream<PipeProtocol.Frame>, to writer: StandardInputWriter) async -> Event {
         for await frame in frames {
             do {
                 // A short count means the process has exited (swift-subprocess stops writing).
-                guard try await writer.write(frame.header) == frame.header.count else { return .ended(.closed(exitedByItself: true)) }
+                guard try await writer.write(frame.header) == frame.header.count else { return .ended(.closed(.stdin, exitedByItself: true)) }
                 if !frame.body.isEmpty {
-                    guard try await writer.write(frame.body) == frame.body.count else { return .ended(.closed(exitedByItself: true)) }
+                    guard try await writer.write(frame.body) == frame.body.count else { return .ended(.closed(.stdin, exitedByItself: true)) }
                 }
             } catch {
-                return .ended(.closed(exitedByItself: true))
+                return .ended(.closed(.stdin, exitedByItself: true))
             }
         }
         return .done

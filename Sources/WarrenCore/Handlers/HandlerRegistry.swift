@@ -49,8 +49,12 @@ public struct HandlerRegistry: Sendable {
                 handlers[entry.name] = try HTTPHandler(
                     name: entry.name, url: url, method: method, headers: headers,
                     poolSize: HTTPHandler.poolSize(for: entry.name, in: configuration), logger: logger)
-            case .pipe:
-                throw SetupError(handler: entry.name, message: "handler kind \"\(entry.kind.name)\" is not available in this version of warren yet")
+            case .pipe(let command, let environment, let workingDirectory, let instances, let maxInFlightPerInstance):
+                guard !command.isEmpty else { throw SetupError(handler: entry.name, message: "command is empty") }
+                let settings = PipeHandler.Settings(
+                    handler: entry.name, command: command, environment: environment, workingDirectory: workingDirectory,
+                    instances: instances, maxInFlightPerInstance: maxInFlightPerInstance)
+                handlers[entry.name] = PipeHandler(settings: settings, logger: logger)
             }
         }
         self.handlers = handlers

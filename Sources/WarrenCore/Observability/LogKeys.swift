@@ -9,4 +9,8 @@ public enum LogKeys {
     public static let durationMS = "duration_ms"
     public static let error = "error"
     public static let reason = "reason"
+    /// A handler's child process.
+    public static let pid = "pid"
+    /// A `pipe` worker's instance index (0 ..< instances).
+    public static let worker = "worker"
 }

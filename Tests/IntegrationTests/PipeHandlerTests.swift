@@ -313,7 +313,7 @@ struct PipeEngineTests {
         let declared = try await Self.withEngine(source, log: log) {
             for n in 0..<total {
                 var headers: FieldTable = [:]
-                if n == 10 { headers["x-demo-sleep-ms"] = .int32(2000) }
+                if n == 10 { headers["x-demo-sleep-ms"] = .int32(6000) }
                 let properties = BasicProperties(headers: headers, correlationID: "c\(n)", replyTo: replies, messageID: "m\(n)")
                 #expect(try await publisher.publish(routingKey: queue, body: Array("message \(n)".utf8), properties: properties) == .confirmed)
             }

@@ -107,7 +107,12 @@ let package = Package(
             swiftSettings: strict
         ),
         // Test helpers shared by the test targets.
-        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        .target(
+            name: "TestSupport",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            path: "Tests/TestSupport",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "AMQPTests",
             dependencies: ["AMQP", "TestSupport"],

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import Logging
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import WarrenCore
@@ -93,8 +94,8 @@ extension ExecHandlerTests {
     // MARK: stderr in the log
 
     @Test func stderrLinesAreLoggedWithTheMessageContextAndCapped() async throws {
-        let records = LogRecords()
-        let logger = Logger(label: "exec") { _ in RecordingLogHandler(records: records) }
+        let records = CapturedLog()
+        let logger = records.logger(label: "exec")
         let program = try script("""
             head -c 3000 /dev/zero | tr '\\0' y >&2; echo >&2
             i=1; while [ $i -le 59 ]; do echo "line $i" >&2; i=$((i+1)); done
@@ -123,8 +124,8 @@ extension ExecHandlerTests {
     }
 
     @Test func aHandlerWithoutStderrLogsNothing() async throws {
-        let records = LogRecords()
-        let logger = Logger(label: "exec") { _ in RecordingLogHandler(records: records) }
+        let records = CapturedLog()
+        let logger = records.logger(label: "exec")
         let outcome = try await makeHandler(script("cat >/dev/null; echo ok"), logger: logger).handle(Self.input(body: [1, 2, 3]))
         guard case .success = outcome else { Issue.record("expected success, got \(outcome)"); return }
         #expect(records.all.isEmpty)

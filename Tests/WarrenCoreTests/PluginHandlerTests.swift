@@ -149,8 +149,8 @@ struct PluginHandlerTests {
 
     @Test(arguments: ExamplePlugins.Language.allCases)
     func aCallThatOverrunsItsTimeoutEndsAsATimeoutFailureWithoutWaitingForThePlugin(_ language: ExamplePlugins.Language) async throws {
-        let log = LogCapture()
-        let handler = try Self.handler(language, threads: 1, logger: log.logger)
+        let log = CapturedLog()
+        let handler = try Self.handler(language, threads: 1, logger: log.logger())
         let started = ContinuousClock.now
         let outcome = await handler.handle(Self.input(headers: ["x-demo-sleep-ms": .int32(1500)], timeout: .milliseconds(200)))
         #expect(ContinuousClock.now - started < .milliseconds(1200), "the handler stopped waiting at the timeout")
@@ -189,8 +189,8 @@ struct PluginHandlerTests {
     @Test func shutdownWithACallStillRunningLeavesThePluginStateAlone() async throws {
         let summary = Self.summaryFile()
         defer { try? FileManager.default.removeItem(atPath: summary) }
-        let log = LogCapture()
-        let handler = try Self.handler(.c, config: #"{"summary_file":"\#(summary)"}"#, threads: 1, logger: log.logger)
+        let log = CapturedLog()
+        let handler = try Self.handler(.c, config: #"{"summary_file":"\#(summary)"}"#, threads: 1, logger: log.logger())
         let outcome = await handler.handle(Self.input(headers: ["x-demo-sleep-ms": .int32(600)], timeout: .milliseconds(50)))
         #expect(outcome.resultName == "timeout")
         // Shutdown returns at once: it neither waits for the call nor destroys the state under it.
@@ -203,7 +203,7 @@ struct PluginHandlerTests {
             return
         }
         #expect(failure.error.contains("has shut down"))
-        #expect(await log.wait(for: "plugin call returned after its timeout"))
+        #expect(await log.wait(for: "plugin call returned after its timeout", timeout: .seconds(10)))
         #expect(Self.lines(summary) == nil, "destroy is never called")
     }
 
@@ -286,40 +286,3 @@ struct PluginHandlerTests {
     }
 }
 
-/// Collects log messages, for tests that check what an operator would read.
-final class LogCapture: Sendable {
-    private let messages = Mutex<[String]>([])
-
-    var logger: Logger {
-        Logger(label: "warren.plugin-tests") { _ in Handler(capture: self) }
-    }
-
-    func contains(_ message: String) -> Bool {
-        messages.withLock { $0.contains(message) }
-    }
-
-    /// Polls for `message` (there is no event to await for a log line), up to 10 s.
-    func wait(for message: String) async -> Bool {
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
-            if contains(message) { return true }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        return false
-    }
-
-    struct Handler: LogHandler {
-        let capture: LogCapture
-        var logLevel = Logger.Level.trace
-        var metadata: Logger.Metadata = [:]
-
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-
-        func log(event: LogEvent) {
-            capture.messages.withLock { $0.append(event.message.description) }
-        }
-    }
-}

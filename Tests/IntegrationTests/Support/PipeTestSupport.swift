@@ -2,60 +2,10 @@ import AMQP
 import Foundation
 import Logging
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import WarrenCore
-
-/// Log events kept in memory, awaitable: tests wait for an event (a worker's stderr line, a
-/// requeue) instead of sleeping.
-final class CapturedLog: Sendable {
-    struct Entry: Sendable {
-        var level: Logger.Level
-        var message: String
-        var metadata: [String: String]
-    }
-
-    private let entries = Mutex<[Entry]>([])
-
-    var all: [Entry] { entries.withLock { $0 } }
-
-    func append(_ entry: Entry) { entries.withLock { $0.append(entry) } }
-
-    func matching(_ message: String) -> [Entry] { all.filter { $0.message == message } }
-
-    /// Polls every 10 ms until an entry satisfies `predicate`, for at most `timeout`.
-    func wait(for timeout: Duration = .seconds(20), until predicate: (Entry) -> Bool) async -> Entry? {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let entry = all.first(where: predicate) { return entry }
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        return nil
-    }
-
-    func logger(level: Logger.Level = .info) -> Logger {
-        var logger = Logger(label: "warren.pipe-tests") { _ in Handler(log: self) }
-        logger.logLevel = level
-        return logger
-    }
-
-    struct Handler: LogHandler {
-        let log: CapturedLog
-        var logLevel: Logger.Level = .trace
-        var metadata: Logger.Metadata = [:]
-
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-
-        func log(event: LogEvent) {
-            var merged = metadata
-            if let extra = event.metadata { merged.merge(extra) { _, new in new } }
-            log.append(Entry(level: event.level, message: event.message.description, metadata: merged.mapValues { "\($0)" }))
-        }
-    }
-}
 
 /// The shipped example worker and a test-only worker for the misbehaviours the example has no
 /// reason to show.

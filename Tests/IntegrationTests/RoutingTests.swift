@@ -199,7 +199,9 @@ struct RoutingTests {
         #expect(parked == nil, "the parking queue should be deleted with the rest")
     }
 
-    @Test func aRequestWithReplyToGetsExactlyOneReplyCarryingItsCorrelationID() async throws {
+    /// Under ack_first the input is acked before the handler runs; its reply must still go out.
+    @Test(arguments: [AckPolicy.nackOnError, .ackFirst])
+    func aRequestWithReplyToGetsExactlyOneReplyCarryingItsCorrelationID(policy: AckPolicy) async throws {
         let queue = TestBroker.uniqueName("rpc")
         let handlers = ["answer": RecordingHandler(recorder: Recorder(), reply: Array("{\"ok\":true}".utf8))]
         let engine = try await RoutingEngine.start("""
@@ -208,6 +210,7 @@ struct RoutingTests {
             name = "\(queue)"
             durable = false
             handler = "answer"
+            ack_policy = "\(policy.rawValue)"
             [handlers.answer]
             kind = "noop"
             """, handlers: handlers)

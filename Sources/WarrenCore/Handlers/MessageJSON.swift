@@ -45,8 +45,11 @@ enum MessageJSON {
         }
     }
 
-    static func line(_ object: [String: Any]) throws -> Data {
-        var data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+    /// One JSON object and a newline. Sorted keys read better in files; they cost a locale-aware
+    /// string comparison per key (ICU collation), which the pipe protocol does not need.
+    static func line(_ object: [String: Any], sortedKeys: Bool = true) throws -> Data {
+        let options: JSONSerialization.WritingOptions = sortedKeys ? [.sortedKeys, .withoutEscapingSlashes] : [.withoutEscapingSlashes]
+        var data = try JSONSerialization.data(withJSONObject: object, options: options)
         data.append(0x0A)
         return data
     }

@@ -41,7 +41,7 @@ enum PipeProtocol {
             "redelivered": input.redelivered, "attempt": input.attempt, "properties": MessageJSON.properties(input.properties),
             "body_length": input.body.count,
         ]
-        return Frame(header: Array(try MessageJSON.line(object)), body: input.body)
+        return Frame(header: Array(try MessageJSON.line(object, sortedKeys: false)), body: input.body)
     }
 
     /// Decodes one response line (without its newline).

@@ -59,10 +59,10 @@ struct FileHandler: MessageHandler {
     let sink: FileSink
 
     func handle(_ input: HandlerInput) async -> HandlerOutcome {
-        var object: [String: Any] = [
-            "queue": input.queue, "exchange": input.exchange, "routing_key": input.routingKey, "redelivered": input.redelivered,
-            "attempt": input.attempt, "properties": MessageJSON.properties(input.properties),
-            "received_at": RetryPlanner.rfc3339(Date()),
+        var object: [String: MessageJSON.Value] = [
+            "queue": .string(input.queue), "exchange": .string(input.exchange), "routing_key": .string(input.routingKey),
+            "redelivered": .bool(input.redelivered), "attempt": .int(Int64(input.attempt)),
+            "properties": MessageJSON.properties(input.properties), "received_at": .string(RetryPlanner.rfc3339(Date())),
         ]
         MessageJSON.body(input.body, into: &object)
         do {

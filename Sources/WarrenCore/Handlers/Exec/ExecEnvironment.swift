@@ -54,16 +54,9 @@ struct ExecEnvironment: Sendable {
         return .custom(values)
     }
 
-    /// The headers as one JSON object, each value converted as `MessageJSON` does for the
-    /// `file` handler and the `pipe` protocol, so every handler kind sees the same shape.
+    /// The headers as one JSON object, in the shape every handler kind sees (`MessageJSON`).
     static func headersJSON(_ headers: FieldTable?) -> String {
-        guard let headers, !headers.isEmpty else { return "{}" }
-        var object: [String: Any] = [:]
-        for entry in headers { object[entry.key] = MessageJSON.value(entry.value) }
-        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else {
-            return "{}"
-        }
-        return String(decoding: data, as: UTF8.self)
+        String(decoding: MessageJSON.headersJSON(headers), as: UTF8.self)
     }
 
     /// POSIX names: no `=`, no NUL, not empty, no leading digit.

@@ -36,10 +36,10 @@ enum PipeProtocol {
     /// Encodes request `id` for `input`. Throws only when the message holds a header value JSON
     /// cannot carry (a NaN or infinite float).
     static func request(id: UInt64, _ input: HandlerInput) throws -> Frame {
-        let object: [String: Any] = [
-            "id": NSNumber(value: id), "queue": input.queue, "exchange": input.exchange, "routing_key": input.routingKey,
-            "redelivered": input.redelivered, "attempt": input.attempt, "properties": MessageJSON.properties(input.properties),
-            "body_length": input.body.count,
+        let object: [String: MessageJSON.Value] = [
+            "id": .uint(id), "queue": .string(input.queue), "exchange": .string(input.exchange), "routing_key": .string(input.routingKey),
+            "redelivered": .bool(input.redelivered), "attempt": .int(Int64(input.attempt)),
+            "properties": MessageJSON.properties(input.properties), "body_length": .int(Int64(input.body.count)),
         ]
         return Frame(header: Array(try MessageJSON.line(object, sortedKeys: false)), body: input.body)
     }

@@ -20,7 +20,7 @@ enum PluginInvocation {
         let replyTo = texts.add(p.replyTo)
         let contentType = texts.add(p.contentType)
         let type = texts.add(p.type)
-        let headers = texts.add(headersJSON(p.headers))
+        let headers = texts.add(MessageJSON.headersJSON(p.headers))
         return input.body.withUnsafeBufferPointer { body in
             texts.bytes.withUnsafeBufferPointer { packed in
                 func view(_ range: Range<Int>) -> warren_bytes {
@@ -39,17 +39,6 @@ enum PluginInvocation {
                 return PluginReturn(copying: result)
             }
         }
-    }
-
-    /// The headers as the JSON object the `file` handler and the `pipe` protocol write.
-    static func headersJSON(_ headers: FieldTable?) -> [UInt8] {
-        guard let headers, !headers.isEmpty else { return Array("{}".utf8) }
-        var object: [String: Any] = [:]
-        for entry in headers { object[entry.key] = MessageJSON.value(entry.value) }
-        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else {
-            return Array("{}".utf8)
-        }
-        return Array(data)
     }
 
     /// Short texts packed back to back; each `add` returns where its text lies.

@@ -26,8 +26,23 @@ struct Run: AsyncParsableCommand {
             "version": "\(WarrenVersion.current)", "config": "\(options.path)", "queues": "\(configuration.queues.count)",
         ])
         let stop = Latch()
+        let reloads = ConfigurationReloads()
+        let path = options.path
         Signals.install(logger: logger, stop: stop)
-        switch await Engine(configuration: configuration, logger: logger).run(stop: stop) {
+        Signals.installReload(logger: logger) {
+            // An invalid file is logged and ignored: the running configuration stays.
+            do {
+                reloads.submit(try ConfigurationLoader.load(path: path))
+                logger.info("reload requested: configuration valid, applying it", metadata: ["config": "\(path)"])
+            } catch let error as ConfigError {
+                for issue in error.issues {
+                    logger.error("reload refused: configuration invalid, keeping the running one", metadata: ["problem": "\(issue)"])
+                }
+            } catch {
+                logger.error("reload refused: configuration invalid, keeping the running one", metadata: ["problem": "\(error)"])
+            }
+        }
+        switch await Engine(configuration: configuration, logger: logger).run(stop: stop, reloads: reloads) {
         case .stopped: return
         case .handlersRejected, .topologyRejected, .dedupStoreUnavailable: throw WarrenExit.config
         }
@@ -56,5 +71,17 @@ enum Signals {
             source.resume()
             sources.append(source)
         }
+    }
+
+    /// SIGHUP: reload the configuration file (SPEC §2).
+    static func installReload(logger: Logger, _ reload: @escaping @Sendable () -> Void) {
+        signal(SIGHUP, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        source.setEventHandler {
+            logger.info("reload requested", metadata: ["signal": "SIGHUP"])
+            reload()
+        }
+        source.resume()
+        sources.append(source)
     }
 }

@@ -1,5 +1,6 @@
 import AMQP
 import Logging
+import Synchronization
 
 /// `warren run`: connects (retrying with back-off for as long as it takes), declares the
 /// topology, consumes every configured queue with its worker pool, and stops gracefully when
@@ -26,14 +27,47 @@ public struct Engine: Sendable {
         self.handlerOverride = handlerOverride
     }
 
-    /// Runs until `stop` is set. `ready` is set each time every queue has a consumer.
-    public func run(stop: Latch, ready: Latch = Latch()) async -> Outcome {
+    /// Runs until `stop` is set. `ready` is set each time every queue has a consumer. A
+    /// configuration submitted to `reloads` is applied by finishing and settling everything in
+    /// flight, then starting over with the new file (handlers, dedup store, connections); one the
+    /// broker or a handler refuses gives way to the previous configuration again.
+    public func run(stop: Latch, ready: Latch = Latch(), reloads: ConfigurationReloads = ConfigurationReloads()) async -> Outcome {
+        var current = configuration
+        var previous: Configuration?
+        while true {
+            switch await generation(current, stop: stop, ready: ready, reloads: reloads) {
+            case .finished(let outcome):
+                if outcome != .stopped, let fallback = previous {
+                    logger.error("the reloaded configuration cannot be applied; going back to the previous one", metadata: [
+                        "config": "\(current.sourceFile)", LogKeys.reason: "\(outcome)",
+                    ])
+                    current = fallback
+                    previous = nil
+                    continue
+                }
+                logger.info("stopped")
+                return outcome
+            case .reload(let next):
+                logger.info("configuration reloaded", metadata: ["config": "\(next.sourceFile)", "queues": "\(next.queues.count)"])
+                previous = current
+                current = next
+            }
+        }
+    }
+
+    private enum Generation: Sendable {
+        case finished(Outcome)
+        case reload(Configuration)
+    }
+
+    /// One configuration's life: its handlers, dedup store and sessions.
+    private func generation(_ configuration: Configuration, stop: Latch, ready: Latch, reloads: ConfigurationReloads) async -> Generation {
         let handlers: HandlerRegistry
         do {
             handlers = try HandlerRegistry(configuration, logger: logger, override: handlerOverride)
         } catch {
             logger.error("handler setup failed", metadata: [LogKeys.error: "\(error)"])
-            return .handlersRejected(error.description)
+            return .finished(.handlersRejected(error.description))
         }
         let dedup: (any DedupStore)?
         do {
@@ -41,29 +75,33 @@ public struct Engine: Sendable {
         } catch {
             logger.error("dedup store unavailable", metadata: [LogKeys.error: "\(error)"])
             await handlers.shutdown()
-            return .dedupStoreUnavailable("\(error)")
+            return .finished(.dedupStoreUnavailable("\(error)"))
         }
-        // Handlers' background work (pipe workers) runs beside the sessions for the whole run
-        // and is cancelled only after the last session has finished its in-flight messages.
-        let outcome = await withTaskGroup(of: Void.self) { background in
+        // Handlers' background work (pipe workers) runs beside the sessions for the whole
+        // generation and is cancelled only after the last session finished its in-flight messages.
+        let result = await withTaskGroup(of: Void.self) { background in
             background.addTask { await handlers.run() }
-            let outcome = await sessions(handlers: handlers, dedup: dedup, stop: stop, ready: ready)
+            let result = await sessions(configuration, handlers: handlers, dedup: dedup, stop: stop, ready: ready, reloads: reloads)
             background.cancelAll()
-            return outcome
+            return result
         }
         await handlers.shutdown()
         await dedup?.close()
-        logger.info("stopped")
-        return outcome
+        return result
     }
 
-    /// Opens sessions, one after another, until `stop` is set or the broker rejects the topology.
-    private func sessions(handlers: HandlerRegistry, dedup: (any DedupStore)?, stop: Latch, ready: Latch) async -> Outcome {
+    /// Opens sessions, one after another, until `stop` is set, a reload arrives, or the broker
+    /// rejects the topology.
+    private func sessions(
+        _ configuration: Configuration, handlers: HandlerRegistry, dedup: (any DedupStore)?, stop: Latch, ready: Latch,
+        reloads: ConfigurationReloads
+    ) async -> Generation {
         let plan = TopologyPlan(configuration)
         var backoff = Backoff(initial: configuration.broker.reconnectInitialDelay, maximum: configuration.broker.reconnectMaxDelay)
         var failures = 0
-        var outcome = Outcome.stopped
         while !stop.isSet {
+            let reload = reloads.signal
+            if reload.isSet, let next = reloads.take() { return .reload(next) }
             let session: Session
             do {
                 session = try await Session.open(configuration, plan: plan, logger: logger)
@@ -71,8 +109,7 @@ public struct Engine: Sendable {
                 for problem in error.problems {
                     logger.error("topology rejected", metadata: ["config": "\(configuration.sourceFile)", "problem": "\(problem)"])
                 }
-                outcome = .topologyRejected
-                break
+                return .finished(.topologyRejected)
             } catch {
                 failures += 1
                 if failures == 1 {
@@ -80,7 +117,7 @@ public struct Engine: Sendable {
                 } else {
                     logger.debug("reconnect attempt failed", metadata: ["attempt": "\(failures)", LogKeys.error: "\(error)"])
                 }
-                await sleep(for: backoff.next(), unless: stop)
+                await sleep(for: backoff.next(), unless: stop, reload)
                 continue
             }
             if failures > 0 {
@@ -89,164 +126,57 @@ public struct Engine: Sendable {
             failures = 0
             let clock = ContinuousClock()
             let opened = clock.now
-            let end = await session.run(handlers: handlers, dedup: dedup, stop: stop, ready: ready, logger: logger)
-            if end == .stopped { break }
-            // A session that ends soon after it opened (a consumer the broker keeps refusing or
-            // cancelling) must not turn into a reconnect loop: back off unless it had been up a while.
-            if clock.now - opened > configuration.broker.reconnectMaxDelay { backoff.reset() }
-            logger.warning("connection lost, reconnecting")
-            await sleep(for: backoff.next(), unless: stop)
+            switch await session.run(handlers: handlers, dedup: dedup, stop: stop, reload: reload, ready: ready, logger: logger) {
+            case .stopped:
+                return .finished(.stopped)
+            case .reload:
+                if let next = reloads.take() { return .reload(next) }
+                continue
+            case .lost:
+                // A session that ends soon after it opened must not turn into a reconnect loop:
+                // back off unless it had been up a while.
+                if clock.now - opened > configuration.broker.reconnectMaxDelay { backoff.reset() }
+                logger.warning("connection lost, reconnecting")
+                await sleep(for: backoff.next(), unless: stop, reload)
+            }
         }
-        return outcome
+        return .finished(.stopped)
     }
 }
 
-/// One pair of connections (consumer, publisher) and the consumers on them.
-struct Session: Sendable {
-    enum End: Sendable, Equatable {
-        case stopped
-        case lost
+/// Configurations waiting to replace the running one (SIGHUP). Only the newest counts.
+public final class ConfigurationReloads: Sendable {
+    private struct State {
+        var pending: Configuration?
+        var signal = Latch()
     }
 
-    let configuration: Configuration
-    let consumerConnection: AMQPConnection
-    let publisherConnection: AMQPConnection
-    let publisher: EnginePublisher
+    private let state = Mutex(State())
 
-    static func open(_ configuration: Configuration, plan: TopologyPlan, logger: Logger) async throws -> Session {
-        let consumerConnection = try await AMQPConnection.connect(configuration.connectionConfiguration(role: "consumer"), logger: logger)
-        do {
-            try await TopologyDeclarer(plan: plan, logger: logger).declare(on: consumerConnection)
-            // Publishing gets a connection of its own: a broker that blocks publishers (resource
-            // alarm) stops reading their connection, and acks must keep flowing (notes §0.2).
-            let publisherConnection = try await AMQPConnection.connect(configuration.connectionConfiguration(role: "publisher"), logger: logger)
-            do {
-                let publisher = try await publisherConnection.openPublisher(PublisherOptions(
-                    maxInFlight: configuration.publisher.maxInFlight, confirmTimeout: configuration.publisher.confirmTimeout))
-                logger.info("connected", metadata: [
-                    "endpoint": "\(consumerConnection.negotiated.endpoint)", "heartbeat_s": "\(consumerConnection.negotiated.heartbeat)",
-                ])
-                return Session(
-                    configuration: configuration, consumerConnection: consumerConnection, publisherConnection: publisherConnection,
-                    publisher: EnginePublisher(publisher: publisher, mandatory: configuration.publisher.mandatory))
-            } catch {
-                await publisherConnection.close()
-                throw error
+    public init() {}
+
+    /// Asks the engine to apply `configuration` as soon as what is in flight is settled.
+    public func submit(_ configuration: Configuration) {
+        let signal = state.withLock { state -> Latch in
+            state.pending = configuration
+            return state.signal
+        }
+        signal.set()
+    }
+
+    /// Set when a configuration is pending.
+    var signal: Latch { state.withLock { $0.signal } }
+
+    /// The pending configuration, if any; re-arms the signal.
+    func take() -> Configuration? {
+        state.withLock { state in
+            defer {
+                state.pending = nil
+                state.signal = Latch()
             }
-        } catch {
-            await consumerConnection.close()
-            throw error
+            return state.pending
         }
     }
-
-    func run(handlers: HandlerRegistry, dedup: (any DedupStore)?, stop: Latch, ready: Latch, logger: Logger) async -> End {
-        let draining = Latch()
-        let lost = Latch()
-        let runnersDone = Latch()
-        var started: [QueueRunner] = []
-        let handlerConfigurations = Dictionary(configuration.handlers.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        for queue in configuration.queues {
-            do {
-                let consumer = try await consumerConnection.consume(Self.consumeOptions(queue))
-                let processor = DeliveryProcessor(
-                    queue: queue, router: Router(queue.target), handlers: handlers, handlerConfigurations: handlerConfigurations,
-                    publisher: publisher, connection: consumerConnection, dedup: queue.dedup ? dedup : nil, logger: logger)
-                started.append(QueueRunner(consumer: consumer, processor: processor, concurrency: queue.concurrency, draining: draining))
-                logger.info("consumer up", metadata: [LogKeys.queue: "\(queue.name)", "prefetch": "\(queue.prefetch)", "concurrency": "\(queue.concurrency)"])
-            } catch {
-                logger.error("cannot consume", metadata: [LogKeys.queue: "\(queue.name)", LogKeys.error: "\(error)"])
-                await close(started)
-                await publisherConnection.close()
-                await consumerConnection.close()
-                return .lost
-            }
-        }
-        let runners = started
-        ready.set()
-        logger.info("ready", metadata: ["queues": "\(runners.count)"])
-
-        return await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                await withTaskGroup(of: Void.self) { pool in
-                    for runner in runners {
-                        pool.addTask {
-                            let error = await runner.run()
-                            if !draining.isSet {
-                                // A consumer ended on its own (cancelled by the broker, channel
-                                // closed): start over rather than sit connected but not consuming.
-                                logger.warning("consumer ended", metadata: [LogKeys.queue: "\(runner.consumer.queue)", LogKeys.error: "\(error.map { "\($0)" } ?? "stream finished")"])
-                                lost.set()
-                            }
-                        }
-                    }
-                }
-                runnersDone.set()
-            }
-            group.addTask { await watch(consumerConnection, role: "consumer", lost: lost, logger: logger) }
-            group.addTask { await watch(publisherConnection, role: "publisher", lost: lost, logger: logger) }
-
-            await firstOf(stop, lost)
-            draining.set()
-            let end: End = stop.isSet ? .stopped : .lost
-            if end == .stopped {
-                logger.info("shutting down: cancelling consumers, finishing in-flight messages")
-                for runner in runners { try? await runner.consumer.cancel() }
-                let timeout = configuration.queues.map(\.shutdownTimeout).max() ?? .seconds(30)
-                await withTaskGroup(of: Void.self) { wait in
-                    wait.addTask { await runnersDone.wait() }
-                    wait.addTask { try? await Task.sleep(for: timeout) }
-                    await wait.next()
-                    wait.cancelAll()
-                }
-                if runnersDone.isSet {
-                    await close(runners)
-                } else {
-                    logger.warning("shutdown timeout passed; unfinished messages are left to the broker", metadata: ["timeout": "\(timeout.configText)"])
-                }
-            }
-            await publisherConnection.close()
-            await consumerConnection.close()
-            group.cancelAll()
-            return end
-        }
-    }
-
-    /// Sends what is settled and closes each consumer's channel.
-    private func close(_ runners: [QueueRunner]) async {
-        for runner in runners { try? await runner.consumer.close() }
-    }
-
-    static func consumeOptions(_ queue: QueueConfiguration) -> ConsumeOptions {
-        // ack_first acks when a handler starts, which frees broker credit while the handler still
-        // runs: lower the prefetch by the pool size so received + running stays within prefetch.
-        let prefetch = queue.ackPolicy.acksBeforeHandling ? max(1, queue.prefetch - queue.concurrency) : queue.prefetch
-        var arguments: FieldTable = [:]
-        if queue.consumerPriority != 0 { arguments["x-priority"] = .int64(Int64(queue.consumerPriority)) }
-        return ConsumeOptions(
-            queue: queue.name, prefetch: UInt16(clamping: prefetch), arguments: arguments,
-            settlement: queue.ackMode == .immediate ? .immediate : .default)
-    }
-}
-
-/// Logs a connection's events; sets `lost` when it closes.
-private func watch(_ connection: AMQPConnection, role: String, lost: Latch, logger: Logger) async {
-    for await event in connection.events {
-        switch event {
-        case .blocked(let reason):
-            logger.warning("connection blocked by the broker", metadata: ["role": "\(role)", LogKeys.reason: "\(reason)"])
-        case .unblocked:
-            logger.info("connection unblocked", metadata: ["role": "\(role)"])
-        case .consumerCancelled(let queue, _, _):
-            logger.warning("consumer cancelled by the broker", metadata: [LogKeys.queue: "\(queue)"])
-        case .channelClosed(let channel, let error):
-            logger.warning("channel closed by the broker", metadata: ["role": "\(role)", "channel": "\(channel)", LogKeys.error: "\(error)"])
-        case .closed(let error):
-            if let error { logger.warning("connection closed", metadata: ["role": "\(role)", LogKeys.error: "\(error)"]) }
-            lost.set()
-            return
-        }
-    }
-    lost.set()
 }
 
 /// Returns when any of the flags is set.

@@ -46,10 +46,10 @@ public final class Latch: Sendable {
     }
 }
 
-/// Sleeps for `duration`, or less if `flag` is set meanwhile.
-public func sleep(for duration: Duration, unless flag: Latch) async {
+/// Sleeps for `duration`, or less if one of `flags` is set meanwhile.
+public func sleep(for duration: Duration, unless flags: Latch...) async {
     await withTaskGroup(of: Void.self) { group in
-        group.addTask { await flag.wait() }
+        for flag in flags { group.addTask { await flag.wait() } }
         group.addTask { try? await Task.sleep(for: duration) }
         await group.next()
         group.cancelAll()

@@ -8,11 +8,11 @@ import WarrenCore
 
 @Suite("Consumer recovery and reload against RabbitMQ", .requiresBroker, .timeLimit(.minutes(2)))
 struct RecoveryAndReloadTests {
-    static func config(_ queues: [String], file: String = "recovery-test.toml") throws -> Configuration {
+    static func config(_ queues: [String], file: String = "recovery-test.toml", name: String = "warren-recovery-tests") throws -> Configuration {
         var source = """
             [broker]
             urls = ["\(TestBroker.url)"]
-            connection_name = "warren-recovery-tests"
+            connection_name = "\(name)"
             reconnect_initial_delay = "100ms"
             reconnect_max_delay = "1s"
 
@@ -26,6 +26,8 @@ struct RecoveryAndReloadTests {
                 name = "\(queue)"
                 durable = false
                 handler = "scripted"
+                [queues.retry]
+                delay = "100ms"
 
                 """
         }
@@ -67,6 +69,39 @@ struct RecoveryAndReloadTests {
         #expect(await run.value == .stopped)
         #expect(log.matching("connection lost, reconnecting").isEmpty, "the session restarted instead of one consumer")
         #expect(log.matching("consumer ended; re-subscribing").first?.metadata[LogKeys.queue] == deleted)
+        await connection.close()
+        await Self.delete(configuration)
+    }
+
+    /// A lost publisher connection is re-established on its own: the consumers go on (no
+    /// session restart, so no redelivery of what they hold) and retries publish again after it.
+    @Test func aLostPublisherConnectionIsReconnectedWithoutRestartingTheConsumers() async throws {
+        let queue = TestBroker.uniqueName("publisher-loss")
+        let name = "warren-publisher-loss-\(UUID().uuidString.prefix(8))"
+        let configuration = try Self.config([queue], name: name)
+        let recorder = Recorder()
+        let log = CapturedLog()
+        let engine = Engine(configuration: configuration, logger: log.logger(level: .info)) { entry in
+            entry.name == "scripted" ? ScriptedHandler(recorder: recorder) : nil
+        }
+        let stop = Latch()
+        let ready = Latch()
+        let run = Task { await engine.run(stop: stop, ready: ready) }
+        await ready.wait()
+
+        #expect(await BrokerControl.closeConnections(named: "\(name) publisher") == 1)
+        #expect(await log.wait(for: "publisher connection up again"), "the publisher connection was not re-established")
+        // The first attempt fails: its retry copy goes out on the new publisher connection.
+        let connection = try await TestBroker.connect()
+        let publisher = try await connection.openPublisher()
+        let properties = BasicProperties(headers: ["x-test": "fail"], messageID: "after-loss")
+        #expect(try await publisher.publish(routingKey: queue, body: Array("x".utf8), properties: properties) == .confirmed)
+        #expect(await recorder.wait { $0.calls(for: "after-loss").map(\.attempt) == [1, 2] && $0.finished == 2 })
+
+        stop.set()
+        #expect(await run.value == .stopped)
+        #expect(log.matching("connection lost, reconnecting").isEmpty, "the whole session restarted")
+        #expect(log.matching("consumer up").count == 1)
         await connection.close()
         await Self.delete(configuration)
     }

@@ -19,7 +19,7 @@ struct Session: Sendable {
 
     let configuration: Configuration
     let consumerConnection: AMQPConnection
-    let publisherConnection: AMQPConnection
+    let link: PublisherLink
     let publisher: EnginePublisher
 
     static func open(_ configuration: Configuration, plan: TopologyPlan, logger: Logger) async throws -> Session {
@@ -28,20 +28,15 @@ struct Session: Sendable {
             try await TopologyDeclarer(plan: plan, logger: logger).declare(on: consumerConnection)
             // Publishing gets a connection of its own: a broker that blocks publishers (resource
             // alarm) stops reading their connection, and acks must keep flowing (notes §0.2).
-            let publisherConnection = try await AMQPConnection.connect(configuration.connectionConfiguration(role: "publisher"), logger: logger)
-            do {
-                let publisher = try await publisherConnection.openPublisher(PublisherOptions(
-                    maxInFlight: configuration.publisher.maxInFlight, confirmTimeout: configuration.publisher.confirmTimeout))
-                logger.info("connected", metadata: [
-                    "endpoint": "\(consumerConnection.negotiated.endpoint)", "heartbeat_s": "\(consumerConnection.negotiated.heartbeat)",
-                ])
-                return Session(
-                    configuration: configuration, consumerConnection: consumerConnection, publisherConnection: publisherConnection,
-                    publisher: EnginePublisher(publisher: publisher, mandatory: configuration.publisher.mandatory))
-            } catch {
-                await publisherConnection.close()
-                throw error
-            }
+            let (publisherConnection, publisher) = try await PublisherLink.connect(configuration, logger: logger)
+            logger.info("connected", metadata: [
+                "endpoint": "\(consumerConnection.negotiated.endpoint)", "heartbeat_s": "\(consumerConnection.negotiated.heartbeat)",
+            ])
+            let link = PublisherLink(connection: publisherConnection, publisher: publisher)
+            return Session(
+                configuration: configuration, consumerConnection: consumerConnection, link: link,
+                publisher: EnginePublisher(
+                    link: link, mandatory: configuration.publisher.mandatory, confirmTimeout: configuration.publisher.confirmTimeout))
         } catch {
             await consumerConnection.close()
             throw error
@@ -64,7 +59,7 @@ struct Session: Sendable {
             } catch {
                 logger.error("cannot consume", metadata: [LogKeys.queue: "\(queue.name)", LogKeys.error: "\(error)"])
                 await close(consumers)
-                await publisherConnection.close()
+                await link.close()
                 await consumerConnection.close()
                 return .lost
             }
@@ -86,7 +81,7 @@ struct Session: Sendable {
                 runnersDone.set()
             }
             group.addTask { await watch(consumerConnection, role: "consumer", lost: lost, logger: logger) }
-            group.addTask { await watch(publisherConnection, role: "publisher", lost: lost, logger: logger) }
+            group.addTask { await keepPublisherConnected(draining: draining, logger: logger) }
 
             await firstOf(stop, lost, reload)
             draining.set()
@@ -108,10 +103,43 @@ struct Session: Sendable {
                     logger.warning("shutdown timeout passed; unfinished messages are left to the broker", metadata: ["timeout": "\(timeout.configText)"])
                 }
             }
-            await publisherConnection.close()
+            await link.close()
             await consumerConnection.close()
             group.cancelAll()
             return end
+        }
+    }
+
+    /// Watches the publisher connection; when it is lost, reconnects it with back-off while the
+    /// consumers go on (publishes wait for it, up to the confirm timeout each).
+    private func keepPublisherConnected(draining: Latch, logger: Logger) async {
+        var backoff = Backoff(initial: configuration.broker.reconnectInitialDelay, maximum: configuration.broker.reconnectMaxDelay)
+        while let connection = link.connection {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await watch(connection, role: "publisher", lost: Latch(), logger: logger) }
+                group.addTask { await draining.wait() }
+                await group.next()
+                group.cancelAll()
+            }
+            if draining.isSet { return }
+            link.detach()
+            await connection.close()
+            logger.warning("publisher connection lost, reconnecting")
+            var attempts = 0
+            while !draining.isSet {
+                await sleep(for: backoff.next(), unless: draining)
+                if draining.isSet { return }
+                attempts += 1
+                do {
+                    let (connection, publisher) = try await PublisherLink.connect(configuration, logger: logger)
+                    link.attach(connection, publisher)
+                    backoff.reset()
+                    logger.info("publisher connection up again", metadata: ["attempts": "\(attempts)"])
+                    break
+                } catch {
+                    logger.debug("publisher reconnect attempt failed", metadata: ["attempt": "\(attempts)", LogKeys.error: "\(error)"])
+                }
+            }
         }
     }
 

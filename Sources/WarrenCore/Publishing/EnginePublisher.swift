@@ -3,8 +3,10 @@ import AMQP
 /// Every publish the engine makes (retry copies, dead letters, replies, handler outputs), with
 /// confirms. The caller acks its input only when `publishAll` reports no problem.
 struct EnginePublisher: Sendable {
-    let publisher: Publisher
+    let link: PublisherLink
     let mandatory: Bool
+    /// How long a publish waits for a publisher connection that is being re-established.
+    let confirmTimeout: Duration
 
     /// Publishes concurrently; `nil` when every message was confirmed, else the first problem
     /// in words (nacked, returned, timed out, or the channel/connection error).
@@ -28,6 +30,9 @@ struct EnginePublisher: Sendable {
     private func publishOne(_ message: OutgoingMessage) async -> String? {
         var message = message
         message.mandatory = mandatory
+        guard let publisher = await link.publisher(waitingUpTo: confirmTimeout) else {
+            return "publish to \(Self.destination(message)) failed: no publisher connection (reconnecting)"
+        }
         do {
             let outcome = try await publisher.publish(message)
             return outcome == .confirmed ? nil : "publish to \(Self.destination(message)) \(outcome)"

@@ -8,18 +8,48 @@ enum BrokerControl {
         ["/usr/sbin/rabbitmqctl", "/usr/bin/rabbitmqctl", "/usr/lib/rabbitmq/bin/rabbitmqctl"].contains { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
-    /// Messages delivered to consumers and not yet acked, per the broker.
-    static func unacknowledged(_ queue: String) -> Int? {
+    /// Runs rabbitmqctl to completion and returns its stdout (blocking: call it off the
+    /// cooperative pool, see `offPool`).
+    static func rabbitmqctl(_ arguments: [String]) -> String? {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["rabbitmqctl", "-q", "list_queues", "name", "messages_unacknowledged"]
+        process.arguments = ["rabbitmqctl", "-q"] + arguments
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
         do { try process.run() } catch { return nil }
         let data = out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Runs blocking `work` on a thread of its own, so the cooperative pool stays free.
+    static func offPool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: work()) }.start()
+        }
+    }
+
+    /// Closes (broker side) every connection whose client-provided name is `name`; returns how
+    /// many it closed.
+    static func closeConnections(named name: String) async -> Int {
+        await offPool {
+            // 3.10 has no user_provided_name column: the name is inside client_properties.
+            let listing = rabbitmqctl(["list_connections", "pid", "client_properties"]) ?? ""
+            var closed = 0
+            for line in listing.split(separator: "\n") {
+                let fields = line.split(separator: "\t", maxSplits: 1)
+                guard fields.count == 2, fields[1].contains("\"\(name)\"") else { continue }
+                if rabbitmqctl(["close_connection", String(fields[0]), "closed by a warren test"]) != nil { closed += 1 }
+            }
+            return closed
+        }
+    }
+
+    /// Messages delivered to consumers and not yet acked, per the broker.
+    static func unacknowledged(_ queue: String) -> Int? {
+        let data = rabbitmqctl(["list_queues", "name", "messages_unacknowledged"]) ?? ""
+        for line in data.split(separator: "\n") {
             let fields = line.split(separator: "\t")
             if fields.count == 2, fields[0] == queue { return Int(fields[1]) }
         }

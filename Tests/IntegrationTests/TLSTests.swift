@@ -57,6 +57,13 @@ struct TLSTests {
         #expect(!error.description.contains(":\(TestTLS.endpoint.password)@"))
     }
 
+    @Test func aClientCertificateFromAnUntrustedCAIsRefusedNamingTheCertificate() async throws {
+        let settings = TLSConfiguration(caFile: TestTLS.caFile, certFile: TestTLS.wrongClientCert, keyFile: TestTLS.wrongClientKey)
+        let error = try #require(await TestTLS.connectionError(TestTLS.configuration(settings)))
+        #expect(error.code == .tls)
+        #expect(error.description.contains("TLS: the broker refused the client certificate \(TestTLS.wrongClientCert)"), "\(error)")
+    }
+
     @Test func anEngineConsumesOverTLSFromAnAmqpsConfiguration() async throws {
         let queue = TestBroker.uniqueName("tls-engine")
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("warren-tls-\(UUID().uuidString).jsonl").path

@@ -4,7 +4,8 @@ import Testing
 
 /// The TLS listener that `scripts/setup-tls` gives the local broker, and the throwaway PKI it
 /// generated: `WARREN_TEST_TLS_DIR` (default /var/lib/warren-test-tls) holds ca.pem, server.pem
-/// (DNS:localhost), client.pem/client.key and wrong-ca.pem; `WARREN_TEST_AMQPS_URL` (default
+/// (DNS:localhost), client.pem/client.key, wrong-ca.pem and
+/// wrong-client.pem/.key (signed by the wrong CA); `WARREN_TEST_AMQPS_URL` (default
 /// amqps://guest:guest@localhost:5671/) is where the listener answers.
 enum TestTLS {
     static let directory = ProcessInfo.processInfo.environment["WARREN_TEST_TLS_DIR"] ?? "/var/lib/warren-test-tls"
@@ -14,6 +15,8 @@ enum TestTLS {
     static var wrongCAFile: String { directory + "/wrong-ca.pem" }
     static var clientCert: String { directory + "/client.pem" }
     static var clientKey: String { directory + "/client.key" }
+    static var wrongClientCert: String { directory + "/wrong-client.pem" }
+    static var wrongClientKey: String { directory + "/wrong-client.key" }
 
     static let endpoint: AMQPEndpoint = {
         do {

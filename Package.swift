@@ -35,11 +35,14 @@ let package = Package(
             providers: [.apt(["librabbitmq-dev"])]
         ),
         // What Swift cannot call directly: the variadic amqp_login_with_properties, plus the
-        // eventfd/poll/socket-option helpers of the I/O loop.
+        // eventfd/poll/socket-option helpers of the I/O loop, and the OpenSSL error classification for TLS.
         .target(
             name: "CRabbitMQShims",
             dependencies: ["CRabbitMQ"],
-            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]
+            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])],
+            // The OpenSSL that librabbitmq itself links (libssl-dev comes with librabbitmq-dev):
+            // its error queue explains TLS failures, and its SSL_CTX takes the TLS 1.2 minimum.
+            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
         ),
         // The public C header of in-process handler plugins (warren_plugin.h).
         .target(name: "WarrenPlugin"),

@@ -41,9 +41,10 @@ extension IOLoop {
         var keep = false
         defer { if !keep { amqp_destroy_connection(connection) } }
 
+        let tls = configuration.tls ?? TLSConfiguration()
         let socket: OpaquePointer?
         if endpoint.useTLS {
-            socket = try tlsSocket(connection, configuration.tls ?? TLSConfiguration(), endpoint: where_)
+            socket = try tlsSocket(connection, tls, endpoint: where_)
         } else {
             socket = amqp_tcp_socket_new(connection)
         }
@@ -58,6 +59,7 @@ extension IOLoop {
         var connectTimeout = configuration.connectTimeout.timeval
         let status = amqp_socket_open_noblock(socket, endpoint.host, Int32(endpoint.port), &connectTimeout)
         guard status == AMQP_STATUS_OK.rawValue else {
+            if endpoint.useTLS, let error = tlsOpenError(status: status, endpoint: endpoint, tls: tls) { throw error }
             let text = amqp_error_string2(status).map { String(cString: $0) } ?? "status \(status)"
             let code: AMQPError.Code = (status == AMQP_STATUS_SSL_ERROR.rawValue
                 || status == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED.rawValue
@@ -76,6 +78,11 @@ extension IOLoop {
             connection, endpoint.vhost, Int32(clamping: configuration.channelMax), Int32(clamping: configuration.frameMax),
             heartbeat, configuration.connectionName, configuration.clientVersion, 0, endpoint.user, endpoint.password)
         guard reply.reply_type == AMQP_RESPONSE_NORMAL else {
+            if endpoint.useTLS, reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION,
+                let error = tlsLoginError(status: reply.library_error, endpoint: endpoint, tls: tls)
+            {
+                throw error
+            }
             throw loginError(reply, endpoint: endpoint)
         }
         keep = true
@@ -83,32 +90,6 @@ extension IOLoop {
             endpoint: endpoint, heartbeat: Int(amqp_get_heartbeat(connection)), frameMax: Int(amqp_get_frame_max(connection)),
             channelMax: Int(amqp_get_channel_max(connection)))
         return (connection, negotiated)
-    }
-
-    private static func tlsSocket(_ connection: amqp_connection_state_t, _ tls: TLSConfiguration, endpoint: String)
-        throws(AMQPError) -> OpaquePointer?
-    {
-        guard let socket = amqp_ssl_socket_new(connection) else {
-            throw AMQPError(.tls, "cannot create a TLS socket (OpenSSL initialisation failed)", endpoint: endpoint)
-        }
-        amqp_ssl_socket_set_verify_peer(socket, tls.verifyPeer ? 1 : 0)
-        amqp_ssl_socket_set_verify_hostname(socket, tls.verifyHostname ? 1 : 0)
-        if let ca = tls.caFile {
-            guard amqp_ssl_socket_set_cacert(socket, ca) == AMQP_STATUS_OK.rawValue else {
-                throw AMQPError(.tls, "cannot load the CA file \(ca) (missing, unreadable or not PEM)", endpoint: endpoint)
-            }
-        }
-        switch (tls.certFile, tls.keyFile) {
-        case (let cert?, let key?):
-            guard amqp_ssl_socket_set_key(socket, cert, key) == AMQP_STATUS_OK.rawValue else {
-                throw AMQPError(.tls, "cannot load the client certificate \(cert) with key \(key)", endpoint: endpoint)
-            }
-        case (nil, nil):
-            break
-        default:
-            throw AMQPError(.tls, "a client certificate needs both cert_file and key_file", endpoint: endpoint)
-        }
-        return socket
     }
 
     private static func loginError(_ reply: amqp_rpc_reply_t, endpoint: AMQPEndpoint) -> AMQPError {

@@ -1,5 +1,9 @@
 #include "CRabbitMQShims.h"
 
+#include <amqp_ssl_socket.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -112,4 +116,39 @@ int warren_set_tcp_options(int fd, int keepalive_idle_s, int keepalive_interval_
   if (setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms)) != 0)
     return -errno;
   return 0;
+}
+
+void warren_tls_clear_errors(void) { ERR_clear_error(); }
+
+warren_tls_failure warren_tls_last_failure(char *text, size_t text_length) {
+  if (text_length > 0) text[0] = '\0';
+  unsigned long error = ERR_peek_last_error();
+  if (error == 0) return WARREN_TLS_FAILURE_UNKNOWN;
+  const char *reason = ERR_reason_error_string(error);
+  if (reason != NULL && text_length > 0) {
+    strncpy(text, reason, text_length - 1);
+    text[text_length - 1] = '\0';
+  }
+  if (ERR_GET_LIB(error) != ERR_LIB_SSL) return WARREN_TLS_FAILURE_OTHER;
+  switch (ERR_GET_REASON(error)) {
+  case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
+    return WARREN_TLS_FAILURE_CERTIFICATE_REQUIRED;
+  case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+  case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
+  case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
+  case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
+  case SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE:
+    return WARREN_TLS_FAILURE_CLIENT_CERTIFICATE_REFUSED;
+  case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+  case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED:
+    return WARREN_TLS_FAILURE_CLIENT_CERTIFICATE_EXPIRED_OR_REVOKED;
+  default:
+    return WARREN_TLS_FAILURE_OTHER;
+  }
+}
+
+int warren_tls_require_tls12(amqp_socket_t *socket) {
+  SSL_CTX *context = (SSL_CTX *)amqp_ssl_socket_get_context(socket);
+  if (context == NULL) return -1;
+  return SSL_CTX_set_min_proto_version(context, TLS1_2_VERSION) == 1 ? 0 : -1;
 }

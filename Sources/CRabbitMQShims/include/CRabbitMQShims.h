@@ -30,4 +30,35 @@ int warren_poll2(int fd_a, int fd_b, int timeout_ms, int *ready_a, int *ready_b)
 int warren_set_tcp_options(int fd, int keepalive_idle_s, int keepalive_interval_s, int keepalive_count,
                            unsigned int user_timeout_ms);
 
+/// Why OpenSSL says a TLS session failed, from the calling thread's OpenSSL error queue.
+/// librabbitmq 0.11 reports every TLS failure after the handshake as a bare
+/// AMQP_STATUS_SSL_ERROR; the broker's alert (kept in the queue) is what tells the causes apart.
+typedef enum {
+  /// Nothing TLS-specific in the queue.
+  WARREN_TLS_FAILURE_UNKNOWN = 0,
+  /// TLS 1.3 `certificate_required`: the broker wants a client certificate and got none.
+  WARREN_TLS_FAILURE_CERTIFICATE_REQUIRED = 1,
+  /// `bad_certificate`, `unknown_ca`, `certificate_unknown`, `unsupported_certificate`, or a
+  /// TLS 1.2 `handshake_failure`: the broker did not accept the client certificate (or, for TLS
+  /// 1.2, got none).
+  WARREN_TLS_FAILURE_CLIENT_CERTIFICATE_REFUSED = 2,
+  /// `certificate_expired` / `certificate_revoked` about the client certificate.
+  WARREN_TLS_FAILURE_CLIENT_CERTIFICATE_EXPIRED_OR_REVOKED = 3,
+  /// Another OpenSSL error; its text is in the buffer.
+  WARREN_TLS_FAILURE_OTHER = 4,
+} warren_tls_failure;
+
+/// Empties this thread's OpenSSL error queue, so that a later warren_tls_last_failure explains
+/// only what happened in between.
+void warren_tls_clear_errors(void);
+
+/// Classifies the newest error in this thread's OpenSSL error queue and copies OpenSSL's reason
+/// text (NUL-terminated, possibly empty) into `text`. Leaves the queue as it is.
+warren_tls_failure warren_tls_last_failure(char *text, size_t text_length);
+
+/// Sets the minimum protocol of a TLS socket's SSL_CTX to TLS 1.2. librabbitmq 0.11's
+/// amqp_ssl_socket_set_ssl_versions only knows TLS <= 1.2 and may not touch the context's
+/// minimum in a way that survives TLS 1.3 negotiation; this states it directly. Returns 0 or -1.
+int warren_tls_require_tls12(amqp_socket_t *socket);
+
 #endif

@@ -1,5 +1,6 @@
 import AMQP
 import Foundation
+import Glibc
 
 /// A broker a fault scenario runs against: its AMQP URL and how to run `rabbitmqctl` on it (for
 /// what AMQP cannot tell, like the unacked count, and for faults like memory alarms).
@@ -61,16 +62,29 @@ enum ToolRun {
         }
     }
 
+    /// `system(3)` on a thread of its own, for a daemon that detaches: Foundation's `Process`
+    /// never saw `rabbitmq-server -detached` exit (its `waitUntilExit` hung after the fork), and
+    /// the detached daemon would keep an output pipe open forever. Returns the exit status.
+    static func shell(_ line: String) async -> Int32 {
+        await withCheckedContinuation { continuation in
+            let thread = Thread {
+                let status = system(line)
+                continuation.resume(returning: status < 0 ? -1 : (status >> 8) & 0xff)
+            }
+            thread.start()
+        }
+    }
+
     private static func runBlocking(_ command: [String], environment: [String: String]?) -> Result {
         guard let executable = command.first else { return Result(status: -1, output: "empty command") }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = Array(command.dropFirst())
         if let environment { process.environment = environment }
+        process.standardInput = FileHandle.nullDevice
         let out = Pipe()
         process.standardOutput = out
         process.standardError = out
-        process.standardInput = FileHandle.nullDevice
         do { try process.run() } catch { return Result(status: -1, output: "\(error)") }
         let data = out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()

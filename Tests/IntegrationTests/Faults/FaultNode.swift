@@ -65,8 +65,9 @@ actor FaultNode {
     /// launch `await_startup` fails fast ("rabbit application not running"), so it is polled.
     func start() async throws {
         let begin = ContinuousClock.now
-        let launch = await ToolRun.run(["\(Self.bin)/rabbitmq-server", "-detached"], environment: Self.environment)
-        guard launch.status == 0 else { throw FaultError("rabbitmq-server -detached failed: \(launch.output)") }
+        let variables = Self.environment.map { "\($0.key)='\($0.value)'" }.sorted().joined(separator: " ")
+        let status = await ToolRun.shell("env \(variables) \(Self.bin)/rabbitmq-server -detached > \(Self.directory)/log/launch.out 2>&1")
+        guard status == 0 else { throw FaultError("rabbitmq-server -detached exited \(status); see \(Self.directory)/log/launch.out") }
         let deadline = begin + .seconds(90)
         while ContinuousClock.now < deadline {
             if await Self.broker.ctl(["await_startup", "--timeout", "30"]).status == 0 {

@@ -49,6 +49,8 @@ actor FaultNode {
     /// Starts the node unless it already runs (this process's or a previous run's).
     func ensureRunning() async throws {
         if running { return }
+        // rabbitmqctl needs a HOME it can write its cookie to (else an erl_crash.dump lands in the cwd).
+        try FileManager.default.createDirectory(atPath: Self.directory, withIntermediateDirectories: true)
         if await Self.broker.ctl(["await_startup", "--timeout", "2"]).status == 0 {
             // A previous run's node: undo an alarm that run may have left behind.
             _ = await Self.broker.ctl(["set_vm_memory_high_watermark", "0.4"])
@@ -66,7 +68,7 @@ actor FaultNode {
     func start() async throws {
         let begin = ContinuousClock.now
         let variables = Self.environment.map { "\($0.key)='\($0.value)'" }.sorted().joined(separator: " ")
-        let status = await ToolRun.shell("env \(variables) \(Self.bin)/rabbitmq-server -detached > \(Self.directory)/log/launch.out 2>&1")
+        let status = await ToolRun.shell("cd \(Self.directory) && env \(variables) \(Self.bin)/rabbitmq-server -detached > \(Self.directory)/log/launch.out 2>&1")
         guard status == 0 else { throw FaultError("rabbitmq-server -detached exited \(status); see \(Self.directory)/log/launch.out") }
         let deadline = begin + .seconds(90)
         while ContinuousClock.now < deadline {

@@ -4,7 +4,9 @@ import Synchronization
 
 /// A TCP proxy on 127.0.0.1 between a client under test and the broker, for fault injection.
 /// `freeze()` black-holes traffic: connections stay up, but no byte passes in either direction
-/// (what a dead switch or a paused VM looks like); `thaw()` resumes. Runs on its own thread and
+/// (what a dead switch or a paused VM looks like); `thaw()` resumes. `cut()` closes every open
+/// connection at once (a reset mid-frame, as a NAT or load balancer timeout does); new
+/// connections are accepted as before. Runs on its own thread and
 /// stops by itself when `stop()` is called or the test process ends.
 final class LoopbackProxy: Sendable {
     let port: Int
@@ -14,6 +16,8 @@ final class LoopbackProxy: Sendable {
     private struct State {
         var frozen = false
         var stopped = false
+        /// Bumped by `cut()`; a pump whose generation is older closes its connection.
+        var generation = 0
     }
 
     init(upstreamHost: String, upstreamPort: Int) throws {
@@ -45,6 +49,7 @@ final class LoopbackProxy: Sendable {
     func freeze() { state.withLock { $0.frozen = true } }
     func thaw() { state.withLock { $0.frozen = false } }
     func stop() { state.withLock { $0.stopped = true } }
+    func cut() { state.withLock { $0.generation += 1 } }
 
     private var snapshot: State { state.withLock { $0 } }
 
@@ -61,13 +66,14 @@ final class LoopbackProxy: Sendable {
                 close(client)
                 continue
             }
-            let thread = Thread { [self] in self.pump(client, upstream) }
+            let generation = snapshot.generation
+            let thread = Thread { [self] in self.pump(client, upstream, generation: generation) }
             thread.name = "test-proxy-pump"
             thread.start()
         }
     }
 
-    private func pump(_ a: Int32, _ b: Int32) {
+    private func pump(_ a: Int32, _ b: Int32, generation: Int) {
         defer {
             close(a)
             close(b)
@@ -75,7 +81,7 @@ final class LoopbackProxy: Sendable {
         var buffer = [UInt8](repeating: 0, count: 65_536)
         while true {
             let state = snapshot
-            if state.stopped { return }
+            if state.stopped || state.generation != generation { return }
             if state.frozen {
                 usleep(10_000)
                 continue

@@ -90,9 +90,10 @@ extension IOLoop {
                 .tls, "TLS: the broker closed the TLS session during the AMQP handshake; it probably requires a client "
                     + "certificate (set cert_file and key_file)", endpoint: endpoint.description)
         }
+        // The broker's alert is not always in OpenSSL's error queue yet when the login fails.
         return AMQPError(
-            .tls, "TLS: the broker closed the TLS session during the AMQP handshake (does it trust the CA that signed "
-                + "the client certificate?)", endpoint: endpoint.description)
+            .tls, "TLS: the broker closed the TLS session during the AMQP handshake; it may have refused the client "
+                + "certificate \(tls.certFile ?? ""): is it signed by a CA the broker trusts?", endpoint: endpoint.description)
     }
 
     /// The broker's TLS alert, from this thread's OpenSSL error queue, as an error; nil when the

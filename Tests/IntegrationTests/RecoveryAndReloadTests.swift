@@ -34,6 +34,23 @@ struct RecoveryAndReloadTests {
         return try ConfigurationLoader.parse(source: source, file: file)
     }
 
+    /// An engine with the scripted handler behind "scripted", logging into a `CapturedLog`;
+    /// returns once it is ready.
+    static func start(
+        _ configuration: Configuration, reloads: ConfigurationReloads = ConfigurationReloads()
+    ) async -> (Recorder, CapturedLog, Latch, Task<Engine.Outcome, Never>) {
+        let recorder = Recorder()
+        let log = CapturedLog()
+        let engine = Engine(configuration: configuration, logger: log.logger(level: .info)) { entry in
+            entry.name == "scripted" ? ScriptedHandler(recorder: recorder) : nil
+        }
+        let stop = Latch()
+        let ready = Latch()
+        let run = Task { await engine.run(stop: stop, ready: ready, reloads: reloads) }
+        await ready.wait()
+        return (recorder, log, stop, run)
+    }
+
     static func publish(_ id: String, to queue: String, on connection: AMQPConnection) async throws {
         let publisher = try await connection.openPublisher()
         #expect(try await publisher.publish(routingKey: queue, body: Array("x".utf8), properties: BasicProperties(messageID: id)) == .confirmed)
@@ -48,15 +65,7 @@ struct RecoveryAndReloadTests {
     @Test func aDeletedQueueIsRedeclaredAndResubscribedWhileTheOtherQueueKeepsItsConsumer() async throws {
         let (deleted, other) = (TestBroker.uniqueName("recover-a"), TestBroker.uniqueName("recover-b"))
         let configuration = try Self.config([deleted, other])
-        let recorder = Recorder()
-        let log = CapturedLog()
-        let engine = Engine(configuration: configuration, logger: log.logger(level: .info)) { entry in
-            entry.name == "scripted" ? ScriptedHandler(recorder: recorder) : nil
-        }
-        let stop = Latch()
-        let ready = Latch()
-        let run = Task { await engine.run(stop: stop, ready: ready) }
-        await ready.wait()
+        let (recorder, log, stop, run) = await Self.start(configuration)
         let connection = try await TestBroker.connect()
 
         try await TestBroker.deleteQueue(deleted)
@@ -79,15 +88,7 @@ struct RecoveryAndReloadTests {
         let queue = TestBroker.uniqueName("publisher-loss")
         let name = "warren-publisher-loss-\(UUID().uuidString.prefix(8))"
         let configuration = try Self.config([queue], name: name)
-        let recorder = Recorder()
-        let log = CapturedLog()
-        let engine = Engine(configuration: configuration, logger: log.logger(level: .info)) { entry in
-            entry.name == "scripted" ? ScriptedHandler(recorder: recorder) : nil
-        }
-        let stop = Latch()
-        let ready = Latch()
-        let run = Task { await engine.run(stop: stop, ready: ready) }
-        await ready.wait()
+        let (recorder, log, stop, run) = await Self.start(configuration)
 
         #expect(await BrokerControl.closeConnections(named: "\(name) publisher") == 1)
         #expect(await log.wait(for: "publisher connection up again"), "the publisher connection was not re-established")
@@ -111,16 +112,8 @@ struct RecoveryAndReloadTests {
         let (kept, added) = (TestBroker.uniqueName("reload-kept"), TestBroker.uniqueName("reload-added"))
         let before = try Self.config([kept], file: "before.toml")
         let after = try Self.config([kept, added], file: "after.toml")
-        let recorder = Recorder()
-        let log = CapturedLog()
-        let engine = Engine(configuration: before, logger: log.logger(level: .info)) { entry in
-            entry.name == "scripted" ? ScriptedHandler(recorder: recorder) : nil
-        }
-        let stop = Latch()
-        let ready = Latch()
         let reloads = ConfigurationReloads()
-        let run = Task { await engine.run(stop: stop, ready: ready, reloads: reloads) }
-        await ready.wait()
+        let (recorder, log, stop, run) = await Self.start(before, reloads: reloads)
         let connection = try await TestBroker.connect()
         let publisher = try await connection.openPublisher()
         // Slow messages are in flight when the reload comes: they finish and are acked, not

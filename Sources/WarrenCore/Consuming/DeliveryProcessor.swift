@@ -46,12 +46,16 @@ struct DeliveryProcessor: Sendable {
         log.handler = failedHandler ?? (names.count == 1 ? names[0] : names.joined(separator: ","))
         log.outcome = outcome.resultName
         log.duration = clock.now - started
-        let succeeded = runs.filter { $0.outcome.isSuccess }
+        // Without dedup (the common case) nothing below allocates per message.
+        var succeeded: [(name: String, outcome: HandlerOutcome)] = []
         var recordSuccesses: (@Sendable () async -> Void)?
-        if let dedupID, !succeeded.isEmpty {
-            let done = succeeded.map(\.name)
-            let context = log
-            recordSuccesses = { await record(done, messageID: dedupID, context) }
+        if let dedupID {
+            succeeded = runs.filter { $0.outcome.isSuccess }
+            if !succeeded.isEmpty {
+                let done = succeeded.map(\.name)
+                let context = log
+                recordSuccesses = { await record(done, messageID: dedupID, context) }
+            }
         }
         if !outcome.isSuccess, let recordSuccesses {
             // Some handlers of a fan-out succeeded and will be skipped when the message comes

@@ -50,13 +50,9 @@ struct ExecEnvironment: Sendable {
         values["WARREN_TYPE"] = Self.clean(p.type ?? "")
         values["WARREN_REDELIVERED"] = input.redelivered ? "1" : "0"
         values["WARREN_ATTEMPT"] = String(input.attempt)
-        values["WARREN_HEADERS"] = Self.headersJSON(p.headers)
+        // The same JSON shape every handler kind sees (`MessageJSON`).
+        values["WARREN_HEADERS"] = String(decoding: MessageJSON.headersJSON(p.headers), as: UTF8.self)
         return .custom(values)
-    }
-
-    /// The headers as one JSON object, in the shape every handler kind sees (`MessageJSON`).
-    static func headersJSON(_ headers: FieldTable?) -> String {
-        String(decoding: MessageJSON.headersJSON(headers), as: UTF8.self)
     }
 
     /// POSIX names: no `=`, no NUL, not empty, no leading digit.

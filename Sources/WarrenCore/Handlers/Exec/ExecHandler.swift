@@ -44,16 +44,8 @@ struct ExecHandler: MessageHandler {
         self.program = ExecProgram(
             command: command, workingDirectory: workingDirectory, searchPath: self.environment.searchPath, grace: terminationGrace)
         self.logger = logger
-        _ = Self.ignoreSIGPIPE
+        _ = ChildProcesses.ignoreSIGPIPE
     }
-
-    /// Writing a body to a child that exited, or closed stdin without reading, raises SIGPIPE,
-    /// whose default action would kill warren. It is ignored process-wide, once (SwiftNIO does
-    /// the same for its sockets); the write then fails with EPIPE, which the run tolerates.
-    /// Children do not inherit this: the process library resets every signal in the child.
-    private static let ignoreSIGPIPE: Void = {
-        _ = signal(SIGPIPE, SIG_IGN)
-    }()
 
     func handle(_ input: HandlerInput) async -> HandlerOutcome {
         let result = await ExecProcess.run(

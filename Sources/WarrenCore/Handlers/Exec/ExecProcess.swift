@@ -129,7 +129,7 @@ enum ExecProcess {
             group.addTask {
                 let writer = execution.standardInputWriter
                 // A child that exits or closes stdin before reading it all makes this fail
-                // (EPIPE; SIGPIPE is ignored, see ExecHandler). That is the child's choice: its
+                // (EPIPE; SIGPIPE is ignored, see ChildProcesses). That is the child's choice: its
                 // exit status says how the run went.
                 _ = try? await writer.write(input)
                 try? await writer.finish()

@@ -100,7 +100,7 @@ struct PipeHandler: MessageHandler {
     /// Keeps the workers running until cancelled; then they stop (see `PipeWorker`) and
     /// requests still waiting for a worker fail.
     func run() async {
-        _ = Self.ignoringSIGPIPE
+        _ = ChildProcesses.ignoreSIGPIPE
         await withTaskCancellationHandler {
             await withDiscardingTaskGroup { group in
                 for index in 0..<settings.instances {
@@ -146,12 +146,4 @@ struct PipeHandler: MessageHandler {
 
     /// Workers' pids by instance index (for tests and diagnostics).
     var workerPIDs: [Int: Int32] { dispatcher.workerPIDs }
-
-    /// Writing to the stdin of a worker that has just died must fail with EPIPE, not kill
-    /// warren with SIGPIPE (the default action). Ignoring it is process-wide, which is harmless
-    /// here: warren's sockets use MSG_NOSIGNAL anyway, and swift-subprocess resets every signal
-    /// disposition to the default in the processes it starts.
-    private static let ignoringSIGPIPE: Void = {
-        _ = signal(SIGPIPE, SIG_IGN)
-    }()
 }

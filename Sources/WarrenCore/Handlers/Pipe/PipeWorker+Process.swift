@@ -52,19 +52,9 @@ extension PipeWorker {
         case .exited(let code):
             return HandlerFailure("pipe worker exited with code \(code)", exitCode: code)
         case .signaled(let number):
-            let name = signalName(number)
+            let name = SignalName.of(number)
             return HandlerFailure("pipe worker killed by \(name)", signal: name)
         }
-    }
-
-    /// `SIGKILL` for 9; `signal 42` for numbers without a common name.
-    static func signalName(_ number: Int32) -> String {
-        let names: [Int32: String] = [
-            SIGHUP: "SIGHUP", SIGINT: "SIGINT", SIGQUIT: "SIGQUIT", SIGILL: "SIGILL", SIGTRAP: "SIGTRAP", SIGABRT: "SIGABRT",
-            SIGBUS: "SIGBUS", SIGFPE: "SIGFPE", SIGKILL: "SIGKILL", SIGUSR1: "SIGUSR1", SIGSEGV: "SIGSEGV", SIGUSR2: "SIGUSR2",
-            SIGPIPE: "SIGPIPE", SIGALRM: "SIGALRM", SIGTERM: "SIGTERM", SIGXCPU: "SIGXCPU", SIGXFSZ: "SIGXFSZ", SIGSYS: "SIGSYS",
-        ]
-        return names[number] ?? "signal \(number)"
     }
 
     /// Polls (every 5 ms) whether child `pid` has exited, without reaping it: swift-subprocess

@@ -1,6 +1,7 @@
 import Glibc
 
-/// Signal names as an operator reads them in `killed by SIGKILL` and `x-warren-signal`.
+/// Signal names as an operator reads them in `killed by SIGKILL` and `x-warren-signal`, for
+/// every handler kind that runs processes (exec, pipe).
 enum SignalName {
     private static let names: [Int32: String] = [
         SIGHUP: "SIGHUP", SIGINT: "SIGINT", SIGQUIT: "SIGQUIT", SIGILL: "SIGILL", SIGTRAP: "SIGTRAP",

@@ -20,11 +20,16 @@ public struct Engine: Sendable {
     public let configuration: Configuration
     public let logger: Logger
     public let handlerOverride: HandlerRegistry.Override?
+    /// Where readiness, the status line and the state gauges are read from.
+    public let status: EngineStatus
 
-    public init(configuration: Configuration, logger: Logger, handlerOverride: HandlerRegistry.Override? = nil) {
+    public init(
+        configuration: Configuration, logger: Logger, handlerOverride: HandlerRegistry.Override? = nil, status: EngineStatus = EngineStatus()
+    ) {
         self.configuration = configuration
         self.logger = logger
         self.handlerOverride = handlerOverride
+        self.status = status
     }
 
     /// Runs until `stop` is set. `ready` is set each time every queue has a consumer. A
@@ -97,6 +102,7 @@ public struct Engine: Sendable {
         reloads: ConfigurationReloads
     ) async -> Generation {
         let plan = TopologyPlan(configuration)
+        status.configure(queues: configuration.queues.map(\.name))
         var backoff = Backoff(initial: configuration.broker.reconnectInitialDelay, maximum: configuration.broker.reconnectMaxDelay)
         var failures = 0
         while !stop.isSet {
@@ -112,6 +118,7 @@ public struct Engine: Sendable {
                 return .finished(.topologyRejected)
             } catch {
                 failures += 1
+                status.connectionDown(.consumer, failedAttempt: true)
                 if failures == 1 {
                     logger.warning("broker unreachable, reconnecting", metadata: [LogKeys.error: "\(error)"])
                 } else {
@@ -126,13 +133,15 @@ public struct Engine: Sendable {
             failures = 0
             let clock = ContinuousClock()
             let opened = clock.now
-            switch await session.run(handlers: handlers, dedup: dedup, stop: stop, reload: reload, ready: ready, logger: logger) {
+            switch await session.run(handlers: handlers, dedup: dedup, stop: stop, reload: reload, ready: ready, status: status, logger: logger) {
             case .stopped:
                 return .finished(.stopped)
             case .reload:
                 if let next = reloads.take() { return .reload(next) }
                 continue
             case .lost:
+                status.connectionDown(.consumer)
+                status.connectionDown(.publisher)
                 // A session that ends soon after it opened must not turn into a reconnect loop:
                 // back off unless it had been up a while.
                 if clock.now - opened > configuration.broker.reconnectMaxDelay { backoff.reset() }

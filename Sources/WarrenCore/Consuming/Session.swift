@@ -44,7 +44,11 @@ struct Session: Sendable {
     }
 
     /// Runs until `stop` or `reload` is set (then drains gracefully) or a connection is lost.
-    func run(handlers: HandlerRegistry, dedup: (any DedupStore)?, stop: Latch, reload: Latch, ready: Latch, logger: Logger) async -> End {
+    func run(
+        handlers: HandlerRegistry, dedup: (any DedupStore)?, stop: Latch, reload: Latch, ready: Latch, status: EngineStatus, logger: Logger
+    ) async -> End {
+        status.connectionUp(.consumer)
+        status.connectionUp(.publisher)
         let draining = Latch()
         let lost = Latch()
         let runnersDone = Latch()
@@ -54,6 +58,7 @@ struct Session: Sendable {
             do {
                 let runner = try await subscribe(queue, handlers: handlers, dedup: dedup, draining: draining, logger: logger)
                 consumers.set(runner.consumer, for: queue.name)
+                status.consumer(queue.name, live: true)
                 started.append((queue, runner))
                 logger.info("consumer up", metadata: [LogKeys.queue: "\(queue.name)", "prefetch": "\(queue.prefetch)", "concurrency": "\(queue.concurrency)"])
             } catch {
@@ -74,16 +79,18 @@ struct Session: Sendable {
                     for (queue, runner) in runners {
                         pool.addTask {
                             await keepConsuming(
-                                queue, first: runner, consumers: consumers, handlers: handlers, dedup: dedup, draining: draining, logger: logger)
+                                queue, first: runner, consumers: consumers, handlers: handlers, dedup: dedup, draining: draining,
+                                status: status, logger: logger)
                         }
                     }
                 }
                 runnersDone.set()
             }
-            group.addTask { await watch(consumerConnection, role: "consumer", lost: lost, logger: logger) }
-            group.addTask { await keepPublisherConnected(draining: draining, logger: logger) }
+            group.addTask { await watch(consumerConnection, role: .consumer, lost: lost, status: status, logger: logger) }
+            group.addTask { await keepPublisherConnected(draining: draining, status: status, logger: logger) }
 
             await firstOf(stop, lost, reload)
+            if stop.isSet { status.stopping(true) }
             draining.set()
             let end: End = stop.isSet ? .stopped : lost.isSet ? .lost : .reload
             if end != .lost {
@@ -112,17 +119,18 @@ struct Session: Sendable {
 
     /// Watches the publisher connection; when it is lost, reconnects it with back-off while the
     /// consumers go on (publishes wait for it, up to the confirm timeout each).
-    private func keepPublisherConnected(draining: Latch, logger: Logger) async {
+    private func keepPublisherConnected(draining: Latch, status: EngineStatus, logger: Logger) async {
         var backoff = Backoff(initial: configuration.broker.reconnectInitialDelay, maximum: configuration.broker.reconnectMaxDelay)
         while let connection = link.connection {
             await withTaskGroup(of: Void.self) { group in
-                group.addTask { await watch(connection, role: "publisher", lost: Latch(), logger: logger) }
+                group.addTask { await watch(connection, role: .publisher, lost: Latch(), status: status, logger: logger) }
                 group.addTask { await draining.wait() }
                 await group.next()
                 group.cancelAll()
             }
             if draining.isSet { return }
             link.detach()
+            status.connectionDown(.publisher)
             await connection.close()
             logger.warning("publisher connection lost, reconnecting")
             var attempts = 0
@@ -133,10 +141,12 @@ struct Session: Sendable {
                 do {
                     let (connection, publisher) = try await PublisherLink.connect(configuration, logger: logger)
                     link.attach(connection, publisher)
+                    status.connectionUp(.publisher)
                     backoff.reset()
                     logger.info("publisher connection up again", metadata: ["attempts": "\(attempts)"])
                     break
                 } catch {
+                    status.connectionDown(.publisher, failedAttempt: true)
                     logger.debug("publisher reconnect attempt failed", metadata: ["attempt": "\(attempts)", LogKeys.error: "\(error)"])
                 }
             }
@@ -148,7 +158,7 @@ struct Session: Sendable {
     /// then the queue is re-declared (if warren owns it) and re-subscribed, with back-off.
     private func keepConsuming(
         _ queue: QueueConfiguration, first: QueueRunner, consumers: LiveConsumers, handlers: HandlerRegistry, dedup: (any DedupStore)?,
-        draining: Latch, logger: Logger
+        draining: Latch, status: EngineStatus, logger: Logger
     ) async {
         var runner = first
         var backoff = Backoff(initial: configuration.broker.reconnectInitialDelay, maximum: configuration.broker.reconnectMaxDelay)
@@ -157,6 +167,7 @@ struct Session: Sendable {
             let subscribed = clock.now
             let error = await runner.run()
             if draining.isSet { return }
+            status.consumer(queue.name, live: false)
             logger.warning("consumer ended; re-subscribing", metadata: [
                 LogKeys.queue: "\(queue.name)", LogKeys.error: "\(error.map { "\($0)" } ?? "stream finished")",
             ])
@@ -176,6 +187,7 @@ struct Session: Sendable {
                     consumers.set(runner.consumer, for: queue.name)
                     // A stop that began while subscribing would miss this consumer.
                     if draining.isSet { try? await runner.consumer.cancel() }
+                    status.consumer(queue.name, live: true)
                     logger.info("consumer up again", metadata: [LogKeys.queue: "\(queue.name)", "attempts": "\(attempts)"])
                     break
                 } catch {
@@ -219,12 +231,14 @@ struct Session: Sendable {
 }
 
 /// Logs a connection's events; sets `lost` when it closes.
-private func watch(_ connection: AMQPConnection, role: String, lost: Latch, logger: Logger) async {
+private func watch(_ connection: AMQPConnection, role: EngineStatus.Role, lost: Latch, status: EngineStatus, logger: Logger) async {
     for await event in connection.events {
         switch event {
         case .blocked(let reason):
+            status.blocked(role, reason: reason)
             logger.warning("connection blocked by the broker", metadata: ["role": "\(role)", LogKeys.reason: "\(reason)"])
         case .unblocked:
+            status.blocked(role, reason: nil)
             logger.info("connection unblocked", metadata: ["role": "\(role)"])
         case .consumerCancelled(let queue, _, _):
             logger.warning("consumer cancelled by the broker", metadata: [LogKeys.queue: "\(queue)"])

@@ -24,7 +24,7 @@ public struct Configuration: Sendable {
     }
 }
 
-public struct BrokerConfiguration: Sendable {
+public struct BrokerConfiguration: Sendable, Equatable {
     /// Parsed from `urls` (or `url`); passwords are only in here, never in messages.
     public var endpoints: [AMQPEndpoint]
     /// Read at start and on reload; overrides the URLs' passwords.
@@ -49,7 +49,7 @@ public struct TLSSettings: Sendable, Hashable {
     public var verifyHostname = true
 }
 
-public struct PublisherConfiguration: Sendable {
+public struct PublisherConfiguration: Sendable, Equatable {
     public var confirmTimeout: Duration = .seconds(5)
     public var mandatory = true
     public var maxInFlight = 1000
@@ -84,7 +84,7 @@ public enum LogFormat: String, Sendable, CaseIterable {
     case json
 }
 
-public struct LogConfiguration: Sendable {
+public struct LogConfiguration: Sendable, Equatable {
     public var level = Logger.Level.info
     public var format = LogFormat.logfmt
 }
@@ -99,7 +99,7 @@ public enum DedupStoreKind: String, Sendable, CaseIterable {
     case sqlite
 }
 
-public struct DedupConfiguration: Sendable {
+public struct DedupConfiguration: Sendable, Equatable {
     public var store = DedupStoreKind.memory
     public var path = "/var/lib/warren/dedup.sqlite"
     public var ttl: Duration = .seconds(24 * 3600)
@@ -189,7 +189,7 @@ public enum QueueTarget: Sendable, Hashable {
     case routes([Route], unrouted: UnroutedAction)
 }
 
-public struct QueueConfiguration: Sendable {
+public struct QueueConfiguration: Sendable, Equatable {
     public var name: String
     public var declare = true
     public var durable = true

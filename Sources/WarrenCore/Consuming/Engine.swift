@@ -33,9 +33,11 @@ public struct Engine: Sendable {
     }
 
     /// Runs until `stop` is set. `ready` is set each time every queue has a consumer. A
-    /// configuration submitted to `reloads` is applied by finishing and settling everything in
-    /// flight, then starting over with the new file (handlers, dedup store, connections); one the
-    /// broker or a handler refuses gives way to the previous configuration again.
+    /// configuration submitted to `reloads` is applied queue by queue while connected (see
+    /// Session+Reload); one that changes the connections, or that arrives while disconnected,
+    /// is applied by finishing and settling everything in flight and starting over with it
+    /// (handlers, dedup store, connections). A restart that the broker or a handler refuses
+    /// gives way to the configuration that ran before.
     public func run(stop: Latch, ready: Latch = Latch(), reloads: ConfigurationReloads = ConfigurationReloads()) async -> Outcome {
         var current = configuration
         var previous: Configuration?
@@ -52,9 +54,9 @@ public struct Engine: Sendable {
                 }
                 logger.info("stopped")
                 return outcome
-            case .reload(let next):
+            case .restart(let next, let running):
                 logger.info("configuration reloaded", metadata: ["config": "\(next.sourceFile)", "queues": "\(next.queues.count)"])
-                previous = current
+                previous = running
                 current = next
             }
         }
@@ -62,7 +64,8 @@ public struct Engine: Sendable {
 
     private enum Generation: Sendable {
         case finished(Outcome)
-        case reload(Configuration)
+        /// Start over with the first configuration; the second is the one that was running.
+        case restart(Configuration, running: Configuration)
     }
 
     /// One configuration's life: its handlers, dedup store and sessions.
@@ -84,38 +87,45 @@ public struct Engine: Sendable {
         }
         // Handlers' background work (pipe workers) runs beside the sessions for the whole
         // generation and is cancelled only after the last session finished its in-flight messages.
-        let result = await withTaskGroup(of: Void.self) { background in
-            background.addTask { await handlers.run() }
-            let result = await sessions(configuration, handlers: handlers, dedup: dedup, stop: stop, ready: ready, reloads: reloads)
+        let supervisor = HandlerSupervisor()
+        supervisor.start(handlers)
+        let (result, running) = await withTaskGroup(of: Void.self) { background in
+            background.addTask { await supervisor.run() }
+            let result = await sessions(
+                Session.Running(configuration: configuration, handlers: handlers), dedup: dedup, supervisor: supervisor, stop: stop,
+                ready: ready, reloads: reloads)
             background.cancelAll()
             return result
         }
-        await handlers.shutdown()
+        await running.handlers.shutdown()
         await dedup?.close()
         return result
     }
 
-    /// Opens sessions, one after another, until `stop` is set, a reload arrives, or the broker
-    /// rejects the topology.
+    /// Opens sessions, one after another, until `stop` is set, a reload needs a restart, or the
+    /// broker rejects the topology. Returns what was running by then.
     private func sessions(
-        _ configuration: Configuration, handlers: HandlerRegistry, dedup: (any DedupStore)?, stop: Latch, ready: Latch,
+        _ start: Session.Running, dedup: (any DedupStore)?, supervisor: HandlerSupervisor, stop: Latch, ready: Latch,
         reloads: ConfigurationReloads
-    ) async -> Generation {
-        let plan = TopologyPlan(configuration)
-        status.configure(queues: configuration.queues.map(\.name))
-        var backoff = Backoff(initial: configuration.broker.reconnectInitialDelay, maximum: configuration.broker.reconnectMaxDelay)
+    ) async -> (Generation, Session.Running) {
+        var running = start
+        var backoff = Backoff(initial: start.configuration.broker.reconnectInitialDelay, maximum: start.configuration.broker.reconnectMaxDelay)
         var failures = 0
         while !stop.isSet {
+            let configuration = running.configuration
+            status.configure(queues: configuration.queues.map(\.name))
             let reload = reloads.signal
-            if reload.isSet, let next = reloads.take() { return .reload(next) }
+            if reload.isSet, let next = reloads.take() { return (.restart(next, running: configuration), running) }
             let session: Session
             do {
-                session = try await Session.open(configuration, plan: plan, logger: logger)
+                session = try await Session.open(
+                    configuration, plan: TopologyPlan(configuration), dedup: dedup, status: status, handlerOverride: handlerOverride,
+                    logger: logger)
             } catch let error as TopologyError {
                 for problem in error.problems {
                     logger.error("topology rejected", metadata: ["config": "\(configuration.sourceFile)", "problem": "\(problem)"])
                 }
-                return .finished(.topologyRejected)
+                return (.finished(.topologyRejected), running)
             } catch {
                 failures += 1
                 status.connectionDown(.consumer, failedAttempt: true)
@@ -133,23 +143,24 @@ public struct Engine: Sendable {
             failures = 0
             let clock = ContinuousClock()
             let opened = clock.now
-            switch await session.run(handlers: handlers, dedup: dedup, stop: stop, reload: reload, ready: ready, status: status, logger: logger) {
+            let (end, after) = await session.run(running, stop: stop, reloads: reloads, ready: ready, supervisor: supervisor)
+            running = after
+            switch end {
             case .stopped:
-                return .finished(.stopped)
-            case .reload:
-                if let next = reloads.take() { return .reload(next) }
-                continue
+                return (.finished(.stopped), running)
+            case .restart(let next):
+                return (.restart(next, running: running.configuration), running)
             case .lost:
                 status.connectionDown(.consumer)
                 status.connectionDown(.publisher)
                 // A session that ends soon after it opened must not turn into a reconnect loop:
                 // back off unless it had been up a while.
-                if clock.now - opened > configuration.broker.reconnectMaxDelay { backoff.reset() }
+                if clock.now - opened > running.configuration.broker.reconnectMaxDelay { backoff.reset() }
                 logger.warning("connection lost, reconnecting")
-                await sleep(for: backoff.next(), unless: stop, reload)
+                await sleep(for: backoff.next(), unless: stop, reloads.signal)
             }
         }
-        return .finished(.stopped)
+        return (.finished(.stopped), running)
     }
 }
 

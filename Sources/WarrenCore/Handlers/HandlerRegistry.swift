@@ -1,6 +1,7 @@
 import Logging
 
-/// The configured handlers, built once at start-up.
+/// The configured handlers, built at start-up; a reload builds the entries it changes and
+/// retires the ones they replace (ReloadPlan).
 public struct HandlerRegistry: Sendable {
     /// Builds a handler for a configuration entry, or returns nil to get the built-in one. Tests
     /// use it to put scripted handlers behind ordinary configuration entries.
@@ -12,11 +13,20 @@ public struct HandlerRegistry: Sendable {
         public var description: String { "handlers.\(handler): \(message)" }
     }
 
-    private let handlers: [String: any MessageHandler]
+    /// A handler and the flag that ends its background work when a reload replaces it.
+    private struct Entry: Sendable {
+        let handler: any MessageHandler
+        let retired = Latch()
+    }
 
-    public init(_ configuration: Configuration, logger: Logger, override: Override? = nil) throws(SetupError) {
+    private let entries: [String: Entry]
+
+    private init(entries: [String: Entry]) { self.entries = entries }
+
+    /// Builds every handler of `configuration`, or only those named in `only`.
+    public init(_ configuration: Configuration, logger: Logger, override: Override? = nil, only: Set<String>? = nil) throws(SetupError) {
         var handlers: [String: any MessageHandler] = [:]
-        for entry in configuration.handlers {
+        for entry in configuration.handlers where only?.contains(entry.name) ?? true {
             if let custom = override?(entry) {
                 handlers[entry.name] = custom
                 continue
@@ -57,21 +67,44 @@ public struct HandlerRegistry: Sendable {
                 handlers[entry.name] = PipeHandler(settings: settings, logger: logger)
             }
         }
-        self.handlers = handlers
+        self.entries = handlers.mapValues { Entry(handler: $0) }
     }
 
-    public subscript(name: String) -> (any MessageHandler)? { handlers[name] }
+    public subscript(name: String) -> (any MessageHandler)? { entries[name]?.handler }
 
-    /// Runs every handler's background work until cancelled.
+    var names: Set<String> { Set(entries.keys) }
+
+    /// These handlers without `retired`, plus `newer`'s (which win on a name clash).
+    func replacing(_ retired: Set<String>, with newer: HandlerRegistry) -> HandlerRegistry {
+        HandlerRegistry(entries: entries.filter { !retired.contains($0.key) }.merging(newer.entries) { _, new in new })
+    }
+
+    /// Runs every handler's background work until cancelled, each until it is retired.
     public func run() async {
         await withTaskGroup(of: Void.self) { group in
-            for handler in handlers.values {
-                group.addTask { await handler.run() }
+            for entry in entries.values {
+                group.addTask {
+                    await withTaskGroup(of: Void.self) { race in
+                        race.addTask { await entry.handler.run() }
+                        race.addTask { await entry.retired.wait() }
+                        await race.next()
+                        race.cancelAll()
+                    }
+                }
             }
         }
     }
 
+    /// Ends the named handlers' background work and shuts them down: no queue uses them any more.
+    func retire(_ names: Set<String>) async {
+        for name in names.sorted() {
+            guard let entry = entries[name] else { continue }
+            entry.retired.set()
+            await entry.handler.shutdown()
+        }
+    }
+
     public func shutdown() async {
-        for handler in handlers.values { await handler.shutdown() }
+        for entry in entries.values { await entry.handler.shutdown() }
     }
 }

@@ -98,6 +98,21 @@ public struct TopologyPlan: Sendable {
         }
     }
 
+    /// The steps for some of the configured queues only (with their retry and parking queues and
+    /// bindings): what a reload declares for the queues it adds or changes. Exchanges are kept,
+    /// since re-declaring an existing one is harmless and a changed one must be refused.
+    public func restricted(to queueNames: Set<String>) -> TopologyPlan {
+        var plan = self
+        plan.queues = queues.filter { step in
+            switch step.role {
+            case .configured: queueNames.contains(step.declaration.name)
+            case .retry(let owner, _), .parking(let owner): queueNames.contains(owner)
+            }
+        }
+        plan.bindings = bindings.filter { queueNames.contains($0.queue) }
+        return plan
+    }
+
     /// The configured queue's own declaration: its arguments plus what `type` and
     /// `single_active_consumer` mean on the wire.
     static func mainDeclaration(_ queue: QueueConfiguration) -> QueueDeclaration {

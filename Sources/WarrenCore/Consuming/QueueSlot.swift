@@ -1,0 +1,38 @@
+import AMQP
+import Synchronization
+
+/// One consumed queue inside a session: the configuration it was started with (a reload that
+/// changes the queue drains this slot and starts a new one) and the flags of its life.
+final class QueueSlot: Sendable {
+    let queue: QueueConfiguration
+    /// The configuration the slot was started under: its handlers' entries and the topology
+    /// that recovery re-declares come from here.
+    let configuration: Configuration
+    let handlers: HandlerRegistry
+    /// Set to stop taking new deliveries: the session ends, or a reload removes or changes the queue.
+    let draining = Latch()
+    /// Set when every delivery the slot started is processed.
+    let done = Latch()
+
+    init(queue: QueueConfiguration, configuration: Configuration, handlers: HandlerRegistry) {
+        self.queue = queue
+        self.configuration = configuration
+        self.handlers = handlers
+    }
+
+    var name: String { queue.name }
+}
+
+/// The current consumer of each queue: a re-subscribed queue replaces its entry, so a stop or a
+/// reload cancels the consumers that are live now.
+final class LiveConsumers: Sendable {
+    private let consumers = Mutex<[String: Consumer]>([:])
+
+    func set(_ consumer: Consumer, for queue: String) { consumers.withLock { $0[queue] = consumer } }
+
+    func consumer(of queue: String) -> Consumer? { consumers.withLock { $0[queue] } }
+
+    func remove(_ queue: String) { _ = consumers.withLock { $0.removeValue(forKey: queue) } }
+
+    var all: [Consumer] { consumers.withLock { Array($0.values) } }
+}

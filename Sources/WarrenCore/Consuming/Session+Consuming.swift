@@ -1,0 +1,117 @@
+import AMQP
+import Logging
+
+extension Session {
+    /// Consumes the slot's queue until it drains, then sets `done`. When the consumer ends on
+    /// its own, its in-flight messages finish (their settlements go nowhere: the broker
+    /// redelivers them), then the queue is re-declared (if warren owns it) and re-subscribed,
+    /// with back-off. Without a `first` runner it starts by subscribing.
+    func keepConsuming(_ slot: QueueSlot, first: QueueRunner?, consumers: LiveConsumers) async {
+        defer { slot.done.set() }
+        let queue = slot.queue
+        var backoff = Backoff(initial: configuration.broker.reconnectInitialDelay, maximum: configuration.broker.reconnectMaxDelay)
+        let clock = ContinuousClock()
+        var runner = first
+        // Re-subscribing after a consumer ended waits a back-off step first; a new slot does not.
+        var resubscribing = false
+        while true {
+            if let current = runner {
+                let subscribed = clock.now
+                let error = await current.run()
+                if slot.draining.isSet { return }
+                status.consumer(queue.name, live: false)
+                logger.warning("consumer ended; re-subscribing", metadata: [
+                    LogKeys.queue: "\(queue.name)", LogKeys.error: "\(error.map { "\($0)" } ?? "stream finished")",
+                ])
+                if clock.now - subscribed > configuration.broker.reconnectMaxDelay { backoff.reset() }
+                runner = nil
+                resubscribing = true
+            }
+            var attempts = 0
+            while runner == nil {
+                if attempts > 0 || resubscribing { await sleep(for: backoff.next(), unless: slot.draining) }
+                if slot.draining.isSet { return }
+                attempts += 1
+                do {
+                    if queue.declare {
+                        let plan = TopologyPlan(slot.configuration).restricted(to: [queue.name])
+                        try await TopologyDeclarer(plan: plan, logger: logger).declare(on: consumerConnection)
+                    }
+                    runner = try await subscribe(slot, consumers: consumers)
+                    // A drain that began while subscribing would miss this consumer.
+                    if slot.draining.isSet { try? await consumers.consumer(of: queue.name)?.cancel() }
+                    logger.info(resubscribing ? "consumer up again" : "consumer up", metadata: [
+                        LogKeys.queue: "\(queue.name)", "attempts": "\(attempts)",
+                    ])
+                } catch {
+                    let metadata: Logger.Metadata = [LogKeys.queue: "\(queue.name)", LogKeys.error: "\(error)", "attempts": "\(attempts)"]
+                    if attempts == 1 {
+                        logger.warning("cannot subscribe yet; retrying with back-off", metadata: metadata)
+                    } else {
+                        logger.debug("subscribe attempt failed", metadata: metadata)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts a consumer on the slot's queue and records it as the queue's live one.
+    func subscribe(_ slot: QueueSlot, consumers: LiveConsumers) async throws -> QueueRunner {
+        let consumer = try await consumerConnection.consume(Self.consumeOptions(slot.queue))
+        consumers.set(consumer, for: slot.name)
+        status.consumer(slot.name, live: true)
+        let handlerConfigurations = Dictionary(
+            slot.configuration.handlers.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let processor = DeliveryProcessor(
+            queue: slot.queue, router: Router(slot.queue.target), handlers: slot.handlers, handlerConfigurations: handlerConfigurations,
+            publisher: publisher, connection: consumerConnection, dedup: slot.queue.dedup ? dedup : nil, logger: logger)
+        return QueueRunner(consumer: consumer, processor: processor, concurrency: slot.queue.concurrency, draining: slot.draining)
+    }
+
+    /// Watches the publisher connection; when it is lost, reconnects it with back-off while the
+    /// consumers go on (publishes wait for it, up to the confirm timeout each).
+    func keepPublisherConnected(ending: Latch) async {
+        var backoff = Backoff(initial: configuration.broker.reconnectInitialDelay, maximum: configuration.broker.reconnectMaxDelay)
+        while let connection = link.connection {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await watch(connection, role: .publisher, lost: Latch(), status: status, logger: logger) }
+                group.addTask { await ending.wait() }
+                await group.next()
+                group.cancelAll()
+            }
+            if ending.isSet { return }
+            link.detach()
+            status.connectionDown(.publisher)
+            await connection.close()
+            logger.warning("publisher connection lost, reconnecting")
+            var attempts = 0
+            while !ending.isSet {
+                await sleep(for: backoff.next(), unless: ending)
+                if ending.isSet { return }
+                attempts += 1
+                do {
+                    let (connection, publisher) = try await PublisherLink.connect(configuration, logger: logger)
+                    link.attach(connection, publisher)
+                    status.connectionUp(.publisher)
+                    backoff.reset()
+                    logger.info("publisher connection up again", metadata: ["attempts": "\(attempts)"])
+                    break
+                } catch {
+                    status.connectionDown(.publisher, failedAttempt: true)
+                    logger.debug("publisher reconnect attempt failed", metadata: ["attempt": "\(attempts)", LogKeys.error: "\(error)"])
+                }
+            }
+        }
+    }
+
+    static func consumeOptions(_ queue: QueueConfiguration) -> ConsumeOptions {
+        // ack_first acks when a handler starts, which frees broker credit while the handler still
+        // runs: lower the prefetch by the pool size so received + running stays within prefetch.
+        let prefetch = queue.ackPolicy.acksBeforeHandling ? max(1, queue.prefetch - queue.concurrency) : queue.prefetch
+        var arguments: FieldTable = [:]
+        if queue.consumerPriority != 0 { arguments["x-priority"] = .int64(Int64(queue.consumerPriority)) }
+        return ConsumeOptions(
+            queue: queue.name, prefetch: UInt16(clamping: prefetch), arguments: arguments,
+            settlement: queue.ackMode == .immediate ? .immediate : .default)
+    }
+}

@@ -22,14 +22,19 @@ public struct Engine: Sendable {
     public let handlerOverride: HandlerRegistry.Override?
     /// Where readiness, the status line and the state gauges are read from.
     public let status: EngineStatus
+    /// How often an idle consumer is checked for a stall: twice idle with messages ready in its
+    /// queue, and it is re-subscribed (StallDetector).
+    public let stallCheckInterval: Duration
 
     public init(
-        configuration: Configuration, logger: Logger, handlerOverride: HandlerRegistry.Override? = nil, status: EngineStatus = EngineStatus()
+        configuration: Configuration, logger: Logger, handlerOverride: HandlerRegistry.Override? = nil, status: EngineStatus = EngineStatus(),
+        stallCheckInterval: Duration = .seconds(30)
     ) {
         self.configuration = configuration
         self.logger = logger
         self.handlerOverride = handlerOverride
         self.status = status
+        self.stallCheckInterval = stallCheckInterval
     }
 
     /// Runs until `stop` is set. `ready` is set each time every queue has a consumer. A
@@ -120,7 +125,7 @@ public struct Engine: Sendable {
             do {
                 session = try await Session.open(
                     configuration, plan: TopologyPlan(configuration), dedup: dedup, status: status, handlerOverride: handlerOverride,
-                    logger: logger)
+                    stallCheckInterval: stallCheckInterval, logger: logger)
             } catch let error as TopologyError {
                 for problem in error.problems {
                     logger.error("topology rejected", metadata: ["config": "\(configuration.sourceFile)", "problem": "\(problem)"])

@@ -9,6 +9,7 @@ struct QueueRunner: Sendable {
     let processor: DeliveryProcessor
     let concurrency: Int
     let draining: Latch
+    let activity = QueueActivity()
 
     /// Returns when the consumer's stream ends and every started delivery is processed; the
     /// error is why the stream ended, if it did not end normally.
@@ -18,6 +19,7 @@ struct QueueRunner: Sendable {
             var ended: (any Error)?
             do {
                 for try await delivery in consumer.deliveries {
+                    activity.receivedOne()
                     while running >= concurrency, await group.next() != nil {
                         running -= 1
                     }
@@ -25,7 +27,11 @@ struct QueueRunner: Sendable {
                         consumer.nack(delivery, requeue: true)
                         continue
                     }
-                    group.addTask { await processor.process(delivery) }
+                    activity.started()
+                    group.addTask {
+                        await processor.process(delivery)
+                        activity.finished()
+                    }
                     running += 1
                 }
             } catch {

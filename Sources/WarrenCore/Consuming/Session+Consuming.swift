@@ -17,7 +17,7 @@ extension Session {
         while true {
             if let current = runner {
                 let subscribed = clock.now
-                let error = await current.run()
+                let error = await consume(current, slot)
                 if slot.draining.isSet { return }
                 status.consumer(queue.name, live: false)
                 logger.warning("consumer ended; re-subscribing", metadata: [
@@ -51,6 +51,50 @@ extension Session {
                         logger.debug("subscribe attempt failed", metadata: metadata)
                     }
                 }
+            }
+        }
+    }
+
+    /// Runs the pool until its consumer ends, checking meanwhile that the consumer is not
+    /// stalled (StallDetector); a stalled consumer's channel is closed, which ends it: the broker
+    /// requeues what it had sent, and the caller re-subscribes.
+    private func consume(_ runner: QueueRunner, _ slot: QueueSlot) async -> (any Error)? {
+        await withTaskGroup(of: Optional<(any Error)?>.self) { group in
+            group.addTask { .some(await runner.run()) }
+            group.addTask {
+                await watchForStall(runner, slot)
+                return .none
+            }
+            var ended: (any Error)?
+            while let next = await group.next() {
+                if case .some(let error) = next {
+                    ended = error
+                    break
+                }
+            }
+            group.cancelAll()
+            return ended
+        }
+    }
+
+    private func watchForStall(_ runner: QueueRunner, _ slot: QueueSlot) async {
+        guard !slot.queue.singleActiveConsumer else { return }
+        var detector = StallDetector()
+        while true {
+            await sleep(for: stallCheckInterval, unless: slot.draining)
+            if Task.isCancelled || slot.draining.isSet { return }
+            let (received, inFlight) = (runner.activity.received, runner.activity.inFlight)
+            var ready: UInt32 = 0
+            if detector.isIdle(received: received, inFlight: inFlight) {
+                let queue = QueueDeclaration(name: slot.name, passive: true)
+                ready = (try? await consumerConnection.declareQueue(queue))?.messageCount ?? 0
+            }
+            if detector.observe(received: received, inFlight: inFlight, ready: ready) {
+                logger.warning("consumer receives nothing while its queue has ready messages; re-subscribing", metadata: [
+                    LogKeys.queue: "\(slot.name)", "ready": "\(ready)", "checked_every": "\(stallCheckInterval.configText)",
+                ])
+                try? await runner.consumer.close()
+                return
             }
         }
     }

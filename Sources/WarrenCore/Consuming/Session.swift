@@ -34,11 +34,13 @@ struct Session: Sendable {
     let status: EngineStatus
     /// For the handlers a reload builds (tests script handlers through it).
     let handlerOverride: HandlerRegistry.Override?
+    /// How often an idle consumer is checked for a stall (StallDetector).
+    let stallCheckInterval: Duration
     let logger: Logger
 
     static func open(
         _ configuration: Configuration, plan: TopologyPlan, dedup: (any DedupStore)?, status: EngineStatus,
-        handlerOverride: HandlerRegistry.Override?, logger: Logger
+        handlerOverride: HandlerRegistry.Override?, stallCheckInterval: Duration, logger: Logger
     ) async throws -> Session {
         let consumerConnection = try await AMQPConnection.connect(configuration.connectionConfiguration(role: "consumer"), logger: logger)
         do {
@@ -54,7 +56,8 @@ struct Session: Sendable {
                 configuration: configuration, consumerConnection: consumerConnection, link: link,
                 publisher: EnginePublisher(
                     link: link, mandatory: configuration.publisher.mandatory, confirmTimeout: configuration.publisher.confirmTimeout),
-                dedup: dedup, status: status, handlerOverride: handlerOverride, logger: logger)
+                dedup: dedup, status: status, handlerOverride: handlerOverride,
+                stallCheckInterval: stallCheckInterval, logger: logger)
         } catch {
             await consumerConnection.close()
             throw error

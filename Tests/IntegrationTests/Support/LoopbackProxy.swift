@@ -16,6 +16,7 @@ final class LoopbackProxy: Sendable {
     private struct State {
         var frozen = false
         var stopped = false
+        var droppingDeliveries = false
         /// Bumped by `cut()`; a pump whose generation is older closes its connection.
         var generation = 0
     }
@@ -50,6 +51,10 @@ final class LoopbackProxy: Sendable {
     func thaw() { state.withLock { $0.frozen = false } }
     func stop() { state.withLock { $0.stopped = true } }
     func cut() { state.withLock { $0.generation += 1 } }
+    /// From now on (until `resumeDeliveries()`), `basic.deliver` frames and their content are
+    /// swallowed on the way to the client (AMQPFrameFilter).
+    func dropDeliveries() { state.withLock { $0.droppingDeliveries = true } }
+    func resumeDeliveries() { state.withLock { $0.droppingDeliveries = false } }
 
     private var snapshot: State { state.withLock { $0 } }
 
@@ -79,6 +84,8 @@ final class LoopbackProxy: Sendable {
             close(b)
         }
         var buffer = [UInt8](repeating: 0, count: 65_536)
+        // `b` is the broker: its bytes to the client go through the frame filter.
+        var filter = AMQPFrameFilter()
         while true {
             let state = snapshot
             if state.stopped || state.generation != generation { return }
@@ -92,9 +99,13 @@ final class LoopbackProxy: Sendable {
                 if snapshot.frozen { break }
                 let n = buffer.withUnsafeMutableBytes { read(fds[from].fd, $0.baseAddress, $0.count) }
                 if n <= 0 { return }
+                let dropping = snapshot.droppingDeliveries
+                let out = from == 1
+                    ? buffer.withUnsafeBytes { filter.filter(UnsafeRawBufferPointer(rebasing: $0[0..<n]), dropDeliveries: dropping) }
+                    : Array(buffer[0..<n])
                 var sent = 0
-                while sent < n {
-                    let w = buffer.withUnsafeBytes { send(fds[to].fd, $0.baseAddress! + sent, n - sent, Int32(MSG_NOSIGNAL)) }
+                while sent < out.count {
+                    let w = out.withUnsafeBytes { send(fds[to].fd, $0.baseAddress! + sent, out.count - sent, Int32(MSG_NOSIGNAL)) }
                     if w <= 0 { return }
                     sent += w
                 }

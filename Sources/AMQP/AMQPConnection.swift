@@ -121,12 +121,12 @@ public final class AMQPConnection: Sendable {
     /// Starts a consumer on a channel of its own. Its deliveries arrive on `Consumer.deliveries`,
     /// at most `prefetch` unsettled at a time (so the stream's buffer is bounded by prefetch).
     public func consume(_ options: ConsumeOptions) async throws(AMQPError) -> Consumer {
-        let (stream, continuation) = AsyncThrowingStream.makeStream(of: Delivery.self, throwing: (any Error).self)
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: [Delivery].self, throwing: (any Error).self)
         do {
             let (channel, epoch, tag) = try await perform { loop throws(AMQPError) in
                 try loop.consume(options, continuation: continuation)
             }
-            return Consumer(connection: self, queue: options.queue, consumerTag: tag, channel: channel, epoch: epoch, deliveries: stream)
+            return Consumer(connection: self, queue: options.queue, consumerTag: tag, channel: channel, epoch: epoch, deliveries: Deliveries(batches: stream))
         } catch {
             continuation.finish(throwing: error)
             throw error

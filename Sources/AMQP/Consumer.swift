@@ -10,7 +10,7 @@ public struct Consumer: Sendable {
     /// Ends normally after `cancel()` or `close()`; ends with an `AMQPError` when the broker
     /// cancels the consumer (`.consumerCancelled`), closes its channel (`.channelClosed`) or the
     /// connection dies.
-    public let deliveries: AsyncThrowingStream<Delivery, any Error>
+    public let deliveries: Deliveries
 
     public func ack(_ delivery: Delivery) { connection.settle(delivery.tag, .ack) }
     public func nack(_ delivery: Delivery, requeue: Bool) { connection.settle(delivery.tag, .nack(requeue: requeue)) }

@@ -20,6 +20,20 @@ extension IOLoop {
         }
     }
 
+    /// Hands each consumer the deliveries of this turn, in one batch.
+    func flushDeliveries() {
+        guard !consumersWithPending.isEmpty else { return }
+        for consumer in consumersWithPending {
+            for delivery in consumer.flush() {
+                // Nobody reads this consumer any more: give the message back now rather than
+                // holding it until the channel closes.
+                _ = consumer.settler.record(delivery.tag.value, .nack(requeue: true), now: 0)
+                pendingSettlement.insert(delivery.tag.channel)
+            }
+        }
+        consumersWithPending.removeAll(keepingCapacity: true)
+    }
+
     /// Dispatches the frames librabbitmq queued while it waited for an RPC reply. Called right
     /// after every RPC, so that frames of a channel that the RPC just closed are dropped before
     /// its id can be reused.
@@ -77,12 +91,8 @@ extension IOLoop {
                 tag: tag, consumerTag: method.consumerTag, redelivered: method.redelivered,
                 exchange: method.exchange, routingKey: method.routingKey,
                 properties: message.properties, body: message.body)
-            if case .terminated = consumer.continuation.yield(delivery) {
-                // Nobody reads this consumer any more: give the message back now rather than
-                // holding it until the channel closes.
-                _ = consumer.settler.record(method.deliveryTag, .nack(requeue: true), now: 0)
-                pendingSettlement.insert(channel.id)
-            }
+            if consumer.pending.isEmpty { consumersWithPending.append(consumer) }
+            consumer.pending.append(delivery)
         case (.returned(let method), .publisher(let publisher)):
             let matched = publisher.tracker.returned(
                 messageID: message.properties.messageID, replyCode: method.replyCode, replyText: method.replyText)
@@ -144,7 +154,7 @@ extension IOLoop {
                 "the broker cancelled consumer \(consumer.consumerTag) of queue \(consumer.queue) (queue deleted, or its node failed over)",
                 channel: id, endpoint: negotiated.endpoint.description)
             logger.warning("consumer cancelled by the broker", metadata: ["queue": "\(consumer.queue)", "channel": "\(id)"])
-            consumer.continuation.finish(throwing: error)
+            consumer.finish(throwing: error)
             events.yield(.consumerCancelled(queue: consumer.queue, consumerTag: consumer.consumerTag, channel: id))
 
         case AMQP_CHANNEL_CLOSE_METHOD:
@@ -207,7 +217,7 @@ extension IOLoop {
             channels[id] = nil
             if !consumer.cancelled {
                 consumer.cancelled = true
-                consumer.continuation.finish(throwing: error)
+                consumer.finish(throwing: error)
             }
         case .publisher(let publisher):
             // The id stays reserved for this publisher; the next publish reopens it.

@@ -181,7 +181,7 @@ extension IOLoop {
     }
 
     /// Opens a channel of its own for the consumer, sets its prefetch and starts consuming.
-    func consume(_ options: ConsumeOptions, continuation: AsyncThrowingStream<Delivery, any Error>.Continuation)
+    func consume(_ options: ConsumeOptions, continuation: AsyncThrowingStream<[Delivery], any Error>.Continuation)
         throws(AMQPError) -> (channel: UInt16, epoch: UInt64, consumerTag: String)
     {
         try ensureUsable()
@@ -238,7 +238,7 @@ extension IOLoop {
         }
         dispatchQueuedFrames()
         consumer.cancelled = true
-        consumer.continuation.finish()
+        consumer.finish()
     }
 
     /// Sends what is settled, then closes the consumer's channel; the broker requeues whatever
@@ -249,7 +249,7 @@ extension IOLoop {
         defer {
             if !consumer.cancelled {
                 consumer.cancelled = true
-                consumer.continuation.finish()
+                consumer.finish()
             }
         }
         guard channel.isOpen else {

@@ -30,15 +30,33 @@ final class IOLoop {
     final class ConsumerState {
         let queue: String
         let consumerTag: String
-        let continuation: AsyncThrowingStream<Delivery, any Error>.Continuation
+        let continuation: AsyncThrowingStream<[Delivery], any Error>.Continuation
         var settler: AckSettler
         var cancelled = false
+        /// Deliveries assembled during this turn of the loop, handed over together at its end:
+        /// one wake-up of the reading task per turn instead of one per message.
+        var pending: [Delivery] = []
 
-        init(queue: String, consumerTag: String, continuation: AsyncThrowingStream<Delivery, any Error>.Continuation, settler: AckSettler) {
+        init(queue: String, consumerTag: String, continuation: AsyncThrowingStream<[Delivery], any Error>.Continuation, settler: AckSettler) {
             self.queue = queue
             self.consumerTag = consumerTag
             self.continuation = continuation
             self.settler = settler
+        }
+
+        /// Hands the pending deliveries to the reader; returns them when nobody reads any more.
+        func flush() -> [Delivery] {
+            guard !pending.isEmpty else { return [] }
+            let batch = pending
+            pending = []
+            if case .terminated = continuation.yield(batch) { return batch }
+            return []
+        }
+
+        /// Ends the stream after what it already received.
+        func finish(throwing error: AMQPError? = nil) {
+            _ = flush()
+            if let error { continuation.finish(throwing: error) } else { continuation.finish() }
         }
     }
 
@@ -83,6 +101,8 @@ final class IOLoop {
     var closeWaiters: [CheckedContinuation<Void, Never>] = []
     /// Consumer channels with settlements recorded but not yet sent.
     var pendingSettlement: Set<UInt16> = []
+    /// Consumers with deliveries assembled this turn, not yet handed over (flushDeliveries).
+    var consumersWithPending: [ConsumerState] = []
     var resolutions: [Tracker.Resolution] = []
     var settleActions: [AckSettler.Action] = []
 
@@ -101,6 +121,7 @@ final class IOLoop {
         let heartbeatTimeoutMS = negotiated.heartbeat > 0 ? negotiated.heartbeat * 500 : 1000
         while fatal == nil {
             drainInput(limit: maxFramesPerTurn)
+            flushDeliveries()
             if fatal != nil { break }
             amqp_maybe_release_buffers(connection)
 
@@ -195,7 +216,7 @@ final class IOLoop {
         for (_, channel) in channels {
             switch channel.role {
             case .consumer(let consumer):
-                consumer.continuation.finish(throwing: error)
+                consumer.finish(throwing: error)
             case .publisher(let publisher):
                 publisher.tracker.failAll(error, into: &resolutions)
             case .control:

@@ -12,9 +12,9 @@
 # Environment: PREFIX (default /usr/local); DESTDIR (default empty: the live system) stages
 # everything under another root, as packagers and CI do; UNITDIR (default: the systemd unit
 # directory for PREFIX); SKIP_BUILD=1 installs an existing release build; SWIFT_BUILD_FLAGS adds
-# flags to `swift build`. Idempotent: run it again to upgrade. An existing /etc/warren/warren.toml
-# is never overwritten. Builds as the calling user; installing into the live system as non-root
-# uses sudo for the copy steps only.
+# flags to `swift build`; KEEP_DEBUG=1 keeps the DWARF debug information. Idempotent: run it
+# again to upgrade. An existing /etc/warren/warren.toml is never overwritten. Builds as the
+# calling user; installing into the live system as non-root uses sudo for the copy steps only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +54,11 @@ stage -d -m 0755 "$destdir$bindir" "$destdir$UNITDIR" "$destdir$prefix/include" 
 [ -d "$destdir$confdir" ] || stage -d -m 0755 "$destdir$confdir"
 # A temporary name, then rename: a running warren keeps its (unlinked) old binary intact.
 stage -m 0755 "$binary" "$destdir$bindir/.warren.new"
+# DWARF is about a third of the binary (150 MB -> 100 MB); the symbol table stays, so crash
+# backtraces still name functions. KEEP_DEBUG=1 installs the binary as built.
+if [ "${KEEP_DEBUG:-0}" != "1" ] && command -v strip >/dev/null 2>&1; then
+  "${as_root[@]}" strip --strip-debug "$destdir$bindir/.warren.new"
+fi
 "${as_root[@]}" mv -f "$destdir$bindir/.warren.new" "$destdir$bindir/warren"
 
 # The unit names /usr/local/bin/warren and the /usr/local doc path; point them at this prefix.
@@ -67,10 +72,10 @@ stage -m 0644 Sources/WarrenPlugin/include/warren_plugin.h "$destdir$prefix/incl
 stage -m 0644 README.md config/warren.example.toml config/warren.reference.toml "$destdir$docdir/"
 
 if [ -e "$destdir$confdir/warren.toml" ]; then
-  echo "install: keeping the existing $confdir/warren.toml"
+  echo "install: keeping the existing $destdir$confdir/warren.toml"
 else
   stage -m 0644 config/warren.example.toml "$destdir$confdir/warren.toml"
-  echo "install: wrote the example configuration to $confdir/warren.toml"
+  echo "install: wrote the example configuration to $destdir$confdir/warren.toml"
 fi
 
 echo "install: installed warren $("$destdir$bindir/warren" version | head -n 1 | cut -d' ' -f2) to ${destdir:-}$bindir"

@@ -10,10 +10,12 @@ import Testing
 /// for systemd to restart it), and `STOPPING=1` on SIGTERM.
 @Suite("systemd notifications from warren run", .requiresBroker, .timeLimit(.minutes(1)))
 struct SystemdNotifyTests {
-    /// Pings every 500 ms (half of WATCHDOG_USEC); heartbeat 4 s: a silent connection counts as
-    /// black-holed after 4 × 1.5 + 1 = 7 s, librabbitmq declares it dead after 8 s.
+    /// Pings every 500 ms (half of WATCHDOG_USEC). Heartbeat 6 s: the broker speaks at least
+    /// every 3 s, a silent connection counts as black-holed 6 × 1.5 + 1 = 10 s after it was last
+    /// heard, and librabbitmq declares it dead at 12 s: the watchdog pauses for about 2 s, starting
+    /// 7 to 10 s after the freeze.
     static let watchdogUSec = 1_000_000
-    static let heartbeatSeconds = 4
+    static let heartbeatSeconds = 6
 
     @Test func readyFollowsTheConsumersAndTheWatchdogStopsWhileTheConsumerConnectionIsBlackHoled() async throws {
         let queue = TestBroker.uniqueName("notify")
@@ -65,17 +67,17 @@ struct SystemdNotifyTests {
         // and warren is reconnecting.
         let frozenAt = ContinuousClock.now
         proxy.freeze()
-        let gap = await listener.wait(timeout: .seconds(25)) { datagrams -> (start: ContinuousClock.Instant, end: ContinuousClock.Instant)? in
+        let expected = (frozenAt + .seconds(6))...(frozenAt + .seconds(11))
+        let gap = await listener.wait(timeout: .seconds(25)) { datagrams -> ContinuousClock.Instant? in
             let pings = datagrams.filter { $0.lines.contains("WATCHDOG=1") }.map(\.at)
-            for (before, after) in zip(pings, pings.dropFirst()) where after - before >= .seconds(2) && before >= frozenAt - .seconds(1) {
-                return (before, after)
+            // Load can delay a ping now and then; the pause is the gap that starts in the window.
+            for (before, after) in zip(pings, pings.dropFirst()) where after - before >= .milliseconds(1500) && expected.contains(before) {
+                return before
             }
             return nil
         }
-        let pause = try #require(gap, "the watchdog never paused (or never resumed) after the freeze; log:\n\(warren.output)")
-        #expect(pause.start - frozenAt > .seconds(2), "the watchdog paused before the connection could be judged silent")
-        #expect(pause.start - frozenAt < .seconds(Self.heartbeatSeconds * 2 + 1), "the watchdog kept pinging a black-holed connection")
-        #expect(warren.output.contains("watchdog paused"))
+        #expect(gap != nil, "no watchdog pause of 1.5 s or more 6 to 11 s after the freeze, or no ping after it; log:\n\(warren.output)")
+        #expect(warren.output.contains("has heard nothing from the broker"), "the pause was not for the silent connection")
         #expect(await listener.wait(timeout: .seconds(10)) { $0.first { $0.at > frozenAt && $0.text.contains("reconnecting") } } != nil)
 
         // Connectivity back, then a graceful stop: STOPPING=1.

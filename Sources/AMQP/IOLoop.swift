@@ -122,7 +122,9 @@ final class IOLoop {
                         operation(.failure(fatal))
                     } else {
                         // Operations are RPCs that block in librabbitmq up to the RPC timeout:
-                        // the health check allows for that rather than call the loop wedged.
+                        // the health check allows for that rather than call the loop wedged. One
+                        // that leaves the connection alive got its reply, which poll() never saw:
+                        // that counts as hearing from the broker.
                         progress.enteringCall(at: monotonicNanoseconds())
                         operation(.success(self))
                         progress.leftCall()

@@ -11,8 +11,9 @@ struct LogFormatTests {
     static let messageKeys = ["queue", "handler", "message_id", "delivery_tag", "attempt", "outcome", "duration_ms"]
     static let levels: Set<String> = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
 
-    /// Runs warren at debug level until one message was handled, then stops it; returns every line it logged.
-    static func logLines(format: String, url: String = TestBroker.url, messageID: String = "m-1") async throws -> [String] {
+    /// Runs warren at debug level (from the file, or from `--log-level` over a quieter file) until
+    /// one message was handled, then stops it; returns every line it logged.
+    static func logLines(format: String, url: String = TestBroker.url, levelFlag: Bool = false) async throws -> [String] {
         let queue = TestBroker.uniqueName("log-\(format)")
         let config = try WarrenProcess.ConfigFile("""
             [broker]
@@ -20,7 +21,7 @@ struct LogFormatTests {
             connection_name = "warren-log-tests"
 
             [log]
-            level = "debug"
+            level = "\(levelFlag ? "error" : "debug")"
             format = "\(format)"
 
             [[queues]]
@@ -32,12 +33,12 @@ struct LogFormatTests {
             kind = "noop"
             """)
         defer { config.remove() }
-        let warren = try RunningWarren(config: config.path)
+        let warren = try RunningWarren(config: config.path, arguments: levelFlag ? ["--log-level", "debug"] : [])
         let readyEvent = format == "json" ? "\"event\":\"ready\"" : "event=ready"
         #expect(await warren.waitForLog(readyEvent), "never ready; log:\n\(warren.output)")
         let connection = try await TestBroker.connect()
         let publisher = try await connection.openPublisher()
-        _ = try await publisher.publish(routingKey: queue, body: Array("x".utf8), properties: BasicProperties(messageID: messageID))
+        _ = try await publisher.publish(routingKey: queue, body: Array("x".utf8), properties: BasicProperties(messageID: "m-1"))
         #expect(await warren.waitForLog("message handled"), "the message was not handled; log:\n\(warren.output)")
         warren.signal(SIGTERM)
         #expect(await warren.waitForExit(timeout: .seconds(20)) == 0)
@@ -64,8 +65,9 @@ struct LogFormatTests {
         #expect(!lines.contains { $0.contains("\u{1B}") }, "an ANSI escape reached the log")
     }
 
+    /// Also: `--log-level debug` overrides the file's `level = "error"`.
     @Test func everyLineIsOneLogfmtEventWithTheSpecKeys() async throws {
-        let lines = try await Self.logLines(format: "logfmt")
+        let lines = try await Self.logLines(format: "logfmt", levelFlag: true)
         let events = lines.compactMap(Logfmt.parse)
         Self.checkEvents(events, lines: lines)
         for line in lines where Logfmt.parse(line) == nil { Issue.record("not logfmt: \(line)") }

@@ -16,11 +16,14 @@ public final class AMQPConnection: Sendable {
     /// it, the oldest events are dropped.
     public let events: AsyncStream<ConnectionEvent>
     public let negotiated: NegotiatedParameters
+    /// The I/O thread's progress (last turn, last bytes from the broker), for health checks.
+    public let progress: IOLoopProgress
 
-    private init(commands: CommandQueue, events: AsyncStream<ConnectionEvent>, negotiated: NegotiatedParameters) {
+    private init(commands: CommandQueue, events: AsyncStream<ConnectionEvent>, negotiated: NegotiatedParameters, progress: IOLoopProgress) {
         self.commands = commands
         self.events = events
         self.negotiated = negotiated
+        self.progress = progress
     }
 
     /// Connects to the first endpoint of `configuration` that accepts the login, on a new I/O
@@ -28,7 +31,7 @@ public final class AMQPConnection: Sendable {
     public static func connect(_ configuration: ConnectionConfiguration, logger: Logger) async throws(AMQPError) -> AMQPConnection {
         let commands = try CommandQueue()
         let (events, eventsContinuation) = AsyncStream.makeStream(of: ConnectionEvent.self, bufferingPolicy: .bufferingNewest(1024))
-        let result: Result<NegotiatedParameters, AMQPError> = await withCheckedContinuation { continuation in
+        let result: Result<(NegotiatedParameters, IOLoopProgress), AMQPError> = await withCheckedContinuation { continuation in
             let thread = Thread {
                 let loop: IOLoop
                 do throws(AMQPError) {
@@ -39,17 +42,17 @@ public final class AMQPConnection: Sendable {
                     continuation.resume(returning: .failure(error))
                     return
                 }
-                continuation.resume(returning: .success(loop.negotiated))
+                continuation.resume(returning: .success((loop.negotiated, loop.progress)))
                 loop.run()
             }
             thread.name = "warren-io \(configuration.connectionName)"
             thread.start()
         }
-        let negotiated = try result.get()
+        let (negotiated, progress) = try result.get()
         logger.debug("connected", metadata: [
             "endpoint": "\(negotiated.endpoint)", "heartbeat": "\(negotiated.heartbeat)", "frame_max": "\(negotiated.frameMax)",
         ])
-        return AMQPConnection(commands: commands, events: events, negotiated: negotiated)
+        return AMQPConnection(commands: commands, events: events, negotiated: negotiated, progress: progress)
     }
 
     /// False once the connection has died or been closed.

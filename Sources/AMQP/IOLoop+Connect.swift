@@ -17,9 +17,11 @@ extension IOLoop {
                 let (connection, negotiated) = try open(endpoint, configuration)
                 var loopLogger = logger
                 loopLogger[metadataKey: "endpoint"] = "\(endpoint)"
+                let progress = IOLoopProgress(
+                    name: configuration.connectionName, heartbeat: negotiated.heartbeat, callTimeout: configuration.rpcTimeout)
                 return IOLoop(
                     connection: connection, queue: queue, events: events, negotiated: negotiated, logger: loopLogger,
-                    maxFramesPerTurn: configuration.maxFramesPerTurn)
+                    maxFramesPerTurn: configuration.maxFramesPerTurn, progress: progress)
             } catch {
                 logger.debug("endpoint failed", metadata: ["endpoint": "\(endpoint)", "error": "\(error)"])
                 failures.append(error)

@@ -3,21 +3,24 @@ import Glibc
 
 // Reading frames and reacting to what the broker sends outside RPCs.
 extension IOLoop {
-    /// Reads and dispatches up to `limit` frames without blocking (library-queued frames first).
-    func drainInput(limit: Int) {
+    /// Reads and dispatches up to `limit` frames without blocking (library-queued frames first);
+    /// returns how many it dispatched.
+    @discardableResult
+    func drainInput(limit: Int) -> Int {
         var frame = amqp_frame_t()
         var zero = Glibc.timeval(tv_sec: 0, tv_usec: 0)
         var count = 0
         while count < limit && fatal == nil {
             let status = amqp_simple_wait_frame_noblock(connection, &frame, &zero)
-            if status == AMQP_STATUS_TIMEOUT.rawValue { return }
+            if status == AMQP_STATUS_TIMEOUT.rawValue { return count }
             guard status == AMQP_STATUS_OK.rawValue else {
                 fail(libraryError(status, "reading from the broker"))
-                return
+                return count
             }
             dispatch(frame)
             count += 1
         }
+        return count
     }
 
     /// Hands each consumer the deliveries of this turn, in one batch.

@@ -21,9 +21,10 @@ func nextChannelEpoch() -> UInt64 {
 /// 3. expires publishes past their deadline, flushes settlements, sends publishes the confirm
 ///    window allows, and resumes the callers whose publishes resolved;
 /// 4. blocks in poll() on the socket and the wake-up eventfd, but only when the library holds no
-///    buffered input (poll cannot see it), and never longer than half the heartbeat, the next
-///    confirm deadline or the next settlement hold-back: heartbeats are sent and checked only
-///    inside library calls.
+///    buffered input (poll cannot see it), and never longer than half the heartbeat, one second,
+///    the next confirm deadline or the next settlement hold-back: heartbeats are sent and checked
+///    only inside library calls, and a loop that turns every second even when idle lets a health
+///    check tell "idle" from "wedged" (`IOLoopProgress`).
 final class IOLoop {
     typealias Tracker = ConfirmTracker<OutgoingMessage, CommandQueue.Waiter>
 
@@ -91,6 +92,8 @@ final class IOLoop {
     let negotiated: NegotiatedParameters
     var logger: Logger
     let maxFramesPerTurn: Int
+    /// What a health check reads: last turn, last bytes from the broker, blocking calls.
+    let progress: IOLoopProgress
 
     var channels: [UInt16: Channel] = [:]
     var controlChannel: UInt16?
@@ -107,20 +110,22 @@ final class IOLoop {
     var settleActions: [AckSettler.Action] = []
 
     init(connection: amqp_connection_state_t, queue: CommandQueue, events: AsyncStream<ConnectionEvent>.Continuation,
-         negotiated: NegotiatedParameters, logger: Logger, maxFramesPerTurn: Int) {
+         negotiated: NegotiatedParameters, logger: Logger, maxFramesPerTurn: Int, progress: IOLoopProgress) {
         self.connection = connection
         self.queue = queue
         self.events = events
         self.negotiated = negotiated
         self.logger = logger
         self.maxFramesPerTurn = max(1, maxFramesPerTurn)
+        self.progress = progress
     }
 
     func run() {
         let wakeFD = queue.wakeFD
-        let heartbeatTimeoutMS = negotiated.heartbeat > 0 ? negotiated.heartbeat * 500 : 1000
+        let idleTimeoutMS = negotiated.heartbeat > 0 ? min(negotiated.heartbeat * 500, 1000) : 1000
+        progress.register()
         while fatal == nil {
-            drainInput(limit: maxFramesPerTurn)
+            if drainInput(limit: maxFramesPerTurn) > 0 { progress.heard(at: monotonicNanoseconds()) }
             flushDeliveries()
             if fatal != nil { break }
             amqp_maybe_release_buffers(connection)
@@ -129,6 +134,7 @@ final class IOLoop {
             // be recorded before that command runs.
             let batch = queue.take()
             let now = monotonicNanoseconds()
+            progress.turned(at: now)
             for settle in batch.settles { record(settle, now: now) }
             for command in batch.commands {
                 switch command {
@@ -136,7 +142,14 @@ final class IOLoop {
                     if let fatal {
                         operation(.failure(fatal))
                     } else {
+                        // Operations are RPCs that block in librabbitmq up to the RPC timeout:
+                        // the health check allows for that rather than call the loop wedged. One
+                        // that leaves the connection alive got its reply, which poll() never saw:
+                        // that counts as hearing from the broker.
+                        progress.enteringCall(at: monotonicNanoseconds())
                         operation(.success(self))
+                        progress.leftCall()
+                        if fatal == nil { progress.heard(at: monotonicNanoseconds()) }
                     }
                 case .close(let waiter):
                     closeWaiters.append(waiter)
@@ -152,7 +165,7 @@ final class IOLoop {
             if amqp_frames_enqueued(connection) != 0 || amqp_data_in_buffer(connection) != 0 {
                 continue
             }
-            var timeoutMS = heartbeatTimeoutMS
+            var timeoutMS = idleTimeoutMS
             if let deadline = nextDeadline() {
                 let nowAfter = monotonicNanoseconds()
                 let untilMS = deadline > nowAfter ? Int((deadline - nowAfter + 999_999) / 1_000_000) : 0
@@ -166,8 +179,10 @@ final class IOLoop {
                 break
             }
             if wakeReady != 0 { warren_eventfd_drain(wakeFD) }
+            if socketReady != 0 { progress.heard(at: monotonicNanoseconds()) }
         }
         if fatal == nil {
+            progress.enteringCall(at: monotonicNanoseconds())
             closeGracefully()
         }
         teardown()
@@ -210,6 +225,7 @@ final class IOLoop {
     }
 
     private func teardown() {
+        progress.unregister()
         let error = fatal ?? AMQPError(.closedByClient, "the connection was closed by this process")
         amqp_destroy_connection(connection)
         let leftovers = queue.close(error)

@@ -1,14 +1,29 @@
 import AMQP
 import Logging
+import Metrics
+import Prometheus
 import WarrenCore
 
-/// Logging is bootstrapped once per process, here; library code only takes a `Logger`.
+/// Logging and metrics are bootstrapped once per process, here; library code only takes a
+/// `Logger` and uses the swift-metrics API.
 enum Bootstrap {
     static func logging(_ configuration: LogConfiguration?, override level: Logger.Level? = nil) -> Logger {
         let effective = level ?? configuration?.level ?? .info
         let format: LineLogHandler.Format = configuration?.format == .json ? .json : .logfmt
         LoggingSystem.bootstrap { label in LineLogHandler(label: label, level: effective, format: format) }
         return Logger(label: "warren")
+    }
+
+    /// The Prometheus backend, and every series of `configuration` created at 0. Only when
+    /// `[metrics] listen` is set: otherwise the handles stay swift-metrics' no-ops, which cost
+    /// nothing per message.
+    static func metrics(_ configuration: Configuration) -> PrometheusCollectorRegistry {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets[WarrenMetrics.handlerDuration] = WarrenMetrics.handlerDurationBuckets
+        MetricsSystem.bootstrap(factory)
+        WarrenMetrics.precreate(configuration)
+        return registry
     }
 }
 

@@ -21,10 +21,18 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try options.load()
+        // Read (and removed from the environment, so that handler processes do not inherit
+        // them) before anything else starts threads that might read the environment.
+        let notifier = SystemdNotifier.fromEnvironment()
         let logger = Bootstrap.logging(configuration.log, override: logLevel.flatMap(Logger.Level.init(rawValue:)))
         logger.info("starting", metadata: [
             "version": "\(WarrenVersion.current)", "config": "\(options.path)", "queues": "\(configuration.queues.count)",
         ])
+        let status = EngineStatus()
+        let server = try await Self.observabilityServer(configuration, status: status, logger: logger)
+        if let interval = notifier?.watchdogInterval {
+            logger.info("systemd watchdog enabled", metadata: ["interval": "\(interval.configText)"])
+        }
         let stop = Latch()
         let reloads = ConfigurationReloads()
         let path = options.path
@@ -42,9 +50,42 @@ struct Run: AsyncParsableCommand {
                 logger.error("reload refused: configuration invalid, keeping the running one", metadata: ["problem": "\(error)"])
             }
         }
-        switch await Engine(configuration: configuration, logger: logger).run(stop: stop, reloads: reloads) {
+        let engine = Engine(configuration: configuration, logger: logger, status: status)
+        // The endpoint and the notifier live exactly as long as the engine: child tasks,
+        // cancelled once it has stopped.
+        let outcome = await withTaskGroup(of: Void.self) { group in
+            if let server { group.addTask { await server.run() } }
+            if let notifier { group.addTask { await notifier.run(status: status, stop: stop, logger: logger) } }
+            let outcome = await engine.run(stop: stop, reloads: reloads)
+            group.cancelAll()
+            return outcome
+        }
+        switch outcome {
         case .stopped: return
         case .handlersRejected, .topologyRejected, .dedupStoreUnavailable: throw WarrenExit.config
+        }
+    }
+
+    /// With `[metrics] listen`: the Prometheus backend, the state gauges, and the HTTP endpoint,
+    /// bound now. An address that cannot be bound is a configuration error (exit 78), reported
+    /// before anything connects: restarting would find it taken or invalid again, and
+    /// systemd's `RestartPreventExitStatus=78` stops the loop. (The port is not changed by a
+    /// SIGHUP reload; that takes a restart.)
+    private static func observabilityServer(_ configuration: Configuration, status: EngineStatus, logger: Logger) async throws
+        -> ObservabilityServer?
+    {
+        guard let listen = configuration.metrics else { return nil }
+        let registry = Bootstrap.metrics(configuration)
+        StatusGauges().follow(status)
+        let address = listen.host.contains(":") ? "[\(listen.host)]:\(listen.port)" : "\(listen.host):\(listen.port)"
+        do {
+            let server = try await ObservabilityServer.bind(
+                host: listen.host, port: listen.port, sources: .init(status: status) { registry.emitToBuffer() })
+            logger.info("metrics endpoint listening", metadata: ["listen": "\(address)", "port": "\(server.port ?? listen.port)"])
+            return server
+        } catch {
+            logger.error("cannot listen on [metrics] listen", metadata: ["listen": "\(address)", LogKeys.error: "\(error)"])
+            throw WarrenExit.config
         }
     }
 }

@@ -16,6 +16,23 @@ struct DeliveryProcessor: Sendable {
     /// Set when the queue has `dedup = true`.
     let dedup: (any DedupStore)?
     let logger: Logger
+    /// This queue's series, resolved here, once per consumer, rather than per message.
+    let metrics: QueueMetrics
+
+    init(
+        queue: QueueConfiguration, router: Router, handlers: HandlerRegistry, handlerConfigurations: [String: HandlerConfiguration],
+        publisher: EnginePublisher, connection: AMQPConnection, dedup: (any DedupStore)?, logger: Logger
+    ) {
+        self.queue = queue
+        self.router = router
+        self.handlers = handlers
+        self.handlerConfigurations = handlerConfigurations
+        self.publisher = publisher
+        self.connection = connection
+        self.dedup = dedup
+        self.logger = logger
+        self.metrics = QueueMetrics(queue: queue)
+    }
 
     func process(_ delivery: Delivery) async {
         let attempt = RetryPlanner.attempt(headers: delivery.properties.headers)
@@ -31,7 +48,7 @@ struct DeliveryProcessor: Sendable {
             return
         }
         if queue.ackPolicy.acksBeforeHandling {
-            connection.settle(delivery.tag, .ack)
+            settle(delivery, .ack, .acked)
         }
         let input = HandlerInput(
             queue: queue.name, exchange: delivery.exchange, routingKey: delivery.routingKey, redelivered: delivery.redelivered,
@@ -64,7 +81,7 @@ struct DeliveryProcessor: Sendable {
             let produced = succeeded.flatMap { outputs(of: $0.outcome, delivery) }
             if let problem = await publisher.publishAll(produced) {
                 log.error("publish not confirmed; message requeued", metadata: [LogKeys.error: "\(problem)"])
-                connection.settle(delivery.tag, .nack(requeue: true))
+                settle(delivery, .nack(requeue: true), .requeued)
                 return
             }
             await recordSuccesses()
@@ -143,7 +160,16 @@ struct DeliveryProcessor: Sendable {
         return (.success(output), nil)
     }
 
+    /// Runs one handler and counts its result and duration.
     private func run(_ name: String, _ input: HandlerInput) async -> HandlerOutcome {
+        let clock = ContinuousClock()
+        let started = clock.now
+        let outcome = await runUncounted(name, input)
+        metrics.handler(name)?.record(outcome, after: clock.now - started)
+        return outcome
+    }
+
+    private func runUncounted(_ name: String, _ input: HandlerInput) async -> HandlerOutcome {
         guard let handler = handlers[name] else {
             return .failure(HandlerFailure("handler \"\(name)\" is not configured"))
         }
@@ -192,10 +218,11 @@ struct DeliveryProcessor: Sendable {
             if case .failure(let failure) = outcome {
                 log.warning("handler failed; acked anyway (ack_policy = ack)", metadata: [LogKeys.error: "\(failure)"])
             }
-            await settleAfterPublishing(outputs(of: outcome, delivery), delivery, .ack, log, success: "message handled", afterConfirm: afterConfirm)
+            await settleAfterPublishing(
+                outputs(of: outcome, delivery), delivery, .ack, .acked, log, success: "message handled", afterConfirm: afterConfirm)
         case .requeue:
             log.warning("message requeued", metadata: [LogKeys.error: "\(Self.errorText(outcome) ?? "requeue verdict")"])
-            connection.settle(delivery.tag, .nack(requeue: true))
+            settle(delivery, .nack(requeue: true), .requeued)
         case .retry(let delay):
             await retry(delivery, delay: delay, outcome: outcome, handler: handler, attempt: attempt, log)
         case .deadLetter(let reason):
@@ -208,13 +235,13 @@ struct DeliveryProcessor: Sendable {
         switch RetryPlanner.step(queue: queue, attempt: attempt, requestedDelay: delay) {
         case .requeue:
             log.warning("message requeued (retry = false)", metadata: [LogKeys.error: "\(Self.errorText(outcome) ?? "")"])
-            connection.settle(delivery.tag, .nack(requeue: true))
+            settle(delivery, .nack(requeue: true), .requeued)
         case .deadLetter(let reason):
             let failure: HandlerFailure? = if case .failure(let f) = outcome { f } else { nil }
             await deadLetter(delivery, reason, error: Self.errorText(outcome) ?? "retry requested", handler: handler, attempt: attempt, failure: failure, log)
         case .delay(let delayQueue, let step, let nextAttempt):
             let copy = RetryPlanner.retryCopy(of: delivery, delayQueue: delayQueue, nextAttempt: nextAttempt)
-            await settleAfterPublishing([copy], delivery, .ack, log, success: "message scheduled for retry", warning: true, metadata: [
+            await settleAfterPublishing([copy], delivery, .ack, .retried, log, success: "message scheduled for retry", warning: true, metadata: [
                 "retry_in": "\(step.configText)", LogKeys.error: "\(Self.errorText(outcome) ?? "retry verdict")",
             ])
         }
@@ -228,15 +255,15 @@ struct DeliveryProcessor: Sendable {
             let copy = RetryPlanner.deadLetterCopy(
                 of: delivery, exchange: exchange, routingKey: routingKey, reason: reason, error: error, handler: handler, attempts: attempt,
                 failure: failure)
-            await settleAfterPublishing([copy], delivery, .ack, log, success: "message dead-lettered", warning: true, metadata: [
+            await settleAfterPublishing([copy], delivery, .ack, .deadLettered, log, success: "message dead-lettered", warning: true, metadata: [
                 LogKeys.reason: "\(reason.rawValue)", LogKeys.error: "\(error)", "destination": "\(EnginePublisher.destination(copy))",
             ])
         case .broker:
             log.warning("message rejected to the broker's dead-letter exchange", metadata: [LogKeys.reason: "\(reason.rawValue)", LogKeys.error: "\(error)"])
-            connection.settle(delivery.tag, .reject(requeue: false))
+            settle(delivery, .reject(requeue: false), .rejected)
         case .drop:
             log.warning("message dropped (dead_letter = drop)", metadata: [LogKeys.reason: "\(reason.rawValue)", LogKeys.error: "\(error)"])
-            connection.settle(delivery.tag, .ack)
+            settle(delivery, .ack, .dropped)
         }
     }
 
@@ -250,33 +277,40 @@ struct DeliveryProcessor: Sendable {
             await deadLetter(delivery, .unrouted, error: "no route matched", handler: nil, attempt: attempt, failure: nil, log)
         case .ack:
             log.warning("unrouted message acked", metadata: details)
-            connection.settle(delivery.tag, .ack)
+            settle(delivery, .ack, .acked)
         case .reject:
             log.warning("unrouted message rejected", metadata: details)
-            connection.settle(delivery.tag, .reject(requeue: false))
+            settle(delivery, .reject(requeue: false), .rejected)
         }
     }
 
     /// Publishes, then settles with `disposition` only if every publish was confirmed;
     /// otherwise nacks with requeue so the broker redelivers the input.
     private func settleAfterPublishing(
-        _ messages: [OutgoingMessage], _ delivery: Delivery, _ disposition: Disposition, _ log: MessageLog, success: Logger.Message,
-        warning: Bool = false, metadata: Logger.Metadata = [:], afterConfirm: (@Sendable () async -> Void)? = nil
+        _ messages: [OutgoingMessage], _ delivery: Delivery, _ disposition: Disposition, _ outcome: MessageOutcome, _ log: MessageLog,
+        success: Logger.Message, warning: Bool = false, metadata: Logger.Metadata = [:], afterConfirm: (@Sendable () async -> Void)? = nil
     ) async {
         if let problem = await publisher.publishAll(messages) {
             log.error("publish not confirmed; message requeued", metadata: [LogKeys.error: "\(problem)"])
-            connection.settle(delivery.tag, .nack(requeue: true))
+            settle(delivery, .nack(requeue: true), .requeued)
             return
         }
         // Dedup records go after the confirms (a recorded handler is skipped next time, so
         // what it produced must be out) and before the ack (a lost ack then finds it done).
         await afterConfirm?()
-        connection.settle(delivery.tag, disposition)
+        settle(delivery, disposition, outcome)
         if warning {
             log.warning(success, metadata: metadata)
         } else {
             log.debug(success, metadata: metadata)
         }
+    }
+
+    /// Every settlement goes through here, so `warren_messages_total` counts each delivery once,
+    /// by what warren decided (a settlement of a channel that died meanwhile still counts).
+    private func settle(_ delivery: Delivery, _ disposition: Disposition, _ outcome: MessageOutcome) {
+        connection.settle(delivery.tag, disposition)
+        metrics.count(outcome)
     }
 
     /// The reply (to `reply_to`, with the request's correlation id) and the handler's publishes.

@@ -4,6 +4,10 @@ import AMQP
 /// of them at once. The consumer's prefetch bounds what waits in the stream, so the pool never
 /// holds more than prefetch deliveries in flight. Once draining starts, deliveries not yet
 /// started go back to the broker (nack with requeue) without running.
+///
+/// `warren_inflight_messages{queue}` counts the deliveries the pool has taken and not yet
+/// settled (at most `concurrency`); the rest of the prefetch window waits in the consumer's
+/// stream, where the broker counts it as unacked.
 struct QueueRunner: Sendable {
     let consumer: Consumer
     let processor: DeliveryProcessor
@@ -14,7 +18,8 @@ struct QueueRunner: Sendable {
     /// Returns when the consumer's stream ends and every started delivery is processed; the
     /// error is why the stream ended, if it did not end normally.
     func run() async -> (any Error)? {
-        await withTaskGroup(of: Void.self) { group in
+        let metrics = processor.metrics
+        return await withTaskGroup(of: Void.self) { group in
             var running = 0
             var ended: (any Error)?
             do {
@@ -25,11 +30,14 @@ struct QueueRunner: Sendable {
                     }
                     if draining.isSet {
                         consumer.nack(delivery, requeue: true)
+                        metrics.count(.requeued)
                         continue
                     }
                     activity.started()
+                    metrics.inflight.increment()
                     group.addTask {
                         await processor.process(delivery)
+                        metrics.inflight.decrement()
                         activity.finished()
                     }
                     running += 1

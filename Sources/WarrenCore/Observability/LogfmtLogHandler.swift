@@ -37,16 +37,21 @@ public struct LineLogHandler: LogHandler {
         case .logfmt:
             var fields = "ts=\(timestamp) level=\(event.level.rawValue) event=\(Self.logfmtValue(event.message.description))"
             for key in merged.keys.sorted() {
-                fields += " \(key)=\(Self.logfmtValue(Self.text(merged[key])))"
+                fields += " \(Self.fieldName(key))=\(Self.logfmtValue(Self.text(merged[key])))"
             }
             line = fields
         case .json:
             var object: [String: Any] = ["ts": timestamp, "level": event.level.rawValue, "event": event.message.description]
-            for (key, value) in merged { object[key] = Self.text(value) }
+            for (key, value) in merged { object[Self.fieldName(key)] = Self.text(value) }
             let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
             line = String(decoding: data, as: UTF8.self)
         }
         output.write(line)
+    }
+
+    /// A metadata key never replaces or duplicates the fields every line starts with.
+    static func fieldName(_ key: String) -> String {
+        key == "ts" || key == "level" || key == "event" ? "_" + key : key
     }
 
     static func text(_ value: Logger.Metadata.Value?) -> String {

@@ -7,6 +7,8 @@ struct EnginePublisher: Sendable {
     let mandatory: Bool
     /// How long a publish waits for a publisher connection that is being re-established.
     let confirmTimeout: Duration
+    /// `warren_publishes_total{result}`, resolved once per session.
+    let metrics = PublishMetrics()
 
     /// Publishes concurrently; `nil` when every message was confirmed, else the first problem
     /// in words (nacked, returned, timed out, or the channel/connection error).
@@ -31,13 +33,25 @@ struct EnginePublisher: Sendable {
         var message = message
         message.mandatory = mandatory
         guard let publisher = await link.publisher(waitingUpTo: confirmTimeout) else {
+            metrics.count(.failed)
             return "publish to \(Self.destination(message)) failed: no publisher connection (reconnecting)"
         }
         do {
             let outcome = try await publisher.publish(message)
+            metrics.count(Self.result(outcome))
             return outcome == .confirmed ? nil : "publish to \(Self.destination(message)) \(outcome)"
         } catch {
+            metrics.count(.failed)
             return "publish to \(Self.destination(message)) failed: \(error)"
+        }
+    }
+
+    static func result(_ outcome: PublishOutcome) -> PublishResult {
+        switch outcome {
+        case .confirmed: .confirmed
+        case .nacked: .nacked
+        case .returned: .returned
+        case .timedOut: .timeout
         }
     }
 

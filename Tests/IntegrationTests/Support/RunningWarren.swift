@@ -7,10 +7,14 @@ final class RunningWarren: Sendable {
     let process: Process
     private let log = Mutex("")
 
-    init(config: String) throws {
+    /// `environment` is added to the test process's own.
+    init(config: String, arguments: [String] = [], environment: [String: String] = [:]) throws {
         process = Process()
         process.executableURL = WarrenProcess.executable
-        process.arguments = ["run", "--config", config]
+        process.arguments = ["run", "--config", config] + arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         let err = Pipe()
         process.standardError = err
         process.standardOutput = FileHandle.nullDevice

@@ -16,7 +16,7 @@
  * is count_at_start / (end - start): process start-up and connection set-up are not part of it.
  * With the count at zero, up to PREFETCH deliveries may still be unacknowledged in the consumer:
  * the same for every consumer timed this way. Exits 2 with "stalled" when the count has not moved
- * for SECS seconds (default 60).
+ * for SECS seconds (default 60), or with "exited" when PID is gone while messages remain.
  */
 #include "bench.h"
 
@@ -57,6 +57,19 @@ static proc_sample sample(int pid) {
     }
     fclose(f);
     return s;
+}
+
+/* Whether pid still runs (a zombie does not). */
+static int alive(int pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    return p != NULL && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
 }
 
 static double now_s(void) { return (double)bench_now_ns(CLOCK_MONOTONIC) / 1e9; }
@@ -118,6 +131,10 @@ static int watch(int argc, char **argv) {
             start = t;
             count_at_start = total;
             at_start = sample(pid);
+        }
+        if (total > 0 && pid > 0 && !alive(pid) && poll_queues(conn, queues, nq, NULL) > 0) {
+            printf("{\"error\":\"exited\",\"remaining\":%ld,\"initial\":%ld}\n", total, initial);
+            return 2;
         }
         if (total != last) {
             last = total;

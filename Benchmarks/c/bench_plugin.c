@@ -32,7 +32,8 @@ typedef struct bench_state {
 } bench_state;
 
 /* "key":"value" or "key":number in a flat JSON object, copied into out. Enough for the
- * config that scripts/bench writes (no escapes, no nesting). */
+ * config that scripts/bench writes (no nesting; simple escapes such as the \/ that warren's
+ * JSONEncoder writes in paths). */
 static int json_value(const char *json, const char *key, char *out, size_t size) {
     char needle[64];
     snprintf(needle, sizeof needle, "\"%s\":", key);
@@ -42,7 +43,10 @@ static int json_value(const char *json, const char *key, char *out, size_t size)
     int quoted = *p == '"';
     if (quoted) p++;
     size_t k = 0;
-    while (*p != '\0' && k + 1 < size && (quoted ? *p != '"' : (*p != ',' && *p != '}'))) out[k++] = *p++;
+    while (*p != '\0' && k + 1 < size && (quoted ? *p != '"' : (*p != ',' && *p != '}'))) {
+        if (quoted && *p == '\\' && p[1] != '\0') p++; /* \/ \" \\ */
+        out[k++] = *p++;
+    }
     out[k] = '\0';
     return 1;
 }

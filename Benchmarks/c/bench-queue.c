@@ -146,6 +146,8 @@ static int watch(int argc, char **argv) {
     }
     double end = now_s();
     proc_sample at_end = sample(pid);
+    /* A consumer that exits by itself (bench-consume) may be a zombie by now, without VmHWM. */
+    if (at_end.hwm_kib < at_start.hwm_kib) at_end.hwm_kib = at_start.hwm_kib;
     bench_close(conn);
     printf("{\"initial\":%ld,\"start\":%.6f,\"count_at_start\":%ld,\"end\":%.6f,\"cpu_start\":%.2f,\"cpu_end\":%.2f,"
            "\"children_cpu_start\":%.2f,\"children_cpu_end\":%.2f,\"hwm_kib\":%ld,\"rss_kib\":%ld,\"threads\":%ld}\n",

@@ -1,0 +1,1 @@
+"""scripts/bench, in modules: one per section family, plus the harness they share."""

@@ -2,6 +2,7 @@ import AMQP
 import Foundation
 import Glibc
 import Testing
+import WarrenCore
 
 /// SPEC §6's logs, read from the real binary's stderr as journald or `docker logs` would get
 /// them: one event per line that a logfmt or JSON parser accepts, with `ts`, `level`, `event`
@@ -15,7 +16,7 @@ struct LogFormatTests {
     /// one message was handled, then stops it; returns every line it logged.
     static func logLines(format: String, url: String = TestBroker.url, levelFlag: Bool = false) async throws -> [String] {
         let queue = TestBroker.uniqueName("log-\(format)")
-        let config = try WarrenProcess.ConfigFile("""
+        let source = """
             [broker]
             urls = ["\(url)"]
             connection_name = "warren-log-tests"
@@ -31,8 +32,10 @@ struct LogFormatTests {
 
             [handlers.sink]
             kind = "noop"
-            """)
+            """
+        let config = try WarrenProcess.ConfigFile(source)
         defer { config.remove() }
+        let plan = TopologyPlan(try ConfigurationLoader.parse(source: source, file: config.path))
         let warren = try RunningWarren(config: config.path, arguments: levelFlag ? ["--log-level", "debug"] : [])
         let readyEvent = format == "json" ? "\"event\":\"ready\"" : "event=ready"
         #expect(await warren.waitForLog(readyEvent), "never ready; log:\n\(warren.output)")
@@ -43,7 +46,7 @@ struct LogFormatTests {
         warren.signal(SIGTERM)
         #expect(await warren.waitForExit(timeout: .seconds(20)) == 0)
         await connection.close()
-        try? await TestBroker.deleteQueue(queue)
+        for name in plan.queues.map(\.declaration.name) { try? await TestBroker.deleteQueue(name) }
         return warren.output.split(separator: "\n", omittingEmptySubsequences: false).dropLast().map(String.init)
     }
 

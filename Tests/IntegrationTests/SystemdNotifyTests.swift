@@ -2,6 +2,7 @@ import AMQP
 import Foundation
 import Glibc
 import Testing
+import WarrenCore
 
 /// SPEC §6 under systemd (`Type=notify`, `WatchdogSec=`), with the real binary and a
 /// `NOTIFY_SOCKET` the test owns: `READY=1` once consumers are up, `WATCHDOG=1` while warren
@@ -24,7 +25,7 @@ struct SystemdNotifyTests {
         let listener = try NotifyListener()
         defer { listener.stop() }
         let endpoint = TestBroker.endpoint
-        let config = try WarrenProcess.ConfigFile("""
+        let source = """
             [broker]
             urls = ["amqp://\(endpoint.user):\(endpoint.password)@127.0.0.1:\(proxy.port)/"]
             connection_name = "warren-notify-tests"
@@ -40,8 +41,10 @@ struct SystemdNotifyTests {
 
             [handlers.sink]
             kind = "noop"
-            """)
+            """
+        let config = try WarrenProcess.ConfigFile(source)
         defer { config.remove() }
+        let plan = TopologyPlan(try ConfigurationLoader.parse(source: source, file: config.path))
         let warren = try RunningWarren(
             config: config.path, environment: ["NOTIFY_SOCKET": listener.name, "WATCHDOG_USEC": "\(Self.watchdogUSec)"])
 
@@ -86,6 +89,6 @@ struct SystemdNotifyTests {
         warren.signal(SIGTERM)
         #expect(await listener.wait(for: "STOPPING=1", since: stopAt, timeout: .seconds(10)) != nil)
         #expect(await warren.waitForExit(timeout: .seconds(20)) == 0)
-        try? await TestBroker.deleteQueue(queue)
+        for name in plan.queues.map(\.declaration.name) { try? await TestBroker.deleteQueue(name) }
     }
 }

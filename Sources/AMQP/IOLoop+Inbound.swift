@@ -185,7 +185,7 @@ extension IOLoop {
             let m = decoded.assumingMemoryBound(to: amqp_connection_blocked_t.self).pointee
             let reason = String(amqpBytes: m.reason)
             blocked = true
-            logger.warning("connection blocked by the broker", metadata: ["reason": "\(reason)"])
+            logger.debug("connection blocked by the broker", metadata: ["reason": "\(reason)"])
             events.yield(.blocked(reason: reason))
 
         case AMQP_CONNECTION_UNBLOCKED_METHOD:

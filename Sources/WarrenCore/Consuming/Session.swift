@@ -67,8 +67,7 @@ struct Session: Sendable {
     /// Runs until `stop` is set (then drains gracefully), a connection is lost, or a reload
     /// needs a new session. Returns how it ended and what was in effect by then.
     func run(_ start: Running, stop: Latch, reloads: ConfigurationReloads, ready: Latch, supervisor: HandlerSupervisor) async -> (End, Running) {
-        status.connectionUp(.consumer)
-        status.connectionUp(.publisher)
+        status.connectionsUp([.consumer, .publisher])
         let ending = Latch()
         let lost = Latch()
         let consumers = LiveConsumers()
@@ -181,7 +180,8 @@ func watch(_ connection: AMQPConnection, role: EngineStatus.Role, lost: Latch, s
         switch event {
         case .blocked(let reason):
             status.blocked(role, reason: reason)
-            logger.warning("connection blocked by the broker", metadata: ["role": "\(role)", LogKeys.reason: "\(reason)"])
+            // A lifecycle event, not a failure: publishing waits (confirm_timeout), consuming goes on.
+            logger.info("connection blocked by the broker", metadata: ["role": "\(role)", LogKeys.reason: "\(reason)"])
         case .unblocked:
             status.blocked(role, reason: nil)
             logger.info("connection unblocked", metadata: ["role": "\(role)"])

@@ -47,7 +47,7 @@ public final class EngineStatus: Sendable {
                     : "broker unreachable, reconnecting (attempt \(consumer.failedAttempts + 1))"
             }
             var parts = ["consuming \(consuming.values.filter { $0 }.count)/\(consuming.count) queues"]
-            if let publisher = connections[.publisher], !publisher.up {
+            if let publisher = connections[.publisher], !publisher.up, publisher.everUp {
                 parts.append("publisher connection reconnecting")
             }
             for role in Role.allCases {
@@ -96,13 +96,20 @@ public final class EngineStatus: Sendable {
     }
 
     func connectionUp(_ role: Role) {
+        connectionsUp([role])
+    }
+
+    /// Both connections of a new session come up together: one change, one status line.
+    func connectionsUp(_ roles: [Role]) {
         update { snapshot in
-            var connection = snapshot.connections[role] ?? Connection()
-            if connection.everUp, !connection.up { connection.reconnects += 1 }
-            connection.up = true
-            connection.everUp = true
-            connection.failedAttempts = 0
-            snapshot.connections[role] = connection
+            for role in roles {
+                var connection = snapshot.connections[role] ?? Connection()
+                if connection.everUp, !connection.up { connection.reconnects += 1 }
+                connection.up = true
+                connection.everUp = true
+                connection.failedAttempts = 0
+                snapshot.connections[role] = connection
+            }
         }
     }
 

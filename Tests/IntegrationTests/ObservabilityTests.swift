@@ -134,15 +134,8 @@ struct ObservabilityTests {
         // Hold the port so warren cannot have it.
         let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(holder) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(holder, $0, length) == 0 && getsockname(holder, $0, &length) == 0 }
-        }
+        let port = try MetricsScrape.bindEphemeral(holder)
         #expect(listen(holder, 1) == 0)
-        let port = Int(UInt16(bigEndian: address.sin_port))
         let queue = TestBroker.uniqueName("metrics-bind")
         let config = try WarrenProcess.ConfigFile(WarrenProcess.config(queue: queue) + "\n[metrics]\nlisten = \"127.0.0.1:\(port)\"\n")
         defer { config.remove() }

@@ -73,6 +73,11 @@ enum MetricsScrape {
     static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
+        return try bindEphemeral(fd)
+    }
+
+    /// Binds `fd` to an ephemeral port on 127.0.0.1 and returns the port.
+    static func bindEphemeral(_ fd: Int32) throws -> Int {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
@@ -80,7 +85,7 @@ enum MetricsScrape {
         let bound = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
         }
-        guard fd >= 0, bound else { throw TestTimeout(what: "finding a free port") }
+        guard fd >= 0, bound else { throw TestTimeout(what: "binding a free port") }
         return Int(UInt16(bigEndian: address.sin_port))
     }
 }

@@ -18,9 +18,15 @@ public final class AMQPConnection: Sendable {
     public let negotiated: NegotiatedParameters
     /// The I/O thread's progress (last turn, last bytes from the broker), for health checks.
     public let progress: IOLoopProgress
+    /// Runs tasks on the I/O thread (`IOLoopExecutor`): for consumers whose work is short.
+    public let executor: IOLoopExecutor
 
-    private init(commands: CommandQueue, events: AsyncStream<ConnectionEvent>, negotiated: NegotiatedParameters, progress: IOLoopProgress) {
+    private init(
+        commands: CommandQueue, executor: IOLoopExecutor, events: AsyncStream<ConnectionEvent>, negotiated: NegotiatedParameters,
+        progress: IOLoopProgress
+    ) {
         self.commands = commands
+        self.executor = executor
         self.events = events
         self.negotiated = negotiated
         self.progress = progress
@@ -30,6 +36,7 @@ public final class AMQPConnection: Sendable {
     /// thread named after the connection.
     public static func connect(_ configuration: ConnectionConfiguration, logger: Logger) async throws(AMQPError) -> AMQPConnection {
         let commands = try CommandQueue()
+        let executor = IOLoopExecutor(queue: commands)
         let (events, eventsContinuation) = AsyncStream.makeStream(of: ConnectionEvent.self, bufferingPolicy: .bufferingNewest(1024))
         let result: Result<(NegotiatedParameters, IOLoopProgress), AMQPError> = await withCheckedContinuation { continuation in
             let thread = Thread {
@@ -43,7 +50,7 @@ public final class AMQPConnection: Sendable {
                     return
                 }
                 continuation.resume(returning: .success((loop.negotiated, loop.progress)))
-                loop.run()
+                loop.run(executor: executor)
             }
             thread.name = "warren-io \(configuration.connectionName)"
             thread.start()
@@ -52,7 +59,7 @@ public final class AMQPConnection: Sendable {
         logger.debug("connected", metadata: [
             "endpoint": "\(negotiated.endpoint)", "heartbeat": "\(negotiated.heartbeat)", "frame_max": "\(negotiated.frameMax)",
         ])
-        return AMQPConnection(commands: commands, events: events, negotiated: negotiated, progress: progress)
+        return AMQPConnection(commands: commands, executor: executor, events: events, negotiated: negotiated, progress: progress)
     }
 
     /// False once the connection has died or been closed.

@@ -3,7 +3,10 @@ import Synchronization
 
 /// The only way into an I/O loop from other threads: a mutex-guarded batch of commands plus an
 /// eventfd that wakes the loop out of poll(). Producers signal the eventfd only when the loop has
-/// not been signalled since it last took the batch, so a burst of settlements costs one write.
+/// not been signalled since it last took the batch, so a burst of settlements costs one write,
+/// and never from the loop's own thread, which looks at the batch before it polls.
+///
+/// It also holds the jobs of tasks that run on the loop's thread (`IOLoopExecutor`).
 final class CommandQueue: Sendable {
     /// Called once, on the I/O thread, with the publish's outcome.
     typealias Waiter = @Sendable (Result<PublishOutcome, AMQPError>) -> Void
@@ -33,14 +36,17 @@ final class CommandQueue: Sendable {
         var settles: [Settle] = []
     }
 
-    private struct State: Sendable {
+    private struct State: @unchecked Sendable {  // UnownedJob is not Sendable; it is only run once, by one thread
         var batch = Batch()
+        var jobs: [UnownedJob] = []
         var signalled = false
         var closed: AMQPError?
     }
 
     private let state = Mutex(State())
     let wakeFD: Int32
+    /// The loop's thread while it runs (0 otherwise): producers on it need not signal.
+    private let loopThread = Atomic<UInt>(0)
 
     init() throws(AMQPError) {
         let fd = warren_eventfd_create()
@@ -70,15 +76,57 @@ final class CommandQueue: Sendable {
     }
 
     private func enqueue(_ add: (inout Batch) -> Void) -> AMQPError? {
+        let onLoop = isLoopThread
         let (closed, signal): (AMQPError?, Bool) = state.withLock { state in
             if let closed = state.closed { return (closed, false) }
             add(&state.batch)
-            let signal = !state.signalled
-            state.signalled = true
-            return (nil, signal)
+            return (nil, wake(&state, onLoop: onLoop))
         }
         if signal { warren_eventfd_signal(wakeFD) }
         return closed
+    }
+
+    private func wake(_ state: inout State, onLoop: Bool) -> Bool {
+        guard !onLoop, !state.signalled else { return false }
+        state.signalled = true
+        return true
+    }
+
+    private var isLoopThread: Bool {
+        loopThread.load(ordering: .relaxed) == UInt(pthread_self())
+    }
+
+    /// Called by the loop's thread as it starts and ends running.
+    func loopThreadStarted() { loopThread.store(UInt(pthread_self()), ordering: .relaxed) }
+    func loopThreadEnded() { loopThread.store(0, ordering: .relaxed) }
+
+    // MARK: jobs
+
+    /// Queues a job for the loop's thread; returns it when the loop is gone, to run elsewhere.
+    func submit(_ job: UnownedJob) -> UnownedJob? {
+        let onLoop = isLoopThread
+        let (refused, signal): (UnownedJob?, Bool) = state.withLock { state in
+            if state.closed != nil { return (job, false) }
+            state.jobs.append(job)
+            return (nil, wake(&state, onLoop: onLoop))
+        }
+        if signal { warren_eventfd_signal(wakeFD) }
+        return refused
+    }
+
+    /// The jobs queued since the last call.
+    func takeJobs() -> [UnownedJob] {
+        state.withLock { state in
+            guard !state.jobs.isEmpty else { return [] }
+            let jobs = state.jobs
+            state.jobs = []
+            return jobs
+        }
+    }
+
+    /// True when jobs or commands wait: the loop must not block in poll().
+    var hasWork: Bool {
+        state.withLock { !$0.jobs.isEmpty || !$0.batch.commands.isEmpty || !$0.batch.publishes.isEmpty || !$0.batch.settles.isEmpty }
     }
 
     /// Everything queued since the last call.
@@ -91,13 +139,15 @@ final class CommandQueue: Sendable {
         }
     }
 
-    /// Refuse further commands with `error`; returns what was still queued.
-    func close(_ error: AMQPError) -> Batch {
+    /// Refuse further commands and jobs with `error`; returns what was still queued.
+    func close(_ error: AMQPError) -> (batch: Batch, jobs: [UnownedJob]) {
         state.withLock { state in
             state.closed = state.closed ?? error
             let batch = state.batch
+            let jobs = state.jobs
             state.batch = Batch()
-            return batch
+            state.jobs = []
+            return (batch, jobs)
         }
     }
 

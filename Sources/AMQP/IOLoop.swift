@@ -120,13 +120,19 @@ final class IOLoop {
         self.progress = progress
     }
 
-    func run() {
+    /// Runs the loop until the connection ends; `executor`'s jobs run between reading and
+    /// writing, so what they settle goes out in the same turn.
+    func run(executor: IOLoopExecutor) {
         let wakeFD = queue.wakeFD
         let idleTimeoutMS = negotiated.heartbeat > 0 ? min(negotiated.heartbeat * 500, 1000) : 1000
         progress.register()
+        queue.loopThreadStarted()
+        defer { queue.loopThreadEnded() }
         while fatal == nil {
             if drainInput(limit: maxFramesPerTurn) > 0 { progress.heard(at: monotonicNanoseconds()) }
             flushDeliveries()
+            if fatal != nil { break }
+            _ = executor.runJobs(budgetNanoseconds: Self.jobBudgetNanoseconds)
             if fatal != nil { break }
             amqp_maybe_release_buffers(connection)
 
@@ -162,7 +168,7 @@ final class IOLoop {
             resumeResolved()
             if !closeWaiters.isEmpty || fatal != nil { break }
 
-            if amqp_frames_enqueued(connection) != 0 || amqp_data_in_buffer(connection) != 0 {
+            if amqp_frames_enqueued(connection) != 0 || amqp_data_in_buffer(connection) != 0 || queue.hasWork {
                 continue
             }
             var timeoutMS = idleTimeoutMS
@@ -187,6 +193,9 @@ final class IOLoop {
         }
         teardown()
     }
+
+    /// How long one turn runs jobs before it reads the socket again.
+    static let jobBudgetNanoseconds: UInt64 = 5_000_000
 
     /// Mark the connection dead; the loop ends at the next check and tears down.
     func fail(_ error: AMQPError) {
@@ -228,7 +237,8 @@ final class IOLoop {
         progress.unregister()
         let error = fatal ?? AMQPError(.closedByClient, "the connection was closed by this process")
         amqp_destroy_connection(connection)
-        let leftovers = queue.close(error)
+        let (leftovers, jobs) = queue.close(error)
+        IOLoopExecutor.runElsewhere(jobs)
         for (_, channel) in channels {
             switch channel.role {
             case .consumer(let consumer):

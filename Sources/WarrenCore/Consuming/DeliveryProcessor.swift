@@ -99,7 +99,7 @@ struct DeliveryProcessor: Sendable {
     private func notYetDone(_ names: [String], messageID: String?, _ log: MessageLog) async -> [String] {
         guard let dedup, let messageID else { return names }
         do {
-            let done = try await dedup.completed(queue: queue.name, messageID: messageID, handlers: names)
+            let done = try await offIOThread { try await dedup.completed(queue: queue.name, messageID: messageID, handlers: names) }
             guard !done.isEmpty else { return names }
             log.debug("handlers skipped: already succeeded for this message", metadata: ["skipped": "\(done.sorted().joined(separator: ","))"])
             return names.filter { !done.contains($0) }
@@ -111,7 +111,7 @@ struct DeliveryProcessor: Sendable {
 
     private func record(_ handlers: [String], messageID: String, _ log: MessageLog) async {
         do {
-            try await dedup?.record(queue: queue.name, messageID: messageID, handlers: handlers)
+            try await offIOThread { try await dedup?.record(queue: queue.name, messageID: messageID, handlers: handlers) }
         } catch {
             log.warning("dedup store not written; these handlers may run again", metadata: [LogKeys.error: "\(error)"])
         }
@@ -177,6 +177,13 @@ struct DeliveryProcessor: Sendable {
         var timed = input
         timed.timeout = timeout
         let input = timed
+        if handler.neverBlocks {
+            return await handler.handle(input)
+        }
+        return await offIOThread { await runTimed(handler, input, timeout: timeout) }
+    }
+
+    private func runTimed(_ handler: any MessageHandler, _ input: HandlerInput, timeout: Duration) async -> HandlerOutcome {
         if handler.enforcesOwnTimeout {
             return await handler.handle(input)
         }
@@ -192,6 +199,12 @@ struct DeliveryProcessor: Sendable {
             group.cancelAll()
             return first ?? .failure(HandlerFailure("timeout after \(timeout.configText)", isTimeout: true))
         }
+    }
+
+    /// Runs `work` on the shared pool rather than the consumer connection's I/O thread (where
+    /// the queue's runner runs, see `QueueRunner`): for anything that may block.
+    private func offIOThread<T: Sendable>(_ work: () async throws -> T) async rethrows -> T {
+        try await withTaskExecutorPreference(globalConcurrentExecutor, operation: work)
     }
 
     // MARK: actions

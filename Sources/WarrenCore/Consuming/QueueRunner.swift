@@ -17,7 +17,16 @@ struct QueueRunner: Sendable {
 
     /// Returns when the consumer's stream ends and every started delivery is processed; the
     /// error is why the stream ended, if it did not end normally.
+    ///
+    /// The pool runs on the consumer connection's I/O thread (`IOLoopExecutor`): deliveries
+    /// reach it, and its settlements reach the wire, without a thread hand-over. The processor
+    /// moves whatever may block (handlers other than the built-in non-blocking ones, the dedup
+    /// store) to the shared pool.
     func run() async -> (any Error)? {
+        await withTaskExecutorPreference(consumer.connection.executor) { await runPool() }
+    }
+
+    private func runPool() async -> (any Error)? {
         let metrics = processor.metrics
         return await withTaskGroup(of: Void.self) { group in
             var running = 0

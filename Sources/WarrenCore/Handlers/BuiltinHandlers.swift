@@ -5,6 +5,7 @@ import Logging
 /// `noop`: success, nothing else. For benchmarks and for queues that only need draining.
 struct NoopHandler: MessageHandler {
     var enforcesOwnTimeout: Bool { true }
+    var neverBlocks: Bool { true }
 
     func handle(_ input: HandlerInput) async -> HandlerOutcome { .success(.none) }
 }
@@ -36,6 +37,7 @@ struct RepublishHandler: MessageHandler {
     let exchange: String
     let routingKey: String
     var enforcesOwnTimeout: Bool { true }
+    var neverBlocks: Bool { true }
 
     func handle(_ input: HandlerInput) async -> HandlerOutcome {
         let key = Self.expand(routingKey, input)

@@ -130,10 +130,16 @@ public protocol MessageHandler: Sendable {
     /// timeout itself, e.g. by killing its process). The engine then spares the per-run timer,
     /// which costs more than a whole noop run.
     var enforcesOwnTimeout: Bool { get }
+    /// True when `handle` returns promptly without blocking a thread (no process, file, lock
+    /// or remote call it waits for synchronously). Such a handler runs on the consumer
+    /// connection's I/O thread, next to the delivery it handles; any other runs on the shared
+    /// pool, so it can never hold up heartbeats. The default is false.
+    var neverBlocks: Bool { get }
 }
 
 extension MessageHandler {
     public func run() async {}
     public func shutdown() async {}
     public var enforcesOwnTimeout: Bool { false }
+    public var neverBlocks: Bool { false }
 }

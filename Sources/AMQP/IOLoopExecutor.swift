@@ -1,0 +1,45 @@
+/// Runs tasks on a connection's I/O thread, between turns of its loop (notes §4: the thread
+/// that owns the socket).
+///
+/// A consumer whose processing prefers this executor (`withTaskExecutorPreference`) takes its
+/// deliveries, runs short handlers and settles them on the thread that read them: the hand-over
+/// costs no thread wake-up, and settlements made there go out in the same turn without a
+/// signal. Work that may block (a child process, a file, a remote call) must hop off it
+/// (`withTaskExecutorPreference(globalConcurrentExecutor)`): the loop only reads frames and
+/// sends heartbeats between jobs.
+///
+/// Jobs queued after the loop ended run on the global concurrent executor, so a task that
+/// prefers a dead connection's thread still finishes.
+public final class IOLoopExecutor: TaskExecutor {
+    let queue: CommandQueue
+
+    init(queue: CommandQueue) {
+        self.queue = queue
+    }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        if let refused = queue.submit(UnownedJob(job)) {
+            globalConcurrentExecutor.enqueue(ExecutorJob(refused))
+        }
+    }
+
+    /// Runs the queued jobs (and those they queue) for up to `budgetNanoseconds`; returns the
+    /// number run. Called by the loop's thread only.
+    func runJobs(budgetNanoseconds: UInt64) -> Int {
+        let start = monotonicNanoseconds()
+        var count = 0
+        let me = asUnownedTaskExecutor()
+        while true {
+            let jobs = queue.takeJobs()
+            if jobs.isEmpty { return count }
+            for job in jobs { job.runSynchronously(on: me) }
+            count += jobs.count
+            if monotonicNanoseconds() &- start >= budgetNanoseconds { return count }
+        }
+    }
+
+    /// Hands jobs the loop will not run any more to the global concurrent executor.
+    static func runElsewhere(_ jobs: [UnownedJob]) {
+        for job in jobs { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
+    }
+}

@@ -4,7 +4,8 @@
 public struct Deliveries: AsyncSequence, Sendable {
     public typealias Element = Delivery
 
-    let batches: AsyncThrowingStream<[Delivery], any Error>
+    /// The same deliveries as they arrive, one batch per turn of the I/O loop.
+    public let batches: AsyncThrowingStream<[Delivery], any Error>
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         var batches: AsyncThrowingStream<[Delivery], any Error>.AsyncIterator

@@ -39,7 +39,7 @@ final class QueueActivity: Sendable {
     var received: Int { receivedCount.load(ordering: .relaxed) }
     var inFlight: Int { inFlightCount.load(ordering: .relaxed) }
 
-    func receivedOne() { receivedCount.wrappingAdd(1, ordering: .relaxed) }
+    func received(_ count: Int) { receivedCount.wrappingAdd(count, ordering: .relaxed) }
     func started() { inFlightCount.wrappingAdd(1, ordering: .relaxed) }
     func finished() { inFlightCount.wrappingSubtract(1, ordering: .relaxed) }
 }

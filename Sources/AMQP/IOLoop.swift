@@ -163,8 +163,13 @@ final class IOLoop {
             }
             for publish in batch.publishes { enqueue(publish) }
             if fatal == nil { expirePublishes(now: now) }
+            // Every frame is its own send() in librabbitmq (notes §9): corked, the acks and
+            // publishes of one turn leave in as few segments as fit, and the broker is woken
+            // once for them rather than once per frame.
+            let corked = fatal == nil && outboundFrames() > 1 && warren_tcp_cork(amqp_get_sockfd(connection), 1) == 0
             if fatal == nil { flushSettlements(now: now) }
             if fatal == nil { sendPublishes() }
+            if corked { _ = warren_tcp_cork(amqp_get_sockfd(connection), 0) }
             resumeResolved()
             if !closeWaiters.isEmpty || fatal != nil { break }
 
@@ -202,6 +207,23 @@ final class IOLoop {
         if fatal == nil {
             fatal = error
         }
+    }
+
+    /// At least the number of frames the settlements and publishes of this turn will send.
+    private func outboundFrames() -> Int {
+        var frames = 0
+        for id in pendingSettlement {
+            if let channel = channels[id], case .consumer(let consumer) = channel.role {
+                frames += consumer.settler.finishedCount > 0 ? 1 : 0
+                if case .immediate = consumer.settler.mode { frames += consumer.settler.finishedCount }
+            }
+        }
+        if !blocked {
+            for channel in channels.values {
+                if case .publisher(let publisher) = channel.role { frames += 3 * publisher.tracker.unsentCount }
+            }
+        }
+        return frames
     }
 
     private func nextDeadline() -> UInt64? {

@@ -118,6 +118,11 @@ int warren_set_tcp_options(int fd, int keepalive_idle_s, int keepalive_interval_
   return 0;
 }
 
+int warren_tcp_cork(int fd, int on) {
+  if (setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on)) != 0) return -errno;
+  return 0;
+}
+
 void warren_tls_clear_errors(void) { ERR_clear_error(); }
 
 warren_tls_failure warren_tls_last_failure(char *text, size_t text_length) {

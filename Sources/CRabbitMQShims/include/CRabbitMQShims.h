@@ -27,6 +27,10 @@ int warren_poll2(int fd_a, int fd_b, int timeout_ms, int *ready_a, int *ready_b)
 
 /// TCP keepalive and TCP_USER_TIMEOUT on a connected socket: the backstop for librabbitmq 0.11's
 /// publish-hang bug (#780), where a send on a dead peer can block forever. Returns 0 or -errno.
+/// TCP_CORK on (1) or off (0): while corked, the kernel holds small writes and sends them as full
+/// segments when uncorked. 0 or -errno.
+int warren_tcp_cork(int fd, int on);
+
 int warren_set_tcp_options(int fd, int keepalive_idle_s, int keepalive_interval_s, int keepalive_count,
                            unsigned int user_timeout_ms);
 

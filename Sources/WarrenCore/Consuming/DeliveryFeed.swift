@@ -41,7 +41,7 @@ final class DeliveryFeed: Sendable {
     }
 
     /// The next delivery; nil once the feed ended and nothing waits.
-    func next() async -> Delivery? {
+    nonisolated(nonsending) func next() async -> Delivery? {
         if let ready = takeNow() { return ready }
         return await withCheckedContinuation { continuation in
             let now: Delivery?? = state.withLock { state in

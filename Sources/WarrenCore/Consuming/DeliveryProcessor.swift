@@ -34,7 +34,7 @@ struct DeliveryProcessor: Sendable {
         self.metrics = QueueMetrics(queue: queue)
     }
 
-    func process(_ delivery: Delivery) async {
+    nonisolated(nonsending) func process(_ delivery: Delivery) async {
         let attempt = RetryPlanner.attempt(headers: delivery.properties.headers)
         var log = MessageLog(logger: logger, queue: queue.name, delivery: delivery, attempt: attempt)
 
@@ -121,7 +121,7 @@ struct DeliveryProcessor: Sendable {
 
     /// Runs every handler of the route concurrently, each result with its handler's name, in
     /// route order.
-    private func runEach(_ names: [String], _ input: HandlerInput) async -> [(name: String, outcome: HandlerOutcome)] {
+    private nonisolated(nonsending) func runEach(_ names: [String], _ input: HandlerInput) async -> [(name: String, outcome: HandlerOutcome)] {
         if names.count == 1, let name = names.first {
             return [(name, await run(name, input))]
         }
@@ -161,7 +161,7 @@ struct DeliveryProcessor: Sendable {
     }
 
     /// Runs one handler and counts its result and duration.
-    private func run(_ name: String, _ input: HandlerInput) async -> HandlerOutcome {
+    private nonisolated(nonsending) func run(_ name: String, _ input: HandlerInput) async -> HandlerOutcome {
         let clock = ContinuousClock()
         let started = clock.now
         let outcome = await runUncounted(name, input)
@@ -169,7 +169,7 @@ struct DeliveryProcessor: Sendable {
         return outcome
     }
 
-    private func runUncounted(_ name: String, _ input: HandlerInput) async -> HandlerOutcome {
+    private nonisolated(nonsending) func runUncounted(_ name: String, _ input: HandlerInput) async -> HandlerOutcome {
         guard let handler = handlers[name] else {
             return .failure(HandlerFailure("handler \"\(name)\" is not configured"))
         }
@@ -209,7 +209,7 @@ struct DeliveryProcessor: Sendable {
 
     // MARK: actions
 
-    private func execute(
+    private nonisolated(nonsending) func execute(
         _ action: DeliveryAction, _ delivery: Delivery, outcome: HandlerOutcome, handler: String?, attempt: Int, _ log: MessageLog,
         afterConfirm: (@Sendable () async -> Void)?
     ) async {
@@ -299,7 +299,7 @@ struct DeliveryProcessor: Sendable {
 
     /// Publishes, then settles with `disposition` only if every publish was confirmed;
     /// otherwise nacks with requeue so the broker redelivers the input.
-    private func settleAfterPublishing(
+    private nonisolated(nonsending) func settleAfterPublishing(
         _ messages: [OutgoingMessage], _ delivery: Delivery, _ disposition: Disposition, _ outcome: MessageOutcome, _ log: MessageLog,
         success: Logger.Message, warning: Bool = false, metadata: Logger.Metadata = [:], afterConfirm: (@Sendable () async -> Void)? = nil
     ) async {

@@ -48,7 +48,7 @@ struct QueueRunner: Sendable {
         }
     }
 
-    private func work(_ feed: DeliveryFeed) async {
+    private nonisolated(nonsending) func work(_ feed: DeliveryFeed) async {
         let metrics = processor.metrics
         while let delivery = await feed.next() {
             if draining.isSet {

@@ -1,4 +1,4 @@
-import AMQP
+@testable import AMQP
 import Foundation
 import Synchronization
 import TestSupport
@@ -188,3 +188,26 @@ struct ConsumingTests {
 
 /// Deterministic, fast pseudo-random bytes for test bodies.
 
+
+@Suite("The I/O thread's executor", .requiresBroker, .timeLimit(.minutes(1)))
+struct IOLoopExecutorTests {
+    static func currentThread() -> UInt { UInt(pthread_self()) }
+
+    @Test func aTaskPreferringTheExecutorRunsOnTheIOThreadAndStillRunsOnceTheConnectionIsClosed() async throws {
+        let connection = try await TestBroker.connect()
+        let ioThread = try await connection.perform { _ in Self.currentThread() }
+        let executor = connection.executor
+        let whileOpen = await withTaskExecutorPreference(executor) {
+            await Task.yield()
+            return Self.currentThread()
+        }
+        #expect(whileOpen == ioThread, "jobs of a task preferring the executor run on the connection's I/O thread")
+        await connection.close()
+        // The loop is gone: its jobs go to the shared pool instead of waiting forever.
+        let afterClose = await withTaskExecutorPreference(executor) {
+            await Task.yield()
+            return Self.currentThread()
+        }
+        #expect(afterClose != ioThread)
+    }
+}

@@ -186,6 +186,31 @@ struct EngineTests {
         await connection.close()
     }
 
+    /// Queue workers run on the consumer connection's I/O thread, but a handler that may block
+    /// (any but the built-in non-blocking ones) runs on the shared pool: one that holds its thread
+    /// must not hold up the loop, so a message behind it is received, handled and acked meanwhile.
+    @Test func aHandlerHoldingItsThreadDoesNotHoldUpTheConsumerConnection() async throws {
+        let harness = try EngineHarness(queueSettings: """
+            prefetch = 10
+            concurrency = 2
+            """)
+        let connection = try await TestBroker.connect()
+        try await harness.start()
+        let publisher = try await connection.openPublisher()
+        let blocking = BasicProperties(headers: ["x-test-block-ms": 3000], messageID: "blocker")
+        #expect(try await publisher.publish(routingKey: harness.queue, body: [1], properties: blocking) == .confirmed)
+        #expect(await harness.recorder.wait { $0.running == 1 })
+        try await harness.publish("quick", on: connection)
+        let passed = await harness.recorder.wait(for: .seconds(2)) { $0.calls(for: "quick").count == 1 && $0.finished == 1 }
+        #expect(passed, "the second message was handled while the first handler held its thread")
+        #expect(harness.recorder.snapshot.running == 1, "the blocking handler was still running then")
+        #expect(await harness.recorder.wait { $0.finished == 2 })
+        #expect(await harness.stopAndWait() == .stopped)
+        #expect(try await harness.messageCount(harness.queue, on: connection) == 0)
+        await harness.cleanUp()
+        await connection.close()
+    }
+
     @Test func whenTheRetryPublishIsNotConfirmedTheInputIsRequeuedNotAcked() async throws {
         let harness = try EngineHarness(queueSettings: """
             [queues.retry]

@@ -34,6 +34,13 @@ struct DeliveryProcessor: Sendable {
         self.metrics = QueueMetrics(queue: queue)
     }
 
+    /// True when nothing processing a delivery may block a thread: every handler the queue can
+    /// run never blocks, and no dedup store is read or written. Such a queue's workers can run on
+    /// the consumer connection's I/O thread (`QueueRunner`).
+    var neverBlocks: Bool {
+        (dedup == nil || !queue.dedup) && queue.handlerNames.allSatisfy { handlers[$0]?.neverBlocks == true }
+    }
+
     nonisolated(nonsending) func process(_ delivery: Delivery) async {
         let attempt = RetryPlanner.attempt(headers: delivery.properties.headers)
         var log = MessageLog(logger: logger, queue: queue.name, delivery: delivery, attempt: attempt)
@@ -99,7 +106,7 @@ struct DeliveryProcessor: Sendable {
     private func notYetDone(_ names: [String], messageID: String?, _ log: MessageLog) async -> [String] {
         guard let dedup, let messageID else { return names }
         do {
-            let done = try await offIOThread { try await dedup.completed(queue: queue.name, messageID: messageID, handlers: names) }
+            let done = try await dedup.completed(queue: queue.name, messageID: messageID, handlers: names)
             guard !done.isEmpty else { return names }
             log.debug("handlers skipped: already succeeded for this message", metadata: ["skipped": "\(done.sorted().joined(separator: ","))"])
             return names.filter { !done.contains($0) }
@@ -111,7 +118,7 @@ struct DeliveryProcessor: Sendable {
 
     private func record(_ handlers: [String], messageID: String, _ log: MessageLog) async {
         do {
-            try await offIOThread { try await dedup?.record(queue: queue.name, messageID: messageID, handlers: handlers) }
+            try await dedup?.record(queue: queue.name, messageID: messageID, handlers: handlers)
         } catch {
             log.warning("dedup store not written; these handlers may run again", metadata: [LogKeys.error: "\(error)"])
         }
@@ -177,13 +184,6 @@ struct DeliveryProcessor: Sendable {
         var timed = input
         timed.timeout = timeout
         let input = timed
-        if handler.neverBlocks {
-            return await handler.handle(input)
-        }
-        return await offIOThread { await runTimed(handler, input, timeout: timeout) }
-    }
-
-    private func runTimed(_ handler: any MessageHandler, _ input: HandlerInput, timeout: Duration) async -> HandlerOutcome {
         if handler.enforcesOwnTimeout {
             return await handler.handle(input)
         }
@@ -199,12 +199,6 @@ struct DeliveryProcessor: Sendable {
             group.cancelAll()
             return first ?? .failure(HandlerFailure("timeout after \(timeout.configText)", isTimeout: true))
         }
-    }
-
-    /// Runs `work` on the shared pool rather than the consumer connection's I/O thread (where
-    /// the queue's runner runs, see `QueueRunner`): for anything that may block.
-    private func offIOThread<T: Sendable>(_ work: () async throws -> T) async rethrows -> T {
-        try await withTaskExecutorPreference(globalConcurrentExecutor, operation: work)
     }
 
     // MARK: actions

@@ -5,11 +5,12 @@ import AMQP
 /// worker. Once draining starts, deliveries not yet started go back to the broker (nack with
 /// requeue) without running.
 ///
-/// The pool runs on the consumer connection's I/O thread (`IOLoopExecutor`): deliveries reach
-/// it, and its settlements reach the wire, without a thread hand-over, and a worker whose
-/// handler returns at once processes a whole batch without suspending. The processor moves
-/// whatever may block (handlers other than the built-in non-blocking ones, the dedup store) to
-/// the shared pool, where up to `concurrency` of them run in parallel.
+/// When nothing the queue does may block a thread (`DeliveryProcessor.neverBlocks`: only the
+/// built-in non-blocking handlers, no dedup), the pool runs on the consumer connection's I/O
+/// thread (`IOLoopExecutor`): deliveries reach it, and its settlements reach the wire, without a
+/// thread hand-over, and a worker goes through a whole batch without suspending. Any other
+/// queue's pool runs on the shared pool, so a slow or stuck handler can never hold up reading,
+/// heartbeats or the other queues of the connection.
 ///
 /// `warren_inflight_messages{queue}` counts the deliveries the workers have taken and not yet
 /// settled (at most `concurrency`); the rest of the prefetch window waits in the feed, where
@@ -24,7 +25,8 @@ struct QueueRunner: Sendable {
     /// Returns when the consumer's stream ends and every started delivery is processed; the
     /// error is why the stream ended, if it did not end normally.
     func run() async -> (any Error)? {
-        await withTaskExecutorPreference(consumer.connection.executor) { await runPool() }
+        guard processor.neverBlocks else { return await runPool() }
+        return await withTaskExecutorPreference(consumer.connection.executor) { await runPool() }
     }
 
     private func runPool() async -> (any Error)? {

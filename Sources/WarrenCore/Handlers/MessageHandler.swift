@@ -131,9 +131,9 @@ public protocol MessageHandler: Sendable {
     /// which costs more than a whole noop run.
     var enforcesOwnTimeout: Bool { get }
     /// True when `handle` returns promptly without blocking a thread (no process, file, lock
-    /// or remote call it waits for synchronously). Such a handler runs on the consumer
-    /// connection's I/O thread, next to the delivery it handles; any other runs on the shared
-    /// pool, so it can never hold up heartbeats. The default is false.
+    /// or remote call it waits for synchronously). A queue whose handlers all never block runs
+    /// them on the consumer connection's I/O thread, next to the deliveries; any other queue
+    /// runs on the shared pool, so it can never hold up heartbeats. The default is false.
     var neverBlocks: Bool { get }
 }
 

@@ -115,6 +115,9 @@ struct ScriptedHandler: MessageHandler {
         if let ms = headers?["x-test-sleep-ms"]?.integerValue {
             try? await Task.sleep(for: .milliseconds(ms))
         }
+        if let ms = headers?["x-test-block-ms"]?.integerValue {
+            usleep(UInt32(ms) * 1000)  // holds its thread, as a synchronous library call would
+        }
         let first = input.attempt == 1 && !input.redelivered
         guard first || always else { return .success(.none) }
         switch script {

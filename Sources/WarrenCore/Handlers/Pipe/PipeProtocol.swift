@@ -41,7 +41,7 @@ enum PipeProtocol {
             "redelivered": .bool(input.redelivered), "attempt": .int(Int64(input.attempt)),
             "properties": MessageJSON.properties(input.properties), "body_length": .int(Int64(input.body.count)),
         ]
-        return Frame(header: Array(try MessageJSON.line(object, sortedKeys: false)), body: input.body)
+        return Frame(header: try MessageJSON.line(object, sortedKeys: false), body: input.body)
     }
 
     /// Decodes one response line (without its newline).

@@ -132,7 +132,7 @@ final class IOLoop {
             if drainInput(limit: maxFramesPerTurn) > 0 { progress.heard(at: monotonicNanoseconds()) }
             flushDeliveries()
             if fatal != nil { break }
-            _ = executor.runJobs(budgetNanoseconds: Self.jobBudgetNanoseconds)
+            executor.runJobs(budgetNanoseconds: Self.jobBudgetNanoseconds)
             if fatal != nil { break }
             amqp_maybe_release_buffers(connection)
 

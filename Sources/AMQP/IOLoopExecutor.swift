@@ -4,9 +4,8 @@
 /// A consumer whose processing prefers this executor (`withTaskExecutorPreference`) takes its
 /// deliveries, runs short handlers and settles them on the thread that read them: the hand-over
 /// costs no thread wake-up, and settlements made there go out in the same turn without a
-/// signal. Work that may block (a child process, a file, a remote call) must hop off it
-/// (`withTaskExecutorPreference(globalConcurrentExecutor)`): the loop only reads frames and
-/// sends heartbeats between jobs.
+/// signal. Work that may block (a child process, a file, a remote call) must not run here: the
+/// loop only reads frames and sends heartbeats between jobs.
 ///
 /// Jobs queued after the loop ended run on the global concurrent executor, so a task that
 /// prefers a dead connection's thread still finishes.
@@ -19,22 +18,20 @@ public final class IOLoopExecutor: TaskExecutor {
 
     public func enqueue(_ job: consuming ExecutorJob) {
         if let refused = queue.submit(UnownedJob(job)) {
-            globalConcurrentExecutor.enqueue(ExecutorJob(refused))
+            Self.runElsewhere([refused])
         }
     }
 
-    /// Runs the queued jobs (and those they queue) for up to `budgetNanoseconds`; returns the
-    /// number run. Called by the loop's thread only.
-    func runJobs(budgetNanoseconds: UInt64) -> Int {
+    /// Runs the queued jobs (and those they queue) for up to `budgetNanoseconds`. Called by the
+    /// loop's thread only.
+    func runJobs(budgetNanoseconds: UInt64) {
         let start = monotonicNanoseconds()
-        var count = 0
         let me = asUnownedTaskExecutor()
         while true {
             let jobs = queue.takeJobs()
-            if jobs.isEmpty { return count }
+            if jobs.isEmpty { return }
             for job in jobs { job.runSynchronously(on: me) }
-            count += jobs.count
-            if monotonicNanoseconds() &- start >= budgetNanoseconds { return count }
+            if monotonicNanoseconds() &- start >= budgetNanoseconds { return }
         }
     }
 

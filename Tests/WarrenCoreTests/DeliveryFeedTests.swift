@@ -4,7 +4,9 @@ import Testing
 
 @testable import WarrenCore
 
-@Suite struct DeliveryFeedTests {
+/// A worker whose continuation the feed dropped would wait forever: the time limit turns that
+/// into a failure.
+@Suite(.timeLimit(.minutes(1))) struct DeliveryFeedTests {
     static func deliveries(_ tags: ClosedRange<UInt64>) -> [Delivery] {
         tags.map {
             Delivery(
@@ -18,6 +20,10 @@ import Testing
         var tags: [UInt64] = []
         while let delivery = await feed.next() { tags.append(delivery.tag.value) }
         return tags
+    }
+
+    static func untilIdle(_ feed: DeliveryFeed, _ workers: Int) async {
+        while feed.idleWorkers < workers { await Task.yield() }
     }
 
     @Test func oneWorkerTakesEveryDeliveryInOrderThenNilOnceEnded() async {
@@ -48,11 +54,11 @@ import Testing
             for _ in 0..<workers {
                 group.addTask { await Self.drain(feed) }
             }
-            // Smaller and larger than the number of workers, some pushed before any worker waits.
+            // Batches smaller and larger than the number of workers waiting for them.
+            await Self.untilIdle(feed, workers)
             feed.push(Self.deliveries(1...2))
-            await Task.yield()
             feed.push(Self.deliveries(3...9))
-            await Task.yield()
+            await Self.untilIdle(feed, workers)
             feed.push(Self.deliveries(10...10))
             feed.end()
             var all: [UInt64] = []
@@ -65,7 +71,7 @@ import Testing
     @Test func aWorkerWaitingOnAnEmptyFeedGetsNilWhenItEnds() async {
         let feed = DeliveryFeed()
         let waiting = Task { await feed.next() }
-        await Task.yield()
+        await Self.untilIdle(feed, 1)
         feed.end()
         #expect(await waiting.value == nil)
     }

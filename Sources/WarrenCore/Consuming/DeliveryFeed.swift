@@ -54,6 +54,9 @@ final class DeliveryFeed: Sendable {
         }
     }
 
+    /// Workers suspended in `next()`, waiting for a delivery.
+    var idleWorkers: Int { state.withLock { $0.idle.count } }
+
     private func takeNow() -> Delivery? {
         state.withLock { $0.waiting.popFirst() }
     }

@@ -68,7 +68,7 @@ struct FileHandler: MessageHandler {
         ]
         MessageJSON.body(input.body, into: &object)
         do {
-            try await sink.append(Data(try MessageJSON.line(object)))
+            try await sink.append(try MessageJSON.line(object))
             return .success(.none)
         } catch {
             return .failure(HandlerFailure("writing \(sink.path) failed: \(error)"))

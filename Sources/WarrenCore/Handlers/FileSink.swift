@@ -23,7 +23,7 @@ actor FileSink {
         self.mode = mode
     }
 
-    func append(_ line: Data) async throws {
+    func append(_ line: [UInt8]) async throws {
         try openIfNeeded()
         try line.withUnsafeBytes { buffer in
             var offset = 0

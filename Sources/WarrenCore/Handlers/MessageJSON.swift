@@ -19,7 +19,8 @@ enum MessageJSON {
         var description: String { "\(value) cannot be written as JSON" }
     }
 
-    /// A JSON value, typed so that encoding needs no dynamic casts.
+    /// A JSON value, typed so that encoding needs no dynamic casts. `Encodable` only so that
+    /// `MessageJSONTests` can hold `write(into:sortedKeys:)` to `JSONEncoder`'s output.
     enum Value: Encodable, Sendable, Equatable {
         case null
         case bool(Bool)
@@ -83,6 +84,8 @@ enum MessageJSON {
             }
         }
 
+        private static let hexDigits = Array("0123456789abcdef".utf8)
+
         /// A JSON string: `"` and `\` escaped, control characters as `\n`-style or `\u00XX`
         /// escapes, everything else (including `/` and non-ASCII) as UTF-8.
         static func write(_ text: String, into out: inout [UInt8]) {
@@ -97,8 +100,9 @@ enum MessageJSON {
                 case 0x08: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "b")])
                 case 0x0C: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "f")])
                 case 0x00..<0x20:
-                    let hex = Array("0123456789abcdef".utf8)
-                    out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]])
+                    out.append(contentsOf: "\\u00".utf8)
+                    out.append(hexDigits[Int(byte >> 4)])
+                    out.append(hexDigits[Int(byte & 0x0F)])
                 default: out.append(byte)
                 }
             }

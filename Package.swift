@@ -47,6 +47,12 @@ let package = Package(
             // its error queue explains TLS failures, and its SSL_CTX takes the TLS 1.2 minimum.
             linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
         ),
+        // posix_spawn for `exec` handlers, with the glibc file actions (closefrom, chdir) Swift
+        // does not import, and pidfd_open.
+        .target(
+            name: "CSpawn",
+            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]
+        ),
         // The public C header of in-process handler plugins (warren_plugin.h).
         .target(name: "WarrenPlugin"),
         .target(
@@ -63,6 +69,7 @@ let package = Package(
             name: "WarrenCore",
             dependencies: [
                 "AMQP",
+                "CSpawn",
                 "WarrenPlugin",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),

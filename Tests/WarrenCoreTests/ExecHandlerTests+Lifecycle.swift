@@ -64,7 +64,7 @@ extension ExecHandlerTests {
         let pidFile = "\(directory)/lingering.pid"
         let handler = try makeHandler(try script("sleep 300 & echo $! > '\(pidFile)'; echo done"))
         let started = ContinuousClock.now
-        let outcome = await handler.handle(Self.input())
+        let outcome = await handler.handle(Self.input(properties: Self.rpc))
         if let lingering = Self.pid(in: pidFile) { kill(lingering, SIGKILL) }
         guard case .success(let output) = outcome else { Issue.record("expected success, got \(outcome)"); return }
         #expect(output.reply == Array("done\n".utf8))
@@ -138,7 +138,7 @@ extension ExecHandlerTests {
         let failing = try makeHandler(script("echo boom >&2; exit 3"))
         let missing = try makeHandler("\(directory)/missing-program")
         let sleeper = try makeHandler(script("sleep 300"), grace: .milliseconds(200))
-        // Warm-up: the process library opens its epoll descriptors and threads once.
+        // Warm-up: the first run starts a thread for runs (kept for reuse).
         _ = await worker.handle(Self.input())
         let descriptorsBefore = Self.openDescriptors()
 
@@ -183,7 +183,7 @@ extension ExecHandlerTests {
             if case .failure(let failure) = await handlers.sleeper.handle(input(timeout: .milliseconds(50))) { return failure.isTimeout }
         default:
             let id = "m-\(index)"
-            let outcome = await handlers.worker.handle(input(body: Array(repeating: 7, count: index), properties: BasicProperties(messageID: id)))
+            let outcome = await handlers.worker.handle(input(body: Array(repeating: 7, count: index), properties: BasicProperties(replyTo: "replies", messageID: id)))
             if case .success(let output) = outcome { return output.reply == Array("\(id)\n".utf8) }
         }
         return false

@@ -51,7 +51,7 @@ final class ExecHandlerTests: Sendable {
             logger: Self.quietLogger,
             inheritedEnvironment: ["PATH": "/usr/bin:/bin", "INHERITED_ONLY": "inherited", "OVERRIDDEN": "inherited"])
         let properties = BasicProperties(
-            contentType: "application/json", headers: ["k": "v", "n": .int32(3)], messageID: "m-1", type: "OrderCreated")
+            contentType: "application/json", headers: ["k": "v", "n": .int32(3)], replyTo: "replies", messageID: "m-1", type: "OrderCreated")
         let outcome = await handler.handle(HandlerInput(
             queue: "orders", exchange: "ex", routingKey: "order.created", redelivered: true, attempt: 2, properties: properties,
             body: [], deliveryTag: 7))
@@ -67,7 +67,7 @@ final class ExecHandlerTests: Sendable {
         #expect(seen["WARREN_ROUTING_KEY"] == "order.created")
         #expect(seen["WARREN_MESSAGE_ID"] == "m-1")
         #expect(seen["WARREN_CORRELATION_ID"] == "", "an absent property is an empty string")
-        #expect(seen["WARREN_REPLY_TO"] == "")
+        #expect(seen["WARREN_REPLY_TO"] == "replies")
         #expect(seen["WARREN_CONTENT_TYPE"] == "application/json")
         #expect(seen["WARREN_TYPE"] == "OrderCreated")
         #expect(seen["WARREN_REDELIVERED"] == "1")
@@ -84,25 +84,34 @@ final class ExecHandlerTests: Sendable {
         let handler = try ExecHandler(
             name: "echo", command: ["printf", "%s", "found"], environment: [:], workingDirectory: nil, logger: Self.quietLogger,
             inheritedEnvironment: ["PATH": "/nonexistent:/usr/bin:/bin"])
-        guard case .success(let output) = await handler.handle(Self.input()) else { Issue.record("expected success"); return }
+        guard case .success(let output) = await handler.handle(Self.input(properties: Self.rpc)) else { Issue.record("expected success"); return }
         #expect(output.reply == Array("found".utf8))
     }
 
     @Test func aChildThatDoesNotReadStdinStillSucceeds() async throws {
         let handler = try makeHandler(script("echo done"))
-        let outcome = await handler.handle(Self.input(body: [UInt8](repeating: 0x61, count: 2 * 1024 * 1024)))
+        let outcome = await handler.handle(Self.input(body: [UInt8](repeating: 0x61, count: 2 * 1024 * 1024), properties: Self.rpc))
         guard case .success(let output) = outcome else { Issue.record("expected success, got \(outcome)"); return }
         #expect(output.reply == Array("done\n".utf8))
     }
 
     @Test func stdoutBeyondOneMiBFailsOnlyWhenAReplyIsExpected() async throws {
+        // Without reply_to nobody reads stdout: it goes to /dev/null, so its size cannot matter.
         let handler = try makeHandler(script("head -c 1100000 /dev/zero"))
         let rpc = await handler.handle(Self.input(properties: BasicProperties(correlationID: "c", replyTo: "replies")))
         guard case .failure(let failure) = rpc else { Issue.record("expected failure, got \(rpc)"); return }
         #expect(failure.error == "reply on stdout exceeds 1 MiB")
         let plain = await handler.handle(Self.input())
         guard case .success(let output) = plain else { Issue.record("expected success, got \(plain)"); return }
-        #expect(output.reply?.count == BoundedOutput.replyLimit, "the overflow was drained but not kept")
+        #expect(output.reply == nil, "stdout is not kept without reply_to")
+    }
+
+    @Test func stdoutIsKeptOnlyWhenTheMessageHasReplyTo() async throws {
+        let handler = try makeHandler(script("echo answer"))
+        guard case .success(let rpc) = await handler.handle(Self.input(properties: Self.rpc)) else { Issue.record("expected success"); return }
+        #expect(rpc.reply == Array("answer\n".utf8))
+        guard case .success(let plain) = await handler.handle(Self.input()) else { Issue.record("expected success"); return }
+        #expect(plain.reply == nil)
     }
 
     // MARK: exit codes and signals
@@ -206,6 +215,9 @@ final class ExecHandlerTests: Sendable {
     func makeHandler(_ program: String, logger: Logger = ExecHandlerTests.quietLogger, grace: Duration = .seconds(5)) throws -> ExecHandler {
         try ExecHandler(name: "test", command: [program], environment: [:], workingDirectory: nil, logger: logger, terminationGrace: grace)
     }
+
+    /// Properties of a message that wants a reply: stdout is kept only for those.
+    static let rpc = BasicProperties(correlationID: "c-1", replyTo: "replies", messageID: "m-1")
 
     static func input(body: [UInt8] = [], properties: BasicProperties = BasicProperties(messageID: "m-1"), timeout: Duration = .seconds(30)) -> HandlerInput {
         HandlerInput(

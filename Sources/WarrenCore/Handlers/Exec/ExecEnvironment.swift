@@ -1,58 +1,70 @@
 import AMQP
 import Foundation
-import Subprocess
 
 /// The environment of an `exec` handler's process (SPEC 5.1): warren's own environment, then
 /// the handler's configured `env` on top, then the message's `WARREN_*` variables on top of both,
 /// so neither an inherited nor a configured variable can impersonate message metadata.
 ///
-/// The fixed part is merged once, when the handler is built; a run only adds the per-message
-/// variables to a copy.
+/// The fixed part is merged and laid out as C strings once, when the handler is built; a run
+/// only appends the per-message variables to a copy.
 struct ExecEnvironment: Sendable {
     struct InvalidName: Error, CustomStringConvertible {
         var name: String
         var description: String { "env: \"\(name)\" is not a valid environment variable name (empty, contains '=' or NUL, or starts with a digit)" }
     }
 
+    /// The variables every message sets, whatever the inherited or configured environment says.
+    static let messageVariables: Set<String> = [
+        "WARREN_QUEUE", "WARREN_EXCHANGE", "WARREN_ROUTING_KEY", "WARREN_MESSAGE_ID", "WARREN_CORRELATION_ID",
+        "WARREN_REPLY_TO", "WARREN_CONTENT_TYPE", "WARREN_TYPE", "WARREN_REDELIVERED", "WARREN_ATTEMPT", "WARREN_HEADERS",
+    ]
+
     /// Warren's environment merged with the configured `env`.
-    let base: [Environment.Key: String]
+    let base: [String: String]
+    /// `base` without the message variables, as `NAME=value` strings.
+    private let fixed: CStringBlock
 
     init(inherited: [String: String] = ProcessInfo.processInfo.environment, configured: [String: String]) throws(InvalidName) {
-        var base: [Environment.Key: String] = [:]
-        base.reserveCapacity(inherited.count + configured.count + 11)
+        var base: [String: String] = [:]
+        base.reserveCapacity(inherited.count + configured.count)
         // An odd inherited name cannot come from the operator's config; skip it rather than
-        // fail every run (the process library refuses the whole environment otherwise).
+        // fail every run.
         for (name, value) in inherited where Self.isValidName(name) {
-            base[Self.key(name)] = Self.clean(value)
+            base[name] = Self.clean(value)
         }
         for (name, value) in configured {
             guard Self.isValidName(name) else { throw InvalidName(name: name) }
-            base[Self.key(name)] = Self.clean(value)
+            base[name] = Self.clean(value)
         }
         self.base = base
+        var fixed = CStringBlock()
+        for (name, value) in base.sorted(by: { $0.key < $1.key }) where !Self.messageVariables.contains(name) {
+            fixed.append(name: name, value: value)
+        }
+        self.fixed = fixed
     }
 
     /// The `PATH` a bare program name is looked up on: the one the process will run with.
     var searchPath: String { base["PATH"] ?? "/usr/local/bin:/usr/bin:/bin" }
 
-    /// The full environment for one message. Absent properties are empty strings, so a
-    /// program can rely on every variable being set.
-    func environment(for input: HandlerInput) -> Environment {
+    /// The full environment for one message, as `envp` strings. Absent properties are empty
+    /// strings, so a program can rely on every variable being set.
+    func environment(for input: HandlerInput) -> CStringBlock {
         let p = input.properties
-        var values = base
-        values["WARREN_QUEUE"] = Self.clean(input.queue)
-        values["WARREN_EXCHANGE"] = Self.clean(input.exchange)
-        values["WARREN_ROUTING_KEY"] = Self.clean(input.routingKey)
-        values["WARREN_MESSAGE_ID"] = Self.clean(p.messageID ?? "")
-        values["WARREN_CORRELATION_ID"] = Self.clean(p.correlationID ?? "")
-        values["WARREN_REPLY_TO"] = Self.clean(p.replyTo ?? "")
-        values["WARREN_CONTENT_TYPE"] = Self.clean(p.contentType ?? "")
-        values["WARREN_TYPE"] = Self.clean(p.type ?? "")
-        values["WARREN_REDELIVERED"] = input.redelivered ? "1" : "0"
-        values["WARREN_ATTEMPT"] = String(input.attempt)
+        var values = fixed
+        values.append(name: "WARREN_QUEUE", value: Self.clean(input.queue))
+        values.append(name: "WARREN_EXCHANGE", value: Self.clean(input.exchange))
+        values.append(name: "WARREN_ROUTING_KEY", value: Self.clean(input.routingKey))
+        values.append(name: "WARREN_MESSAGE_ID", value: Self.clean(p.messageID ?? ""))
+        values.append(name: "WARREN_CORRELATION_ID", value: Self.clean(p.correlationID ?? ""))
+        values.append(name: "WARREN_REPLY_TO", value: Self.clean(p.replyTo ?? ""))
+        values.append(name: "WARREN_CONTENT_TYPE", value: Self.clean(p.contentType ?? ""))
+        values.append(name: "WARREN_TYPE", value: Self.clean(p.type ?? ""))
+        values.append(name: "WARREN_REDELIVERED", value: input.redelivered ? "1" : "0")
+        values.append(name: "WARREN_ATTEMPT", value: String(input.attempt))
         // The same JSON shape every handler kind sees (`MessageJSON`).
-        values["WARREN_HEADERS"] = String(decoding: MessageJSON.headersJSON(p.headers), as: UTF8.self)
-        return .custom(values)
+        values.append(name: "WARREN_HEADERS", value: String(decoding: MessageJSON.headersJSON(p.headers), as: UTF8.self))
+        return values
     }
 
     /// POSIX names: no `=`, no NUL, not empty, no leading digit.
@@ -61,16 +73,10 @@ struct ExecEnvironment: Sendable {
         return !name.utf8.contains(UInt8(ascii: "=")) && !name.utf8.contains(0)
     }
 
-    /// A C environment string ends at its first NUL, and the process library refuses such a
-    /// value (failing the run). AMQP short strings may contain NUL, so it is dropped: a hostile
-    /// property must not decide the message's fate.
+    /// A C environment string ends at its first NUL. AMQP short strings may contain NUL, so it
+    /// is dropped: a hostile property must not cut or reshape the environment.
     static func clean(_ value: String) -> String {
         guard value.utf8.contains(0) else { return value }
         return String(String.UnicodeScalarView(value.unicodeScalars.filter { $0 != "\0" }))
-    }
-
-    private static func key(_ name: String) -> Environment.Key {
-        // `init?(rawValue:)` never fails; the optional is an artefact of RawRepresentable.
-        Environment.Key(rawValue: name) ?? "WARREN_INVALID"
     }
 }

@@ -1,7 +1,6 @@
 import Foundation
 import Glibc
 import Logging
-import Subprocess
 
 /// `exec`: one process per message (SPEC 5.1). The body goes to the program's stdin, the
 /// message's metadata to its environment (`WARREN_*`), and its exit status decides the outcome:
@@ -25,6 +24,9 @@ struct ExecHandler: MessageHandler {
     let logger: Logger
 
     var enforcesOwnTimeout: Bool { true }
+    /// The process is waited for on a thread of its own (`ExecProcess`); `handle` only lays
+    /// out the environment and awaits.
+    var neverBlocks: Bool { true }
 
     /// - Parameters:
     ///   - terminationGrace: between SIGTERM and SIGKILL on timeout; tests shorten it.
@@ -48,10 +50,10 @@ struct ExecHandler: MessageHandler {
     }
 
     func handle(_ input: HandlerInput) async -> HandlerOutcome {
-        let result = await ExecProcess.run(
-            program, environment: environment.environment(for: input), input: input.body, timeout: input.timeout,
-            stderr: StderrCollector(logger: logger, context: .init(handler: name, input: input)))
         let wantsReply = input.properties.replyTo.map { !$0.isEmpty } ?? false
+        let result = await ExecProcess.run(
+            program, environment: environment.environment(for: input), input: input.body, captureStdout: wantsReply,
+            timeout: input.timeout, stderr: StderrCollector(logger: logger, context: .init(handler: name, input: input)))
         return Self.outcome(of: result, timeout: input.timeout, wantsReply: wantsReply)
     }
 
@@ -77,7 +79,7 @@ struct ExecHandler: MessageHandler {
             if wantsReply && run.stdout.overflowed {
                 return .failure(HandlerFailure("reply on stdout exceeds 1 MiB", stderrTail: tail))
             }
-            return .success(HandlerOutput(reply: run.stdout.bytes))
+            return .success(HandlerOutput(reply: wantsReply ? run.stdout.bytes : nil))
         case .exited(Self.exitReject):
             return .verdict(.reject, error: verdictError(Self.exitReject, run.stderr), output: .none)
         case .exited(Self.exitRetry):

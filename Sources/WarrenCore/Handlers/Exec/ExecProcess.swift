@@ -1,12 +1,18 @@
+import CSpawn
+import Dispatch
 import Glibc
-import Subprocess
+import Synchronization
 
 /// One run of an `exec` handler's program: spawn it in its own process group, feed the body on
 /// stdin, drain stdout and stderr, and enforce the timeout by tearing the whole group down.
 ///
-/// Everything runs on the process library's own I/O and monitor threads (epoll and pidfd
-/// based); the tasks here only await them, so a run never blocks the cooperative pool, and
-/// the library reaps every child it spawned (no zombies) and closes every pipe it opened.
+/// A run is one `poll` loop on a thread of its own: the spawn (posix_spawn, which does not copy
+/// warren's address space), the pipes, the exit (a pidfd), the deadline and cancellation are
+/// all waited for in one place, so a run costs two thread hand-overs (there and back) whatever
+/// the program does. The threads come from libdispatch's overcommit pool (a serial queue per
+/// run), which starts another thread when all are busy and keeps idle ones for reuse: a run
+/// that blocks never holds up the cooperative pool, and runs never queue behind each other.
+/// Every child is reaped and every descriptor closed before the run returns.
 enum ExecProcess {
     /// How the run ended, before it is read as an outcome.
     enum Ending: Sendable {
@@ -27,135 +33,337 @@ enum ExecProcess {
         var stderr: StderrCollector
     }
 
-    /// What the run's body hands back to the race in `run`.
-    private struct Captured: Sendable {
-        var stdout: BoundedOutput
-        var stderr: StderrCollector
-    }
-
-    private enum Event: Sendable {
-        case ended(Ending, Captured?)
-        /// The timeout task ended; `fired` when the timeout passed (the group was signalled).
-        case timer(fired: Bool)
-    }
-
     /// Runs `program` once. Returns when the process has exited and been reaped.
     ///
     /// On timeout the group gets SIGTERM, then SIGKILL after the grace, while stdout and stderr
     /// are still drained: the handler can say what it was doing as it stops, and does not get
-    /// SIGPIPE for it. If the caller is cancelled instead (warren stopping), the library runs the
-    /// same teardown for the cancelled run.
+    /// SIGPIPE for it. Cancelling the caller (warren stopping) tears the group down the same way.
+    ///
+    /// - Parameter captureStdout: false when nobody reads stdout (the message has no
+    ///   `reply_to`): it goes to /dev/null, and the run has one pipe fewer to wake up for.
     static func run(
-        _ program: ExecProgram, environment: Environment, input: [UInt8], timeout: Duration, stderr: StderrCollector
+        _ program: ExecProgram, environment: CStringBlock, input: [UInt8], captureStdout: Bool, timeout: Duration,
+        stderr: StderrCollector
     ) async -> Finished {
-        let processGroup = ProcessGroupSignaller()
-        return await withTaskGroup(of: Event.self) { group in
-            group.addTask {
-                await spawn(program, environment: environment, input: input, stderr: stderr, processGroup: processGroup)
-            }
-            group.addTask {
-                do {
-                    try await Task.sleep(for: timeout)
-                } catch {
-                    return .timer(fired: false)
-                }
-                processGroup.signal(SIGTERM)
-                do {
-                    try await Task.sleep(for: program.grace)
-                    processGroup.signal(SIGKILL)
-                } catch {
-                    // The run ended within the grace.
-                }
-                return .timer(fired: true)
-            }
-            var result = Finished(ending: .notStarted("not run"), stderr: stderr)
-            var ended = false
-            for await event in group {
-                switch event {
-                case .ended(let ending, let captured):
-                    result.ending = ending
-                    if let captured {
-                        result.stdout = captured.stdout
-                        result.stderr = captured.stderr
-                    }
-                    ended = true
-                    group.cancelAll()
-                case .timer(let fired):
-                    if fired {
-                        result.timedOut = true
-                    } else if !ended {
-                        // Not stopped by us: the caller was cancelled, and with it the run.
-                        result.cancelled = true
-                    }
-                }
-            }
-            // The teardown ends when the leader exits; anything of its group that survived
-            // SIGTERM gets SIGKILL now rather than run on unowned.
-            if result.timedOut || result.cancelled { processGroup.signal(SIGKILL) }
-            return result
-        }
-    }
-
-    private static func spawn(
-        _ program: ExecProgram, environment: Environment, input: [UInt8], stderr: StderrCollector, processGroup: ProcessGroupSignaller
-    ) async -> Event {
+        let cancellation: Cancellation
         do {
-            let result = try await Subprocess.run(
-                program.executable, arguments: program.arguments, environment: environment,
-                workingDirectory: program.workingDirectory, platformOptions: program.platformOptions,
-                input: .inputWriter, output: .sequence, error: .sequence
-            ) { execution in
-                processGroup.started(execution.processIdentifier.value)
-                return await exchange(with: execution, input: input, stderr: stderr)
-            }
-            let ending: Ending = switch result.terminationStatus {
-            case .exited(let code): .exited(code)
-            case .signaled(let signal): .signaled(signal)
-            }
-            return .ended(ending, result.closureResult)
+            cancellation = try Cancellation()
         } catch {
-            return .ended(.notStarted(program.launchFailure(error)), nil)
+            return Finished(ending: .notStarted("cannot start \(program.name): \(error.description)"), stderr: stderr)
+        }
+        defer { cancellation.close() }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Finished, Never>) in
+                DispatchQueue(label: "warren.exec").async {
+                    var run = BlockingRun(
+                        program: program, timeout: timeout, cancellation: cancellation, result: Finished(ending: .notStarted("not run"), stderr: stderr))
+                    run.perform(environment: environment, input: input, captureStdout: captureStdout)
+                    continuation.resume(returning: run.result)
+                }
+            }
+        } onCancel: {
+            cancellation.signal()
         }
     }
 
-    /// Writes the body while draining stdout and stderr, all at once: a child that fills one
-    /// pipe before reading the other must not deadlock against us. The streams end at EOF, or
-    /// when the process exits (the library stops waiting for a grandchild that keeps a pipe
-    /// open), or when the run is cancelled.
-    private static func exchange(
-        with execution: Execution<CustomWriteInput, SequenceOutput, SequenceOutput>, input: [UInt8], stderr: StderrCollector
-    ) async -> Captured {
-        await withTaskGroup(of: BoundedOutput?.self) { group in
-            group.addTask {
-                let writer = execution.standardInputWriter
-                // A child that exits or closes stdin before reading it all makes this fail
-                // (EPIPE; SIGPIPE is ignored, see ChildProcesses). That is the child's choice: its
-                // exit status says how the run went.
-                _ = try? await writer.write(input)
-                try? await writer.finish()
-                return nil
-            }
-            group.addTask {
-                var stdout = BoundedOutput()
-                do {
-                    for try await chunk in execution.standardOutput { chunk.withUnsafeBytes { stdout.append($0) } }
-                } catch {
-                    // A read error ends the capture; the exit status still decides the outcome.
-                }
-                return stdout
-            }
-            var stderr = stderr
-            do {
-                for try await chunk in execution.standardError { chunk.withUnsafeBytes { stderr.append($0) } }
-            } catch {
-                // As for stdout.
-            }
-            stderr.finish()
-            var stdout = BoundedOutput()
-            for await drained in group {
-                if let drained { stdout = drained }
-            }
-            return Captured(stdout: stdout, stderr: stderr)
+    /// An eventfd the run polls: written when the caller's task is cancelled. Closed only when
+    /// the run is over, under the same lock as the write, so a late cancellation never writes
+    /// to a descriptor number reused since.
+    final class Cancellation: Sendable {
+        private struct State {
+            var fd: Int32
+            var signalled = false
         }
+
+        private let state: Mutex<State>
+        let fd: Int32
+
+        init() throws(SystemError) {
+            let fd = warren_eventfd()
+            guard fd >= 0 else { throw SystemError(call: "eventfd", code: errno) }
+            self.fd = fd
+            state = Mutex(State(fd: fd))
+        }
+
+        var isSignalled: Bool { state.withLock { $0.signalled } }
+
+        func signal() {
+            state.withLock { state in
+                state.signalled = true
+                guard state.fd >= 0 else { return }
+                var one: UInt64 = 1
+                _ = Glibc.write(state.fd, &one, MemoryLayout<UInt64>.size)
+            }
+        }
+
+        func close() {
+            state.withLock { state in
+                guard state.fd >= 0 else { return }
+                _ = Glibc.close(state.fd)
+                state.fd = -1
+            }
+        }
+    }
+
+    struct SystemError: Error, CustomStringConvertible {
+        var call: String
+        var code: Int32
+        var description: String { "\(call): \(String(cString: strerror(code)))" }
+    }
+}
+
+/// The blocking body of one run, on its own thread.
+private struct BlockingRun {
+    let program: ExecProgram
+    let timeout: Duration
+    let cancellation: ExecProcess.Cancellation
+    var result: ExecProcess.Finished
+
+    /// Descriptors this side holds; -1 once closed.
+    private var stdinFD: Int32 = -1
+    private var stdoutFD: Int32 = -1
+    private var stderrFD: Int32 = -1
+    private var exitFD: Int32 = -1
+    private var pid: pid_t = 0
+    /// When the next step of the teardown is due (nil: none is).
+    private var deadline: ContinuousClock.Instant?
+    private var stopping = false
+    /// Where pipe reads land; allocated for the run by `perform`.
+    private var readBuffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+
+    init(program: ExecProgram, timeout: Duration, cancellation: ExecProcess.Cancellation, result: ExecProcess.Finished) {
+        self.program = program
+        self.timeout = timeout
+        self.cancellation = cancellation
+        self.result = result
+    }
+
+    mutating func perform(environment: CStringBlock, input: [UInt8], captureStdout: Bool) {
+        defer { result.stderr.finish() }
+        guard let path = program.path else {
+            result.ending = .notStarted(program.launchFailure(ENOENT))
+            return
+        }
+        if cancellation.isSignalled {
+            result.cancelled = true
+            result.ending = .notStarted("not started: warren is stopping")
+            return
+        }
+        if let failure = spawn(path: path, environment: environment, captureStdout: captureStdout) {
+            result.ending = .notStarted(failure)
+            return
+        }
+        deadline = .now + timeout
+        readBuffer = .allocate(byteCount: 64 * 1024, alignment: 16)
+        defer { readBuffer.deallocate() }
+        exchange(input: input)
+        closeAll()
+    }
+
+    /// Starts the process with its three pipes; nil on success, else why it could not start.
+    private mutating func spawn(path: String, environment: CStringBlock, captureStdout: Bool) -> String? {
+        var input: [Int32] = [-1, -1]
+        var output: [Int32] = [-1, -1]
+        var errors: [Int32] = [-1, -1]
+        var code = warren_pipe(&input)
+        if code == 0 {
+            if captureStdout {
+                code = warren_pipe(&output)
+            } else {
+                output[1] = Glibc.open("/dev/null", O_WRONLY | O_CLOEXEC)
+                if output[1] < 0 { code = errno }
+            }
+        }
+        if code == 0 { code = warren_pipe(&errors) }
+        guard code == 0 else {
+            for fd in input + output + errors where fd >= 0 { Glibc.close(fd) }
+            return "cannot start \(program.name): pipe: \(String(cString: strerror(code)))"
+        }
+        var child: pid_t = 0
+        code = program.arguments.withPointers { argv in
+            environment.withPointers { envp in
+                warren_spawn(&child, path, argv, envp, program.workingDirectory, input[0], output[1], errors[1])
+            }
+        }
+        // The child's ends are its own now (or nobody's, if it did not start).
+        Glibc.close(input[0])
+        Glibc.close(output[1])
+        Glibc.close(errors[1])
+        stdinFD = input[1]
+        stdoutFD = output[0]
+        stderrFD = errors[0]
+        guard code == 0 else {
+            closeAll()
+            return program.launchFailure(code)
+        }
+        pid = child
+        for fd in [stdinFD, stdoutFD, stderrFD] where fd >= 0 { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
+        // Without a pidfd (Linux before 5.3) the exit is noticed by polling waitpid.
+        exitFD = warren_pidfd_open(child)
+        return nil
+    }
+
+    /// Writes the body while draining stdout and stderr, all at once (a child that fills one
+    /// pipe before reading the other must not deadlock against us), until the process exits.
+    private mutating func exchange(input: [UInt8]) {
+        var written = 0
+        if input.isEmpty { closeStdin() }
+        var watchCancellation = true
+        var fds: [pollfd] = []
+        var exited = false
+        while true {
+            fds.removeAll(keepingCapacity: true)
+            if exitFD >= 0 { fds.append(pollfd(fd: exitFD, events: Int16(POLLIN), revents: 0)) }
+            if watchCancellation { fds.append(pollfd(fd: cancellation.fd, events: Int16(POLLIN), revents: 0)) }
+            if stdinFD >= 0 { fds.append(pollfd(fd: stdinFD, events: Int16(POLLOUT), revents: 0)) }
+            if stdoutFD >= 0 { fds.append(pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0)) }
+            if stderrFD >= 0 { fds.append(pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0)) }
+            let ready = poll(&fds, nfds_t(fds.count), pollTimeout())
+            if ready < 0 && errno != EINTR { break }
+
+            for entry in fds where entry.revents != 0 {
+                switch entry.fd {
+                case cancellation.fd:
+                    watchCancellation = false
+                    if !result.timedOut { result.cancelled = true }
+                    beginTeardown()
+                case stdinFD:
+                    written += writeInput(input, from: written)
+                    if written == input.count { closeStdin() }
+                case stdoutFD:
+                    if !drain(stdoutFD, into: .stdout) { Self.closeFD(&stdoutFD) }
+                case stderrFD:
+                    if !drain(stderrFD, into: .stderr) { Self.closeFD(&stderrFD) }
+                case exitFD:
+                    exited = true
+                default:
+                    break
+                }
+            }
+            if exited || (exitFD < 0 && hasExited()) {
+                finish()
+                return
+            }
+            if let due = deadline, due <= .now { deadlinePassed() }
+        }
+        // poll itself failed (EFAULT, ENOMEM): stop the group and collect it rather than leave it.
+        stopping = true
+        stopGroup(SIGKILL)
+        finish()
+    }
+
+    private enum Stream { case stdout, stderr }
+
+    /// Reads what `fd` has now into `stream`; false at end of file or on an error.
+    private mutating func drain(_ fd: Int32, into stream: Stream, limit: Int = .max) -> Bool {
+        var total = 0
+        while total < limit {
+            let count = read(fd, readBuffer.baseAddress, readBuffer.count)
+            if count > 0 {
+                total += count
+                let chunk = UnsafeRawBufferPointer(rebasing: readBuffer[0..<count])
+                switch stream {
+                case .stdout: result.stdout.append(chunk)
+                case .stderr: result.stderr.append(chunk)
+                }
+                continue
+            }
+            if count < 0 && errno == EINTR { continue }
+            // EAGAIN: nothing more for now. Any other error ends the capture; the exit status
+            // still decides the outcome.
+            return count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+        }
+        return true
+    }
+
+    /// Writes what the pipe takes of the rest of `input`; returns how much. A child that exits
+    /// or closes stdin before reading it all makes this fail (EPIPE; SIGPIPE is ignored, see
+    /// ChildProcesses): that is the child's choice, and its exit status says how the run went.
+    private mutating func writeInput(_ input: [UInt8], from offset: Int) -> Int {
+        let count = input.withUnsafeBytes { bytes in
+            write(stdinFD, bytes.baseAddress! + offset, bytes.count - offset)
+        }
+        if count >= 0 { return count }
+        if errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR { closeStdin() }
+        return 0
+    }
+
+    /// Whether the leader has exited, for kernels without pidfds. It is not reaped here
+    /// (WNOWAIT): a zombie leader keeps the group id ours for the last SIGKILL.
+    private func hasExited() -> Bool {
+        var info = siginfo_t()
+        return waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info._sifields._sigchld.si_pid == pid
+    }
+
+    /// The leader has exited: stop what is left of a torn-down group, reap, and collect what it
+    /// wrote before exiting. A grandchild may keep the pipes open; the run does not wait for it.
+    private mutating func finish() {
+        // Anything of the group that survived SIGTERM gets SIGKILL rather than run on unowned.
+        if stopping { stopGroup(SIGKILL) }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        // At most what the pipes hold (64 KiB each) was left by the leader; the limit stops a
+        // grandchild that keeps writing from keeping the run here.
+        if stdoutFD >= 0 { _ = drain(stdoutFD, into: .stdout, limit: 1024 * 1024) }
+        if stderrFD >= 0 { _ = drain(stderrFD, into: .stderr, limit: 1024 * 1024) }
+        if status & 0x7f == 0 {
+            result.ending = .exited((status >> 8) & 0xff)
+        } else {
+            result.ending = .signaled(status & 0x7f)
+        }
+    }
+
+    private mutating func deadlinePassed() {
+        if stopping {
+            stopGroup(SIGKILL)
+            deadline = nil
+        } else {
+            result.timedOut = true
+            beginTeardown()
+        }
+    }
+
+    /// SIGTERM to the group now, SIGKILL after the grace.
+    private mutating func beginTeardown() {
+        guard !stopping else { return }
+        stopping = true
+        stopGroup(SIGTERM)
+        deadline = .now + program.grace
+    }
+
+    /// Signals the run's process group. Only while the leader is unreaped: until then the group
+    /// id cannot belong to anyone else.
+    private func stopGroup(_ signal: Int32) {
+        guard pid > 1 else { return }
+        // ESRCH (everything has exited) is the expected answer late in a teardown.
+        _ = kill(-pid, signal)
+    }
+
+    /// Milliseconds until the deadline, rounded up; -1 when there is none. Without a pidfd, at
+    /// most 10 ms, so the exit is noticed.
+    private func pollTimeout() -> Int32 {
+        var timeout: Int32 = -1
+        if let deadline {
+            let left = ContinuousClock.now.duration(to: deadline)
+            let milliseconds = max(0, left.components.seconds * 1000 + (left.components.attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+            timeout = Int32(clamping: milliseconds)
+        }
+        if exitFD < 0 { timeout = timeout < 0 ? 10 : min(timeout, 10) }
+        return timeout
+    }
+
+    private mutating func closeStdin() { Self.closeFD(&stdinFD) }
+
+    private static func closeFD(_ fd: inout Int32) {
+        guard fd >= 0 else { return }
+        Glibc.close(fd)
+        fd = -1
+    }
+
+    private mutating func closeAll() {
+        Self.closeFD(&stdinFD)
+        Self.closeFD(&stdoutFD)
+        Self.closeFD(&stderrFD)
+        Self.closeFD(&exitFD)
     }
 }

@@ -103,22 +103,28 @@ extension FieldValue {
 extension BasicProperties {
     init(amqpProperties p: amqp_basic_properties_t) {
         let flags = p._flags
+        guard flags != 0 else {
+            self.init()
+            return
+        }
         func has(_ flag: Int32) -> Bool { flags & amqp_flags_t(UInt32(bitPattern: flag)) != 0 }
-        self.init()
-        if has(AMQP_BASIC_CONTENT_TYPE_FLAG) { contentType = String(amqpBytes: p.content_type) }
-        if has(AMQP_BASIC_CONTENT_ENCODING_FLAG) { contentEncoding = String(amqpBytes: p.content_encoding) }
-        if has(AMQP_BASIC_HEADERS_FLAG) { headers = FieldTable(amqpTable: p.headers) }
-        if has(AMQP_BASIC_DELIVERY_MODE_FLAG) { deliveryMode = p.delivery_mode }
-        if has(AMQP_BASIC_PRIORITY_FLAG) { priority = p.priority }
-        if has(AMQP_BASIC_CORRELATION_ID_FLAG) { correlationID = String(amqpBytes: p.correlation_id) }
-        if has(AMQP_BASIC_REPLY_TO_FLAG) { replyTo = String(amqpBytes: p.reply_to) }
-        if has(AMQP_BASIC_EXPIRATION_FLAG) { expiration = String(amqpBytes: p.expiration) }
-        if has(AMQP_BASIC_MESSAGE_ID_FLAG) { messageID = String(amqpBytes: p.message_id) }
-        if has(AMQP_BASIC_TIMESTAMP_FLAG) { timestamp = p.timestamp }
-        if has(AMQP_BASIC_TYPE_FLAG) { type = String(amqpBytes: p.type) }
-        if has(AMQP_BASIC_USER_ID_FLAG) { userID = String(amqpBytes: p.user_id) }
-        if has(AMQP_BASIC_APP_ID_FLAG) { appID = String(amqpBytes: p.app_id) }
-        if has(AMQP_BASIC_CLUSTER_ID_FLAG) { clusterID = String(amqpBytes: p.cluster_id) }
+        func string(_ flag: Int32, _ bytes: amqp_bytes_t) -> String? { has(flag) ? String(amqpBytes: bytes) : nil }
+        // One box for all of them, not one copy per property set.
+        self.init(
+            contentType: string(AMQP_BASIC_CONTENT_TYPE_FLAG, p.content_type),
+            contentEncoding: string(AMQP_BASIC_CONTENT_ENCODING_FLAG, p.content_encoding),
+            headers: has(AMQP_BASIC_HEADERS_FLAG) ? FieldTable(amqpTable: p.headers) : nil,
+            deliveryMode: has(AMQP_BASIC_DELIVERY_MODE_FLAG) ? p.delivery_mode : nil,
+            priority: has(AMQP_BASIC_PRIORITY_FLAG) ? p.priority : nil,
+            correlationID: string(AMQP_BASIC_CORRELATION_ID_FLAG, p.correlation_id),
+            replyTo: string(AMQP_BASIC_REPLY_TO_FLAG, p.reply_to),
+            expiration: string(AMQP_BASIC_EXPIRATION_FLAG, p.expiration),
+            messageID: string(AMQP_BASIC_MESSAGE_ID_FLAG, p.message_id),
+            timestamp: has(AMQP_BASIC_TIMESTAMP_FLAG) ? p.timestamp : nil,
+            type: string(AMQP_BASIC_TYPE_FLAG, p.type),
+            userID: string(AMQP_BASIC_USER_ID_FLAG, p.user_id),
+            appID: string(AMQP_BASIC_APP_ID_FLAG, p.app_id),
+            clusterID: string(AMQP_BASIC_CLUSTER_ID_FLAG, p.cluster_id))
     }
 }
 

@@ -40,6 +40,12 @@ extension IOLoop {
     /// Dispatches the frames librabbitmq queued while it waited for an RPC reply. Called right
     /// after every RPC, so that frames of a channel that the RPC just closed are dropped before
     /// its id can be reused.
+    ///
+    /// Then recycles the channel pools those frames sat in (everything was copied out, and no
+    /// caller reads its RPC reply after this). A pool keeps its pages at its high-water mark, so
+    /// without this, consumers started one after another on a busy connection would each keep
+    /// the deliveries that arrived during all the later RPCs: 10 queues at prefetch 1000 held
+    /// about 7 MiB of pages that way.
     func dispatchQueuedFrames() {
         var frame = amqp_frame_t()
         var zero = Glibc.timeval(tv_sec: 0, tv_usec: 0)
@@ -51,6 +57,7 @@ extension IOLoop {
             }
             dispatch(frame)
         }
+        if fatal == nil { amqp_maybe_release_buffers(connection) }
     }
 
     private func dispatch(_ frame: amqp_frame_t) {

@@ -194,6 +194,7 @@ extension IOLoop {
             guard amqp_basic_qos(connection, id, 0, options.prefetch, 0) != nil else {
                 try rpcFailed(channel: id, "setting prefetch \(options.prefetch) for queue \"\(options.queue)\"")
             }
+            dispatchQueuedFrames()
             let arena = CArena()
             guard let ok = amqp_basic_consume(
                 connection, id, try arena.shortString(options.queue, field: "queue name"),

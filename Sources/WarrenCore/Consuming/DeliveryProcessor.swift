@@ -18,6 +18,17 @@ struct DeliveryProcessor: Sendable {
     let logger: Logger
     /// This queue's series, resolved here, once per consumer, rather than per message.
     let metrics: QueueMetrics
+    /// The queue's handlers with their timeouts and series, looked up once. A message's
+    /// handler names are found here by comparing a few strings (usually the same storage)
+    /// instead of hashing each name into three dictionaries per message.
+    private let resolved: [ResolvedHandler]
+
+    private struct ResolvedHandler: Sendable {
+        let name: String
+        let handler: (any MessageHandler)?
+        let timeout: Duration
+        let metrics: HandlerMetrics?
+    }
 
     init(
         queue: QueueConfiguration, router: Router, handlers: HandlerRegistry, handlerConfigurations: [String: HandlerConfiguration],
@@ -31,7 +42,27 @@ struct DeliveryProcessor: Sendable {
         self.connection = connection
         self.dedup = dedup
         self.logger = logger
-        self.metrics = QueueMetrics(queue: queue)
+        let metrics = QueueMetrics(queue: queue)
+        self.metrics = metrics
+        var resolved: [ResolvedHandler] = []
+        for name in queue.handlerNames where !resolved.contains(where: { $0.name == name }) {
+            resolved.append(Self.resolve(name, queue: queue, handlers: handlers, configurations: handlerConfigurations, metrics: metrics))
+        }
+        self.resolved = resolved
+    }
+
+    private static func resolve(
+        _ name: String, queue: QueueConfiguration, handlers: HandlerRegistry, configurations: [String: HandlerConfiguration],
+        metrics: QueueMetrics
+    ) -> ResolvedHandler {
+        ResolvedHandler(
+            name: name, handler: handlers[name], timeout: configurations[name]?.timeout ?? queue.handlerTimeout,
+            metrics: metrics.handler(name))
+    }
+
+    private func resolved(_ name: String) -> ResolvedHandler {
+        for entry in resolved where entry.name == name { return entry }
+        return Self.resolve(name, queue: queue, handlers: handlers, configurations: handlerConfigurations, metrics: metrics)
     }
 
     /// True when nothing processing a delivery may block a thread: every handler the queue can
@@ -169,18 +200,19 @@ struct DeliveryProcessor: Sendable {
 
     /// Runs one handler and counts its result and duration.
     private nonisolated(nonsending) func run(_ name: String, _ input: HandlerInput) async -> HandlerOutcome {
+        let entry = resolved(name)
         let clock = ContinuousClock()
         let started = clock.now
-        let outcome = await runUncounted(name, input)
-        metrics.handler(name)?.record(outcome, after: clock.now - started)
+        let outcome = await runUncounted(entry, input)
+        entry.metrics?.record(outcome, after: clock.now - started)
         return outcome
     }
 
-    private nonisolated(nonsending) func runUncounted(_ name: String, _ input: HandlerInput) async -> HandlerOutcome {
-        guard let handler = handlers[name] else {
-            return .failure(HandlerFailure("handler \"\(name)\" is not configured"))
+    private nonisolated(nonsending) func runUncounted(_ entry: ResolvedHandler, _ input: HandlerInput) async -> HandlerOutcome {
+        guard let handler = entry.handler else {
+            return .failure(HandlerFailure("handler \"\(entry.name)\" is not configured"))
         }
-        let timeout = handlerConfigurations[name]?.timeout ?? queue.handlerTimeout
+        let timeout = entry.timeout
         var timed = input
         timed.timeout = timeout
         let input = timed

@@ -1,3 +1,5 @@
+import DequeModule
+
 /// Decides which `basic.ack` / `basic.nack` / `basic.reject` frames to send for one channel
 /// incarnation, given the order in which its deliveries finished.
 ///
@@ -43,68 +45,87 @@ struct AckSettler {
         }
     }
 
+    /// What is known of a tag between `floor` and `highestDelivered`.
+    private enum Slot {
+        /// Delivered, its handler not finished.
+        case handling
+        /// Finished, not yet sent: the disposition and when it was recorded.
+        case finished(Disposition, at: UInt64)
+        /// Sent individually, above a gap.
+        case sent
+    }
+
     let mode: Mode
     /// Every tag below `floor` has been settled on the wire.
     private(set) var floor: UInt64 = 1
     private(set) var highestDelivered: UInt64 = 0
-    /// Finished, not yet sent: disposition and the time it was recorded.
-    private var finished: [UInt64: (disposition: Disposition, at: UInt64)] = [:]
-    /// Tags at or above `floor` that were sent individually.
-    private var sentAbove: Set<UInt64> = []
+    /// One slot per tag from `floor` up to `highestDelivered` (`slots[i]` is tag `floor + i`):
+    /// tags arrive in order, so a ring indexed by offset replaces a hash table per tag.
+    private var slots: Deque<Slot> = []
+    /// Deliveries finished by their handlers whose settlement has not been sent yet.
+    private(set) var finishedCount = 0
+    private var sentCount = 0
 
     init(mode: Mode) {
         self.mode = mode
     }
 
     /// Deliveries received and not yet settled on the wire.
-    var unsettledCount: Int {
-        Int(highestDelivered + 1 - floor) - sentAbove.count
-    }
-
-    /// Deliveries finished by their handlers whose settlement has not been sent yet.
-    var finishedCount: Int { finished.count }
+    var unsettledCount: Int { slots.count - sentCount }
 
     mutating func delivered(_ tag: UInt64) {
         precondition(tag > highestDelivered, "AckSettler: delivery tag \(tag) is not above the last one \(highestDelivered)")
-        highestDelivered = tag
+        // Tags are consecutive on a channel; one never seen stays `handling` and holds the floor,
+        // as an unsettled delivery would.
+        while highestDelivered < tag {
+            slots.append(.handling)
+            highestDelivered += 1
+        }
     }
 
     mutating func record(_ tag: UInt64, _ disposition: Disposition, now: UInt64) -> RecordResult {
         guard tag >= 1, tag <= highestDelivered else { return .unknownTag }
-        guard tag >= floor, finished[tag] == nil, !sentAbove.contains(tag) else { return .alreadySettled }
-        finished[tag] = (disposition, now)
+        guard tag >= floor else { return .alreadySettled }
+        let index = Int(tag - floor)
+        guard case .handling = slots[index] else { return .alreadySettled }
+        slots[index] = .finished(disposition, at: now)
+        finishedCount += 1
         return .accepted
     }
 
     /// The frames to send now, in order. Appends to `actions`.
     mutating func flush(now: UInt64, into actions: inout [Action]) {
-        guard !finished.isEmpty else { return }
+        guard finishedCount > 0 else { return }
         walkContiguous(into: &actions)
-        guard !finished.isEmpty else { return }
-        // Above the gap: settle individually whatever has waited long enough.
+        guard finishedCount > 0 else { return }
+        // Above the gap: settle individually, in tag order, whatever has waited long enough.
         let holdBack: UInt64
         switch mode {
         case .immediate: holdBack = 0
         case .coalesced(let nanoseconds): holdBack = nanoseconds
         }
-        // Usually nothing above the gap is due yet: check before allocating the list.
-        guard finished.values.contains(where: { now &- $0.at >= holdBack }) else { return }
-        let due = finished.filter { now &- $0.value.at >= holdBack }.keys.sorted()
-        for tag in due {
-            guard let entry = finished.removeValue(forKey: tag) else { continue }
-            actions.append(Self.single(tag, entry.disposition))
-            sentAbove.insert(tag)
+        for index in slots.indices {
+            guard case .finished(let disposition, let at) = slots[index], now &- at >= holdBack else { continue }
+            actions.append(Self.single(floor + UInt64(index), disposition))
+            slots[index] = .sent
+            finishedCount -= 1
+            sentCount += 1
+            if finishedCount == 0 { return }
         }
     }
 
     /// The earliest time at which `flush` would send something it holds back now.
     func nextDeadline() -> UInt64? {
-        guard case .coalesced(let holdBack) = mode else { return finished.isEmpty ? nil : 0 }
-        return finished.values.lazy.map(\.at).min().map { $0 &+ holdBack }
+        guard finishedCount > 0 else { return nil }
+        guard case .coalesced(let holdBack) = mode else { return 0 }
+        var earliest = UInt64.max
+        for slot in slots {
+            if case .finished(_, let at) = slot, at < earliest { earliest = at }
+        }
+        return earliest &+ holdBack
     }
 
     private mutating func walkContiguous(into actions: inout [Action]) {
-        var tag = floor
         var runKind: RunKind?
         var runTop: UInt64 = 0
         var runCount = 0
@@ -124,23 +145,27 @@ struct AckSettler {
             runCount = 0
         }
 
-        while tag <= highestDelivered {
-            if let entry = finished.removeValue(forKey: tag) {
-                let kind = RunKind(entry.disposition)
+        walk: while let slot = slots.first {
+            switch slot {
+            case .handling:
+                break walk  // the lowest delivery still being handled
+            case .finished(let disposition, _):
+                let kind = RunKind(disposition)
                 if mode == .immediate || (runKind != nil && runKind != kind) {
                     emit(&actions)
                 }
                 runKind = kind
-                runTop = tag
+                runTop = floor
                 runCount += 1
-                runLast = entry.disposition
-            } else if sentAbove.remove(tag) == nil {
-                break  // the lowest delivery still being handled
+                runLast = disposition
+                finishedCount -= 1
+            case .sent:
+                sentCount -= 1
             }
-            tag += 1
+            slots.removeFirst()
+            floor += 1
         }
         emit(&actions)
-        floor = tag
     }
 
     private static func single(_ tag: UInt64, _ disposition: Disposition) -> Action {

@@ -124,7 +124,7 @@ extension IOLoop {
             guard let channel = channels[id], channel.isOpen, case .consumer(let consumer) = channel.role else { return }
             let start = ContentAssembler.Start.deliver(.init(
                 consumerTag: consumer.consumerTag, deliveryTag: m.delivery_tag, redelivered: m.redelivered != 0,
-                exchange: String(amqpBytes: m.exchange), routingKey: String(amqpBytes: m.routing_key)))
+                exchange: consumer.exchange.string(m.exchange), routingKey: consumer.routingKey.string(m.routing_key)))
             assemble(channel) { assembler throws(AMQPError) in
                 try assembler.begin(start)
                 return nil

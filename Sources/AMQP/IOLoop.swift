@@ -37,6 +37,10 @@ final class IOLoop {
         /// Deliveries assembled during this turn of the loop, handed over together at its end:
         /// one wake-up of the reading task per turn instead of one per message.
         var pending: [Delivery] = []
+        /// The last exchange and routing key seen: a consumer's deliveries mostly repeat them,
+        /// and each delivery then shares one string instead of allocating its own.
+        var exchange = RepeatedString()
+        var routingKey = RepeatedString()
 
         init(queue: String, consumerTag: String, continuation: AsyncThrowingStream<[Delivery], any Error>.Continuation, settler: AckSettler) {
             self.queue = queue
@@ -303,3 +307,22 @@ final class IOLoop {
 
 @available(*, unavailable, message: "IOLoop is confined to its connection's I/O thread")
 extension IOLoop: Sendable {}
+
+/// A string read off the wire that tends to repeat: decoded again only when its bytes change.
+/// Confined to the I/O thread, like the consumer state that holds it.
+struct RepeatedString {
+    private var bytes: [UInt8] = []
+    private var string = ""
+
+    mutating func string(_ wire: amqp_bytes_t) -> String {
+        let incoming = UnsafeRawBufferPointer(start: wire.bytes, count: wire.bytes == nil ? 0 : wire.len)
+        let same = bytes.withUnsafeBytes { cached in
+            cached.count == incoming.count && (incoming.isEmpty || memcmp(cached.baseAddress!, incoming.baseAddress!, incoming.count) == 0)
+        }
+        if !same {
+            bytes = Array(incoming)
+            string = String(amqpBytes: wire)
+        }
+        return string
+    }
+}

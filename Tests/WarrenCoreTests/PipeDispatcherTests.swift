@@ -82,6 +82,38 @@ struct PipeDispatcherTests {
         #expect(Self.reply(await outcomeB) == "ok")
     }
 
+    @Test func theSweeperSeesOnlyPassedDeadlinesAndIsKickedOnlyForAnEarlierOne() async {
+        let dispatcher = PipeDispatcher(capacity: 4)
+        var worker = FakeWorker.start(dispatcher, index: 0)
+        let (kicks, kick) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        var wakeUps = kicks.makeAsyncIterator()
+        #expect(dispatcher.armSweep(kick: kick) == nil, "nothing waits: the sweeper sleeps until kicked")
+        let start = ContinuousClock.now
+        func expiry(_ seconds: Int) -> PipeDispatcher.Expiry {
+            .init(deadline: start + .seconds(seconds), timeout: .seconds(seconds), queue: "q", messageID: nil)
+        }
+        let late = dispatcher.makeID()
+        async let lateOutcome = dispatcher.submit(late, Self.frame("late"), expiry: expiry(20))
+        #expect(await worker.next() == "late")
+        #expect(await wakeUps.next() != nil, "the first deadline kicks an idle sweeper")
+        #expect(dispatcher.armSweep(kick: kick) == start + .seconds(20))
+        let soon = dispatcher.makeID()
+        async let soonOutcome = dispatcher.submit(soon, Self.frame("soon"), expiry: expiry(10))
+        #expect(await worker.next() == "soon")
+        #expect(await wakeUps.next() != nil, "an earlier deadline kicks it again")
+        #expect(dispatcher.armSweep(kick: kick) == start + .seconds(10))
+
+        #expect(dispatcher.expired(at: start + .seconds(5)).isEmpty)
+        #expect(dispatcher.expired(at: start + .seconds(15)).map(\.id) == [soon])
+        #expect(Set(dispatcher.expired(at: start + .seconds(25)).map(\.id)) == [soon, late])
+
+        #expect(dispatcher.complete(worker.serial, Self.ack(soon, "s")))
+        #expect(dispatcher.complete(worker.serial, Self.ack(late, "l")))
+        #expect(Self.reply(await soonOutcome) == "s")
+        #expect(Self.reply(await lateOutcome) == "l")
+        #expect(dispatcher.expired(at: start + .seconds(25)).isEmpty, "answered requests are no longer watched")
+    }
+
     @Test func aTimeOutAnswersTheCallerAndStopsTheWorkerThatHadTheRequest() async {
         let dispatcher = PipeDispatcher(capacity: 2)
         var worker = FakeWorker.start(dispatcher, index: 0)

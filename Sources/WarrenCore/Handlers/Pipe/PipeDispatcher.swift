@@ -26,8 +26,17 @@ final class PipeDispatcher: Sendable {
         let stop: AsyncStream<String>.Continuation
     }
 
+    /// When a request times out, and what its timeout is logged with.
+    struct Expiry: Sendable {
+        let deadline: ContinuousClock.Instant
+        let timeout: Duration
+        let queue: String
+        let messageID: String?
+    }
+
     private struct Request {
         var waiter: Waiter
+        let expiry: Expiry?
         /// The request's bytes, until a worker takes them.
         var frame: PipeProtocol.Frame?
         /// The worker it was handed to, by serial.
@@ -44,6 +53,9 @@ final class PipeDispatcher: Sendable {
         /// Where the search for a worker with room starts, so that equal loads take turns.
         var rotation = 0
         var closed = false
+        /// When the deadline sweeper wakes next (nil: not before it is kicked), and how to kick it.
+        var sweepTarget: ContinuousClock.Instant?
+        var sweepKick: AsyncStream<Void>.Continuation?
 
         func position(of serial: UInt64) -> Int? { workers.firstIndex { $0.serial == serial } }
 
@@ -96,23 +108,51 @@ final class PipeDispatcher: Sendable {
 
     /// Queues request `id` and waits for its outcome. Returns nil only when the calling task is
     /// cancelled first; the request is then forgotten (a worker's later answer is dropped).
-    func submit(_ id: UInt64, _ frame: PipeProtocol.Frame) async -> HandlerOutcome? {
+    ///
+    /// With an `expiry`, the deadline sweeper (`expired(at:)`) times the request out; it is kicked
+    /// when this deadline comes before the one it sleeps until.
+    func submit(_ id: UInt64, _ frame: PipeProtocol.Frame, expiry: Expiry? = nil) async -> HandlerOutcome? {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (waiter: Waiter) in
-                let immediate: HandlerOutcome?? = state.withLock { state in
-                    if state.closed { return .some(.failure(Self.stoppedFailure)) }
+                let (immediate, kick): (HandlerOutcome??, AsyncStream<Void>.Continuation?) = state.withLock { state in
+                    if state.closed { return (.some(.failure(Self.stoppedFailure)), nil) }
                     // Cancellation sets the flag before running `abandon`; checking it under
                     // the lock means a request is either never registered or seen by `abandon`.
-                    if Task.isCancelled { return .some(nil) }
-                    state.requests[id] = Request(waiter: waiter, frame: frame)
+                    if Task.isCancelled { return (.some(nil), nil) }
+                    state.requests[id] = Request(waiter: waiter, expiry: expiry, frame: frame)
                     state.queue.append(id)
                     state.dispatch(capacity: capacity)
-                    return .none
+                    guard let deadline = expiry?.deadline, let kick = state.sweepKick,
+                        state.sweepTarget.map({ deadline < $0 }) ?? true
+                    else { return (.none, nil) }
+                    state.sweepTarget = deadline
+                    return (.none, kick)
                 }
+                kick?.yield()
                 if let immediate { waiter.resume(returning: immediate) }
             }
         } onCancel: {
             abandon(id)
+        }
+    }
+
+    /// The requests whose deadline has passed at `now`, for the sweeper to time out.
+    func expired(at now: ContinuousClock.Instant) -> [(id: UInt64, expiry: Expiry)] {
+        state.withLock { state in
+            state.requests.compactMap { id, request in
+                guard let expiry = request.expiry, expiry.deadline <= now else { return nil }
+                return (id, expiry)
+            }
+        }
+    }
+
+    /// The earliest deadline of a waiting request (nil: none), which the sweeper now sleeps
+    /// until; `kick` wakes it for an earlier one.
+    func armSweep(kick: AsyncStream<Void>.Continuation) -> ContinuousClock.Instant? {
+        state.withLock { state in
+            state.sweepKick = kick
+            state.sweepTarget = state.requests.values.lazy.compactMap { $0.expiry?.deadline }.min()
+            return state.sweepTarget
         }
     }
 

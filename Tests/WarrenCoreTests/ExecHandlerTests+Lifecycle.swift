@@ -13,11 +13,11 @@ import Testing
 extension ExecHandlerTests {
     // MARK: timeouts and process groups
 
-    @Test func aTimedOutHandlerIsKilledTogetherWithItsChildren() async throws {
+    @Test(arguments: RunThread.allCases) func aTimedOutHandlerIsKilledTogetherWithItsChildren(on thread: RunThread) async throws {
         let pidFile = "\(directory)/grandchild.pid"
         let handler = try makeHandler(script("sleep 300 & echo $! > '\(pidFile)'; sleep 300"))
         let started = ContinuousClock.now
-        let outcome = await handler.handle(Self.input(timeout: .seconds(1)))
+        let outcome = await Self.handle(handler, Self.input(timeout: .seconds(1)), on: thread)
         guard case .failure(let failure) = outcome else { Issue.record("expected failure, got \(outcome)"); return }
         #expect(failure.isTimeout)
         #expect(failure.error == "timeout after 1s")
@@ -26,7 +26,7 @@ extension ExecHandlerTests {
         #expect(await Self.isGone(grandchild), "the background grandchild died with its group")
     }
 
-    @Test func aHandlerThatTrapsSIGTERMGetsSIGKILLAfterTheGrace() async throws {
+    @Test(arguments: RunThread.allCases) func aHandlerThatTrapsSIGTERMGetsSIGKILLAfterTheGrace(on thread: RunThread) async throws {
         let pidFile = "\(directory)/stubborn.pid"
         // The leader survives SIGTERM (the trap runs and the loop goes on); its background child
         // ignores SIGTERM outright. Both must be gone after SIGKILL to the group.
@@ -38,7 +38,7 @@ extension ExecHandlerTests {
             """)
         let handler = try makeHandler(program, grace: .milliseconds(800))
         let started = ContinuousClock.now
-        let outcome = await handler.handle(Self.input(timeout: .milliseconds(700)))
+        let outcome = await Self.handle(handler, Self.input(timeout: .milliseconds(700)), on: thread)
         let elapsed = ContinuousClock.now - started
         guard case .failure(let failure) = outcome else { Issue.record("expected failure, got \(outcome)"); return }
         #expect(failure.isTimeout)
@@ -71,11 +71,11 @@ extension ExecHandlerTests {
         #expect(ContinuousClock.now - started < .seconds(5), "the run ended with its process, not with the pipe")
     }
 
-    @Test func cancellingTheRunKillsTheProcessGroup() async throws {
+    @Test(arguments: RunThread.allCases) func cancellingTheRunKillsTheProcessGroup(on thread: RunThread) async throws {
         let pidFile = "\(directory)/cancelled.pid"
         let handler = try makeHandler(script("sleep 300 & echo $! > '\(pidFile)'; sleep 300"), grace: .milliseconds(500))
         let outcome = await withTaskGroup(of: HandlerOutcome?.self) { group in
-            group.addTask { await handler.handle(Self.input(timeout: .seconds(60))) }
+            group.addTask { await Self.handle(handler, Self.input(timeout: .seconds(60)), on: thread) }
             group.addTask {
                 _ = await Self.poll { Self.pid(in: pidFile) != nil }
                 return nil
@@ -133,7 +133,7 @@ extension ExecHandlerTests {
 
     // MARK: resource hygiene
 
-    @Test func aThousandRunsLeaveNoZombiesAndNoLeakedDescriptors() async throws {
+    @Test(arguments: RunThread.allCases) func aThousandRunsLeaveNoZombiesAndNoLeakedDescriptors(on thread: RunThread) async throws {
         let worker = try makeHandler(script("cat >/dev/null; echo \"$WARREN_MESSAGE_ID\"; [ \"$WARREN_ATTEMPT\" = 1 ] || { echo bad >&2; exit 3; }"))
         let failing = try makeHandler(script("echo boom >&2; exit 3"))
         let missing = try makeHandler("\(directory)/missing-program")
@@ -144,22 +144,24 @@ extension ExecHandlerTests {
 
         let total = 1000
         let handlers = (worker: worker, failing: failing, missing: missing, sleeper: sleeper)
+        // On worker threads, as a queue with concurrency = 8 gives them.
+        let threads = thread == .worker ? (0..<8).map { _ in WorkerThread(name: "exec-test") } : []
+        defer { for worker in threads { worker.stop() } }
         let failures = await withTaskGroup(of: Bool.self) { group in
             var started = 0
             var failures = 0
-            // At most 8 at a time, as a queue with concurrency = 8 would run them.
-            while started < 8 {
+            func start() {
                 let index = started
-                group.addTask { await Self.runsAsScripted(index, handlers) }
+                group.addTask(executorPreference: threads.isEmpty ? nil : threads[index % threads.count]) {
+                    await Self.runsAsScripted(index, handlers)
+                }
                 started += 1
             }
+            // At most 8 at a time, as a queue with concurrency = 8 would run them.
+            while started < 8 { start() }
             for await ok in group {
                 if !ok { failures += 1 }
-                if started < total {
-                    let index = started
-                    group.addTask { await Self.runsAsScripted(index, handlers) }
-                    started += 1
-                }
+                if started < total { start() }
             }
             return failures
         }

@@ -24,11 +24,11 @@ final class ExecHandlerTests: Sendable {
 
     // MARK: input, environment, reply
 
-    @Test func theBodyArrivesOnStdinAndStdoutBecomesTheReply() async throws {
+    @Test(arguments: RunThread.allCases) func theBodyArrivesOnStdinAndStdoutBecomesTheReply(on thread: RunThread) async throws {
         let handler = try makeHandler(script("cat"))
         // Larger than a pipe buffer both ways: stdin is written while stdout is drained.
         let body = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
-        let outcome = await handler.handle(Self.input(body: body, properties: BasicProperties(correlationID: "c1", replyTo: "replies")))
+        let outcome = await Self.handle(handler, Self.input(body: body, properties: BasicProperties(correlationID: "c1", replyTo: "replies")), on: thread)
         guard case .success(let output) = outcome else { Issue.record("expected success, got \(outcome)"); return }
         #expect(output.reply == body)
     }
@@ -218,6 +218,25 @@ final class ExecHandlerTests: Sendable {
 
     /// Properties of a message that wants a reply: stdout is kept only for those.
     static let rpc = BasicProperties(correlationID: "c-1", replyTo: "replies", messageID: "m-1")
+
+    /// Where a run happens: on a thread of libdispatch's, handed over there and back (a handler
+    /// run anywhere but a queue worker's thread), or on a worker's own thread, which the run
+    /// blocks itself (queues whose handlers are all exec).
+    enum RunThread: CaseIterable, Sendable {
+        case dispatch
+        case worker
+    }
+
+    static func handle(_ handler: ExecHandler, _ input: HandlerInput, on thread: RunThread) async -> HandlerOutcome {
+        switch thread {
+        case .dispatch:
+            return await handler.handle(input)
+        case .worker:
+            let worker = WorkerThread(name: "exec-test")
+            defer { worker.stop() }
+            return await withTaskExecutorPreference(worker) { await handler.handle(input) }
+        }
+    }
 
     static func input(body: [UInt8] = [], properties: BasicProperties = BasicProperties(messageID: "m-1"), timeout: Duration = .seconds(30)) -> HandlerInput {
         HandlerInput(

@@ -1,4 +1,5 @@
 import AMQP
+import CSpawn
 import Foundation
 import Logging
 
@@ -65,11 +66,18 @@ struct DeliveryProcessor: Sendable {
         return Self.resolve(name, queue: queue, handlers: handlers, configurations: handlerConfigurations, metrics: metrics)
     }
 
-    /// True when nothing processing a delivery may block a thread: every handler the queue can
-    /// run never blocks, and no dedup store is read or written. Such a queue's workers can run on
-    /// the consumer connection's I/O thread (`QueueRunner`).
-    var neverBlocks: Bool {
-        (dedup == nil || !queue.dedup) && queue.handlerNames.allSatisfy { handlers[$0]?.neverBlocks == true }
+    /// Where the queue's workers run (`QueueRunner`): on the consumer connection's I/O thread
+    /// when nothing processing a delivery may block a thread (every handler never blocks, and
+    /// no dedup store is read or written); on a thread each when every handler waits for a
+    /// child process; otherwise on the shared pool.
+    var threading: HandlerThreading {
+        Self.threading(of: queue.handlerNames.map { handlers[$0]?.threading ?? .sharedPool }, dedup: dedup != nil && queue.dedup)
+    }
+
+    static func threading(of handlers: [HandlerThreading], dedup: Bool) -> HandlerThreading {
+        if handlers.allSatisfy({ $0 == .neverBlocks }) && !dedup { return .neverBlocks }
+        if !handlers.isEmpty && handlers.allSatisfy({ $0 == .ownThread }) { return .ownThread }
+        return .sharedPool
     }
 
     nonisolated(nonsending) func process(_ delivery: Delivery) async {
@@ -163,9 +171,12 @@ struct DeliveryProcessor: Sendable {
         if names.count == 1, let name = names.first {
             return [(name, await run(name, input))]
         }
+        // On a worker's own thread, each handler would block it in turn: the fan-out runs on
+        // the shared pool instead, where every handler waits on a thread of its own.
+        let preference: (any TaskExecutor)? = warren_thread_may_block() != 0 ? globalConcurrentExecutor : nil
         let results = await withTaskGroup(of: (Int, HandlerOutcome).self) { group in
             for (index, name) in names.enumerated() {
-                group.addTask { (index, await run(name, input)) }
+                group.addTask(executorPreference: preference) { (index, await run(name, input)) }
             }
             var results = [HandlerOutcome?](repeating: nil, count: names.count)
             for await (index, outcome) in group { results[index] = outcome }

@@ -5,12 +5,19 @@ import AMQP
 /// worker. Once draining starts, deliveries not yet started go back to the broker (nack with
 /// requeue) without running.
 ///
-/// When nothing the queue does may block a thread (`DeliveryProcessor.neverBlocks`: only the
-/// built-in non-blocking handlers, no dedup), the pool runs on the consumer connection's I/O
-/// thread (`IOLoopExecutor`): deliveries reach it, and its settlements reach the wire, without a
-/// thread hand-over, and a worker goes through a whole batch without suspending. Any other
-/// queue's pool runs on the shared pool, so a slow or stuck handler can never hold up reading,
-/// heartbeats or the other queues of the connection.
+/// The loop that takes the consumer's batches and feeds them to the workers runs on the
+/// consumer connection's I/O thread (`IOLoopExecutor`), which received them. Where the workers
+/// run follows `DeliveryProcessor.threading`:
+/// - when nothing the queue does may block a thread (only the built-in non-blocking handlers,
+///   no dedup), on the I/O thread too: deliveries reach the workers, and their settlements
+///   reach the wire, without a thread hand-over, and a worker goes through a whole batch
+///   without suspending;
+/// - when every handler runs a child process (`exec`), each worker on a thread of its own
+///   (`WorkerThread`), which waits for the process itself: no hand-over per message while
+///   deliveries wait in the feed;
+/// - otherwise on the shared pool.
+/// So a slow or stuck handler can never hold up reading, heartbeats or the other queues of the
+/// connection.
 ///
 /// `warren_inflight_messages{queue}` counts the deliveries the workers have taken and not yet
 /// settled (at most `concurrency`); the rest of the prefetch window waits in the feed, where
@@ -25,15 +32,25 @@ struct QueueRunner: Sendable {
     /// Returns when the consumer's stream ends and every started delivery is processed; the
     /// error is why the stream ended, if it did not end normally.
     func run() async -> (any Error)? {
-        guard processor.neverBlocks else { return await runPool() }
-        return await withTaskExecutorPreference(consumer.connection.executor) { await runPool() }
+        // The reading loop only hands batches to the feed: it runs on the I/O thread that
+        // received them, so a batch costs no thread wake-up before a worker can take it.
+        await withTaskExecutorPreference(consumer.connection.executor) { await runPool() }
     }
 
     private func runPool() async -> (any Error)? {
         let feed = DeliveryFeed()
+        let workers = max(1, concurrency)
+        let threading = processor.threading
+        let threads = threading == .ownThread ? (0..<workers).map { _ in WorkerThread(name: "warren-worker") } : []
+        defer { for thread in threads { thread.stop() } }
         return await withTaskGroup(of: Void.self) { group in
-            for _ in 0..<max(1, concurrency) {
-                group.addTask { await work(feed) }
+            for index in 0..<workers {
+                let preference: (any TaskExecutor)? = switch threading {
+                case .neverBlocks: nil  // the I/O thread, like the reading loop
+                case .ownThread: threads[index]
+                case .sharedPool: globalConcurrentExecutor
+                }
+                group.addTask(executorPreference: preference) { await work(feed) }
             }
             var ended: (any Error)?
             do {

@@ -5,7 +5,7 @@ import Logging
 /// `noop`: success, nothing else. For benchmarks and for queues that only need draining.
 struct NoopHandler: MessageHandler {
     var enforcesOwnTimeout: Bool { true }
-    var neverBlocks: Bool { true }
+    var threading: HandlerThreading { .neverBlocks }
 
     func handle(_ input: HandlerInput) async -> HandlerOutcome { .success(.none) }
 }
@@ -37,7 +37,7 @@ struct RepublishHandler: MessageHandler {
     let exchange: String
     let routingKey: String
     var enforcesOwnTimeout: Bool { true }
-    var neverBlocks: Bool { true }
+    var threading: HandlerThreading { .neverBlocks }
 
     func handle(_ input: HandlerInput) async -> HandlerOutcome {
         let key = Self.expand(routingKey, input)

@@ -130,16 +130,30 @@ public protocol MessageHandler: Sendable {
     /// timeout itself, e.g. by killing its process). The engine then spares the per-run timer,
     /// which costs more than a whole noop run.
     var enforcesOwnTimeout: Bool { get }
-    /// True when `handle` returns promptly without blocking a thread (no process, file, lock
-    /// or remote call it waits for synchronously). A queue whose handlers all never block runs
-    /// them on the consumer connection's I/O thread, next to the deliveries; any other queue
-    /// runs on the shared pool, so it can never hold up heartbeats. The default is false.
-    var neverBlocks: Bool { get }
+    /// Where `handle` may run, which decides where its queue's workers run (`QueueRunner`).
+    /// The default is `.sharedPool`.
+    var threading: HandlerThreading { get }
 }
 
 extension MessageHandler {
     public func run() async {}
     public func shutdown() async {}
     public var enforcesOwnTimeout: Bool { false }
-    public var neverBlocks: Bool { false }
+    public var threading: HandlerThreading { .sharedPool }
+}
+
+/// What a handler does to the thread it runs on, and so where its queue's workers run.
+public enum HandlerThreading: Sendable {
+    /// `handle` returns promptly without blocking a thread (no process, file, lock or remote
+    /// call it waits for synchronously). A queue whose handlers are all like this runs them on
+    /// the consumer connection's I/O thread, next to the deliveries.
+    case neverBlocks
+    /// `handle` awaits slow work without blocking a thread, or blocks only briefly: the shared
+    /// pool, so it can never hold up reading, heartbeats or the other queues.
+    case sharedPool
+    /// `handle` waits for slow work (a child process) and may block the thread it runs on when
+    /// `warren_thread_may_block()` says the thread is its own; elsewhere it hands the wait to a
+    /// thread of its own. A queue whose handlers are all like this gives each worker a thread
+    /// (`WorkerThread`).
+    case ownThread
 }

@@ -24,9 +24,9 @@ struct ExecHandler: MessageHandler {
     let logger: Logger
 
     var enforcesOwnTimeout: Bool { true }
-    /// The process is waited for on a thread of its own (`ExecProcess`); `handle` only lays
-    /// out the environment and awaits.
-    var neverBlocks: Bool { true }
+    /// The process is waited for on a thread of its own (`ExecProcess`): the worker's, when
+    /// its queue runs only exec handlers.
+    var threading: HandlerThreading { .ownThread }
 
     /// - Parameters:
     ///   - terminationGrace: between SIGTERM and SIGKILL on timeout; tests shorten it.

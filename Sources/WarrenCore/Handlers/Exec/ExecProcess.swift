@@ -8,10 +8,12 @@ import Synchronization
 ///
 /// A run is one `poll` loop on a thread of its own: the spawn (posix_spawn, which does not copy
 /// warren's address space), the pipes, the exit (a pidfd), the deadline and cancellation are
-/// all waited for in one place, so a run costs two thread hand-overs (there and back) whatever
-/// the program does. The threads come from libdispatch's overcommit pool (a serial queue per
-/// run), which starts another thread when all are busy and keeps idle ones for reuse: a run
-/// that blocks never holds up the cooperative pool, and runs never queue behind each other.
+/// all waited for in one place. On a queue's worker thread (`WorkerThread`, queues whose
+/// handlers are all exec) the loop runs right there, with no thread hand-over. Anywhere else it
+/// costs two hand-overs (there and back), on a thread from libdispatch's overcommit pool (a
+/// serial queue per run), which starts another thread when all are busy and keeps idle ones for
+/// reuse: a run that blocks never holds up the cooperative pool, and runs never queue behind
+/// each other.
 /// Every child is reaped and every descriptor closed before the run returns.
 enum ExecProcess {
     /// How the run ended, before it is read as an outcome.
@@ -52,14 +54,17 @@ enum ExecProcess {
             return Finished(ending: .notStarted("cannot start \(program.name): \(error.description)"), stderr: stderr)
         }
         defer { cancellation.close() }
+        @Sendable func perform() -> Finished {
+            var run = BlockingRun(
+                program: program, timeout: timeout, cancellation: cancellation, result: Finished(ending: .notStarted("not run"), stderr: stderr))
+            run.perform(environment: environment, input: input, captureStdout: captureStdout)
+            return run.result
+        }
         return await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Finished, Never>) in
-                DispatchQueue(label: "warren.exec").async {
-                    var run = BlockingRun(
-                        program: program, timeout: timeout, cancellation: cancellation, result: Finished(ending: .notStarted("not run"), stderr: stderr))
-                    run.perform(environment: environment, input: input, captureStdout: captureStdout)
-                    continuation.resume(returning: run.result)
-                }
+            // A worker's own thread (`WorkerThread`) waits for its process itself.
+            if warren_thread_may_block() != 0 { return perform() }
+            return await withCheckedContinuation { (continuation: CheckedContinuation<Finished, Never>) in
+                DispatchQueue(label: "warren.exec").async { continuation.resume(returning: perform()) }
             }
         } onCancel: {
             cancellation.signal()
@@ -160,6 +165,18 @@ private struct BlockingRun {
         closeAll()
     }
 
+    /// Where the stdout of runs nobody reads goes: /dev/null, opened once (close-on-exec, above
+    /// 2 like the pipes) and kept open; or the errno that opening it failed with.
+    private static let devNull: (fd: Int32, error: Int32) = {
+        let fd = Glibc.open("/dev/null", O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return (-1, errno) }
+        guard fd <= STDERR_FILENO else { return (fd, 0) }
+        let moved = fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1)
+        let error = errno
+        Glibc.close(fd)
+        return moved >= 0 ? (moved, 0) : (-1, error)
+    }()
+
     /// Starts the process with its three pipes; nil on success, else why it could not start.
     private mutating func spawn(path: String, environment: CStringBlock, captureStdout: Bool) -> String? {
         var input: [Int32] = [-1, -1]
@@ -169,14 +186,15 @@ private struct BlockingRun {
         if code == 0 {
             if captureStdout {
                 code = warren_pipe(&output)
+            } else if Self.devNull.fd >= 0 {
+                output[1] = Self.devNull.fd
             } else {
-                output[1] = Glibc.open("/dev/null", O_WRONLY | O_CLOEXEC)
-                if output[1] < 0 { code = errno }
+                code = Self.devNull.error
             }
         }
         if code == 0 { code = warren_pipe(&errors) }
         guard code == 0 else {
-            for fd in input + output + errors where fd >= 0 { Glibc.close(fd) }
+            for fd in input + output + errors where fd >= 0 && fd != Self.devNull.fd { Glibc.close(fd) }
             return "cannot start \(program.name): pipe: \(String(cString: strerror(code)))"
         }
         var child: pid_t = 0
@@ -187,7 +205,7 @@ private struct BlockingRun {
         }
         // The child's ends are its own now (or nobody's, if it did not start).
         Glibc.close(input[0])
-        Glibc.close(output[1])
+        if captureStdout { Glibc.close(output[1]) }
         Glibc.close(errors[1])
         stdinFD = input[1]
         stdoutFD = output[0]

@@ -33,13 +33,14 @@ public final class AMQPConnection: Sendable {
     }
 
     /// Connects to the first endpoint of `configuration` that accepts the login, on a new I/O
-    /// thread named after the connection.
+    /// thread (named `warren-io` in `top -H` and `ps -L`).
     public static func connect(_ configuration: ConnectionConfiguration, logger: Logger) async throws(AMQPError) -> AMQPConnection {
         let commands = try CommandQueue()
         let executor = IOLoopExecutor(queue: commands)
         let (events, eventsContinuation) = AsyncStream.makeStream(of: ConnectionEvent.self, bufferingPolicy: .bufferingNewest(1024))
         let result: Result<(NegotiatedParameters, IOLoopProgress), AMQPError> = await withCheckedContinuation { continuation in
             let thread = Thread {
+                nameCurrentThread("warren-io")
                 let loop: IOLoop
                 do throws(AMQPError) {
                     loop = try IOLoop.connect(configuration, queue: commands, events: eventsContinuation, logger: logger)
@@ -52,7 +53,6 @@ public final class AMQPConnection: Sendable {
                 continuation.resume(returning: .success((loop.negotiated, loop.progress)))
                 loop.run(executor: executor)
             }
-            thread.name = "warren-io \(configuration.connectionName)"
             thread.start()
         }
         let (negotiated, progress) = try result.get()

@@ -131,7 +131,11 @@ final class IOLoop {
         let idleTimeoutMS = negotiated.heartbeat > 0 ? min(negotiated.heartbeat * 500, 1000) : 1000
         progress.register()
         queue.loopThreadStarted()
-        defer { queue.loopThreadEnded() }
+        warren_set_io_thread(1)
+        defer {
+            warren_set_io_thread(0)
+            queue.loopThreadEnded()
+        }
         while fatal == nil {
             if drainInput(limit: maxFramesPerTurn) > 0 { progress.heard(at: monotonicNanoseconds()) }
             flushDeliveries()

@@ -1,3 +1,5 @@
+internal import CRabbitMQShims
+
 /// Runs tasks on a connection's I/O thread, between turns of its loop (notes §4: the thread
 /// that owns the socket).
 ///
@@ -15,6 +17,10 @@ public final class IOLoopExecutor: TaskExecutor {
     init(queue: CommandQueue) {
         self.queue = queue
     }
+
+    /// Whether the caller runs on a connection's I/O thread (any connection's), where nothing
+    /// may block.
+    public static var isCurrentThreadAnIOThread: Bool { warren_is_io_thread() != 0 }
 
     public func enqueue(_ job: consuming ExecutorJob) {
         if let refused = queue.submit(UnownedJob(job)) {

@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -157,3 +158,11 @@ int warren_tls_require_tls12(amqp_socket_t *socket) {
   if (context == NULL) return -1;
   return SSL_CTX_set_min_proto_version(context, TLS1_2_VERSION) == 1 ? 0 : -1;
 }
+
+void warren_name_thread(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
+
+static _Thread_local int io_thread;
+
+int warren_is_io_thread(void) { return io_thread; }
+
+void warren_set_io_thread(int is_io_thread) { io_thread = is_io_thread; }

@@ -30,10 +30,15 @@ struct RoutingEngine {
     let run: Task<Engine.Outcome, Never>
 
     static func start(_ source: String, handlers: [String: RecordingHandler]) async throws -> RoutingEngine {
+        try await start(source, overrides: handlers, recorders: handlers.mapValues(\.recorder))
+    }
+
+    /// Any handlers behind the named entries; `recorders` are what `calls` reads.
+    static func start(_ source: String, overrides: [String: any MessageHandler], recorders: [String: Recorder]) async throws -> RoutingEngine {
         let configuration = try ConfigurationLoader.parse(source: source, file: "routing-test.toml")
         var logger = Logger(label: "warren.routing-tests")
         logger.logLevel = .error
-        let engine = Engine(configuration: configuration, logger: logger) { entry in handlers[entry.name] }
+        let engine = Engine(configuration: configuration, logger: logger) { entry in overrides[entry.name] }
         let stop = Latch()
         let ready = Latch()
         let run = Task { await engine.run(stop: stop, ready: ready) }
@@ -49,7 +54,7 @@ struct RoutingEngine {
             _ = await run.value
             throw TestTimeout(what: "waiting for the engine to become ready")
         }
-        return RoutingEngine(configuration: configuration, recorders: handlers.mapValues(\.recorder), stop: stop, run: run)
+        return RoutingEngine(configuration: configuration, recorders: recorders, stop: stop, run: run)
     }
 
     init(configuration: Configuration, recorders: [String: Recorder], stop: Latch, run: Task<Engine.Outcome, Never>) {

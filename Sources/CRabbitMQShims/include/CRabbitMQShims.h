@@ -65,4 +65,11 @@ warren_tls_failure warren_tls_last_failure(char *text, size_t text_length);
 /// minimum in a way that survives TLS 1.3 negotiation; this states it directly. Returns 0 or -1.
 int warren_tls_require_tls12(amqp_socket_t *socket);
 
+/// Names the calling thread for `top -H` and `ps -L` (prctl PR_SET_NAME: the first 15 bytes).
+void warren_name_thread(const char *name);
+
+/// Whether the calling thread is running a connection's I/O loop (per thread; 0 unless set).
+int warren_is_io_thread(void);
+void warren_set_io_thread(int is_io_thread);
+
 #endif

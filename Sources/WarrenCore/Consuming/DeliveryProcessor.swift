@@ -172,11 +172,16 @@ struct DeliveryProcessor: Sendable {
             return [(name, await run(name, input))]
         }
         // On a worker's own thread, each handler would block it in turn: the fan-out runs on
-        // the shared pool instead, where every handler waits on a thread of its own.
-        let preference: (any TaskExecutor)? = warren_thread_may_block() != 0 ? globalConcurrentExecutor : nil
+        // the shared pool instead, where every handler waits on a thread of its own. Elsewhere
+        // the handlers inherit the worker's executor.
+        let ownThread = warren_thread_may_block() != 0
         let results = await withTaskGroup(of: (Int, HandlerOutcome).self) { group in
             for (index, name) in names.enumerated() {
-                group.addTask(executorPreference: preference) { (index, await run(name, input)) }
+                if ownThread {
+                    group.addTask(executorPreference: globalConcurrentExecutor) { (index, await run(name, input)) }
+                } else {
+                    group.addTask { (index, await run(name, input)) }
+                }
             }
             var results = [HandlerOutcome?](repeating: nil, count: names.count)
             for await (index, outcome) in group { results[index] = outcome }

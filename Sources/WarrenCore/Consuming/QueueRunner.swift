@@ -45,8 +45,9 @@ struct QueueRunner: Sendable {
         defer { for thread in threads { thread.stop() } }
         return await withTaskGroup(of: Void.self) { group in
             for index in 0..<workers {
-                let preference: (any TaskExecutor)? = switch threading {
-                case .neverBlocks: nil  // the I/O thread, like the reading loop
+                // Named in every case: a nil preference does not inherit the I/O thread.
+                let preference: any TaskExecutor = switch threading {
+                case .neverBlocks: consumer.connection.executor
                 case .ownThread: threads[index]
                 case .sharedPool: globalConcurrentExecutor
                 }

@@ -1,3 +1,4 @@
+import AMQP
 import CSpawn
 import DequeModule
 import Dispatch
@@ -24,10 +25,12 @@ final class WorkerThread: TaskExecutor, Sendable {
     private let state = Mutex(State())
     private let wake = DispatchSemaphore(value: 0)
 
-    /// Starts the thread; `name` shows in `top -H` and `ps -L` (at most 15 bytes are kept).
+    /// Starts the thread; `name` (at most 15 bytes) shows in `top -H` and `ps -L`.
     init(name: String) {
-        let thread = Thread { [self] in loop() }
-        thread.name = name
+        let thread = Thread { [self] in
+            nameCurrentThread(name)
+            loop()
+        }
         thread.start()
     }
 

@@ -10,7 +10,7 @@ extension IOLoop {
         var frame = amqp_frame_t()
         var zero = Glibc.timeval(tv_sec: 0, tv_usec: 0)
         var count = 0
-        while count < limit && fatal == nil {
+        while count < limit && isAlive {
             let status = amqp_simple_wait_frame_noblock(connection, &frame, &zero)
             if status == AMQP_STATUS_TIMEOUT.rawValue { return count }
             guard status == AMQP_STATUS_OK.rawValue else {
@@ -49,7 +49,7 @@ extension IOLoop {
     func dispatchQueuedFrames() {
         var frame = amqp_frame_t()
         var zero = Glibc.timeval(tv_sec: 0, tv_usec: 0)
-        while fatal == nil && amqp_frames_enqueued(connection) != 0 {
+        while isAlive && amqp_frames_enqueued(connection) != 0 {
             let status = amqp_simple_wait_frame_noblock(connection, &frame, &zero)
             guard status == AMQP_STATUS_OK.rawValue else {
                 if status != AMQP_STATUS_TIMEOUT.rawValue { fail(libraryError(status, "reading from the broker")) }
@@ -57,7 +57,7 @@ extension IOLoop {
             }
             dispatch(frame)
         }
-        if fatal == nil { amqp_maybe_release_buffers(connection) }
+        if isAlive { amqp_maybe_release_buffers(connection) }
     }
 
     private func dispatch(_ frame: amqp_frame_t) {
@@ -65,14 +65,14 @@ extension IOLoop {
         case AMQP_FRAME_METHOD:
             handleMethod(channel: frame.channel, method: frame.payload.method)
         case AMQP_FRAME_HEADER:
-            guard let channel = channels[frame.channel], channel.isOpen else { return }
+            guard let channel = channel(frame.channel), channel.isOpen else { return }
             let header = frame.payload.properties
             let properties = header.decoded.map {
                 BasicProperties(amqpProperties: $0.assumingMemoryBound(to: amqp_basic_properties_t.self).pointee)
             } ?? BasicProperties()
             assemble(channel) { assembler throws(AMQPError) in try assembler.header(bodySize: header.body_size, properties: properties) }
         case AMQP_FRAME_BODY:
-            guard let channel = channels[frame.channel], channel.isOpen else { return }
+            guard let channel = channel(frame.channel), channel.isOpen else { return }
             let fragment = frame.payload.body_fragment
             let bytes = UnsafeRawBufferPointer(start: fragment.bytes, count: fragment.len)
             assemble(channel) { assembler throws(AMQPError) in try assembler.body(bytes) }
@@ -121,7 +121,7 @@ extension IOLoop {
         switch method.id {
         case AMQP_BASIC_DELIVER_METHOD:
             let m = decoded.assumingMemoryBound(to: amqp_basic_deliver_t.self).pointee
-            guard let channel = channels[id], channel.isOpen, case .consumer(let consumer) = channel.role else { return }
+            guard let channel = channel(id), channel.isOpen, case .consumer(let consumer) = channel.role else { return }
             let start = ContentAssembler.Start.deliver(.init(
                 consumerTag: consumer.consumerTag, deliveryTag: m.delivery_tag, redelivered: m.redelivered != 0,
                 exchange: consumer.exchange.string(m.exchange), routingKey: consumer.routingKey.string(m.routing_key)))

@@ -217,7 +217,7 @@ extension IOLoop {
             return (id, channel.epoch, tag)
         } catch {
             // The channel is open but unusable for this consumer: close it so its id can be reused.
-            if fatal == nil, error.code != .channelClosed {
+            if isAlive, error.code != .channelClosed {
                 _ = amqp_channel_close(connection, id, Int32(AMQP_REPLY_SUCCESS))
                 dispatchQueuedFrames()
             }

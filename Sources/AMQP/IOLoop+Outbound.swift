@@ -77,7 +77,7 @@ extension IOLoop {
                 reopenPublisher(channel, publisher)
                 guard channel.isOpen else { continue }
             }
-            while fatal == nil, let (ticket, message) = publisher.tracker.nextToSend() {
+            while isAlive, let (ticket, message) = publisher.tracker.nextToSend() {
                 let status: Int32
                 do {
                     status = try basicPublish(channel.id, message)

@@ -99,12 +99,22 @@ final class IOLoop {
     /// What a health check reads: last turn, last bytes from the broker, blocking calls.
     let progress: IOLoopProgress
 
-    var channels: [UInt16: Channel] = [:]
+    var channels: [UInt16: Channel] = [:] {
+        didSet { lastChannel = nil }
+    }
+    /// The channel of the last frame: a delivery's three frames, and usually the next
+    /// delivery's, are on the same channel. Forgotten whenever `channels` changes.
+    private var lastChannel: Channel?
     var controlChannel: UInt16?
     /// connection.blocked received and not yet unblocked: no publishes go out.
     var blocked = false
     /// Set once the connection is unusable; the loop ends and tears down.
     var fatal: AMQPError?
+    /// No fatal error yet. Checked several times per frame: matching the case does not copy
+    /// the error, as comparing the optional with nil does.
+    var isAlive: Bool {
+        if case .none = fatal { true } else { false }
+    }
     var closeWaiters: [CheckedContinuation<Void, Never>] = []
     /// Consumer channels with settlements recorded but not yet sent.
     var pendingSettlement: Set<UInt16> = []
@@ -124,6 +134,13 @@ final class IOLoop {
         self.progress = progress
     }
 
+    /// The open or closing channel `id`, if any.
+    func channel(_ id: UInt16) -> Channel? {
+        if let last = lastChannel, last.id == id { return last }
+        lastChannel = channels[id]
+        return lastChannel
+    }
+
     /// Runs the loop until the connection ends; `executor`'s jobs run between reading and
     /// writing, so what they settle goes out in the same turn.
     func run(executor: IOLoopExecutor) {
@@ -136,12 +153,12 @@ final class IOLoop {
             warren_set_io_thread(0)
             queue.loopThreadEnded()
         }
-        while fatal == nil {
+        while isAlive {
             if drainInput(limit: maxFramesPerTurn) > 0 { progress.heard(at: monotonicNanoseconds()) }
             flushDeliveries()
-            if fatal != nil { break }
+            if !isAlive { break }
             executor.runJobs(budgetNanoseconds: Self.jobBudgetNanoseconds)
-            if fatal != nil { break }
+            if !isAlive { break }
             amqp_maybe_release_buffers(connection)
 
             // Settlements first: one submitted before a command (closing its channel, say) must
@@ -163,23 +180,23 @@ final class IOLoop {
                         progress.enteringCall(at: monotonicNanoseconds())
                         operation(.success(self))
                         progress.leftCall()
-                        if fatal == nil { progress.heard(at: monotonicNanoseconds()) }
+                        if isAlive { progress.heard(at: monotonicNanoseconds()) }
                     }
                 case .close(let waiter):
                     closeWaiters.append(waiter)
                 }
             }
             for publish in batch.publishes { enqueue(publish) }
-            if fatal == nil { expirePublishes(now: now) }
+            if isAlive { expirePublishes(now: now) }
             // Every frame is its own send() in librabbitmq (notes §9): corked, the acks and
             // publishes of one turn leave in as few segments as fit, and the broker is woken
             // once for them rather than once per frame.
-            let corked = fatal == nil && outboundFrames() > 1 && warren_tcp_cork(amqp_get_sockfd(connection), 1) == 0
-            if fatal == nil { flushSettlements(now: now) }
-            if fatal == nil { sendPublishes() }
+            let corked = isAlive && outboundFrames() > 1 && warren_tcp_cork(amqp_get_sockfd(connection), 1) == 0
+            if isAlive { flushSettlements(now: now) }
+            if isAlive { sendPublishes() }
             if corked { _ = warren_tcp_cork(amqp_get_sockfd(connection), 0) }
             resumeResolved()
-            if !closeWaiters.isEmpty || fatal != nil { break }
+            if !closeWaiters.isEmpty || !isAlive { break }
 
             if amqp_frames_enqueued(connection) != 0 || amqp_data_in_buffer(connection) != 0 || queue.hasWork {
                 continue
@@ -200,7 +217,7 @@ final class IOLoop {
             if wakeReady != 0 { warren_eventfd_drain(wakeFD) }
             if socketReady != 0 { progress.heard(at: monotonicNanoseconds()) }
         }
-        if fatal == nil {
+        if isAlive {
             progress.enteringCall(at: monotonicNanoseconds())
             closeGracefully()
         }
@@ -212,7 +229,7 @@ final class IOLoop {
 
     /// Mark the connection dead; the loop ends at the next check and tears down.
     func fail(_ error: AMQPError) {
-        if fatal == nil {
+        if isAlive {
             fatal = error
         }
     }

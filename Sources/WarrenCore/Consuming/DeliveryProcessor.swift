@@ -100,16 +100,24 @@ struct DeliveryProcessor: Sendable {
             queue: queue.name, exchange: delivery.exchange, routingKey: delivery.routingKey, redelivered: delivery.redelivered,
             attempt: attempt, properties: delivery.properties, body: delivery.body, deliveryTag: delivery.tag.value,
             timeout: queue.handlerTimeout)
-        let clock = ContinuousClock()
-        let started = clock.now
         let dedupID = dedup == nil || !queue.dedup ? nil : delivery.properties.messageID.flatMap { $0.isEmpty ? nil : $0 }
-        let pending = await notYetDone(names, messageID: dedupID, log)
-        let runs = await runEach(pending, input)
-        let (outcome, failedHandler) = Self.combine(runs)
+        var runs: [(name: String, outcome: HandlerOutcome)] = []
+        let (outcome, failedHandler): (HandlerOutcome, String?)
+        if names.count == 1 && dedupID == nil {
+            // The common case: one handler, nothing to look up first. Timed once, for the log
+            // and the handler's metrics, and its result is not collected in an array.
+            let (only, elapsed) = await run(names[0], input)
+            (outcome, failedHandler) = (only, names[0])
+            log.duration = elapsed
+        } else {
+            let started = ContinuousClock.now
+            let pending = if let dedupID { await notYetDone(names, messageID: dedupID, log) } else { names }
+            runs = await runEach(pending, input)
+            (outcome, failedHandler) = Self.combine(runs)
+            log.duration = .now - started
+        }
         log.handler = failedHandler ?? (names.count == 1 ? names[0] : names.joined(separator: ","))
         log.outcome = outcome.resultName
-        log.duration = clock.now - started
-        // Without dedup (the common case) nothing below allocates per message.
         var succeeded: [(name: String, outcome: HandlerOutcome)] = []
         var recordSuccesses: (@Sendable () async -> Void)?
         if let dedupID {
@@ -140,10 +148,10 @@ struct DeliveryProcessor: Sendable {
 
     // MARK: dedup
 
-    /// The handlers still to run: with dedup on and a message id, those that have not already
-    /// succeeded for this message. A store that cannot be read runs them all (at-least-once).
-    private func notYetDone(_ names: [String], messageID: String?, _ log: MessageLog) async -> [String] {
-        guard let dedup, let messageID else { return names }
+    /// The handlers still to run: those that have not already succeeded for this message. A
+    /// store that cannot be read runs them all (at-least-once).
+    private func notYetDone(_ names: [String], messageID: String, _ log: MessageLog) async -> [String] {
+        guard let dedup else { return names }
         do {
             let done = try await dedup.completed(queue: queue.name, messageID: messageID, handlers: names)
             guard !done.isEmpty else { return names }
@@ -169,7 +177,7 @@ struct DeliveryProcessor: Sendable {
     /// route order.
     private nonisolated(nonsending) func runEach(_ names: [String], _ input: HandlerInput) async -> [(name: String, outcome: HandlerOutcome)] {
         if names.count == 1, let name = names.first {
-            return [(name, await run(name, input))]
+            return [(name, await run(name, input).outcome)]
         }
         // On a worker's own thread, each handler would block it in turn: the fan-out runs on
         // the shared pool instead, where every handler waits on a thread of its own. Elsewhere
@@ -178,9 +186,9 @@ struct DeliveryProcessor: Sendable {
         let results = await withTaskGroup(of: (Int, HandlerOutcome).self) { group in
             for (index, name) in names.enumerated() {
                 if ownThread {
-                    group.addTask(executorPreference: globalConcurrentExecutor) { (index, await run(name, input)) }
+                    group.addTask(executorPreference: globalConcurrentExecutor) { (index, await run(name, input).outcome) }
                 } else {
-                    group.addTask { (index, await run(name, input)) }
+                    group.addTask { (index, await run(name, input).outcome) }
                 }
             }
             var results = [HandlerOutcome?](repeating: nil, count: names.count)
@@ -214,14 +222,14 @@ struct DeliveryProcessor: Sendable {
         return (.success(output), nil)
     }
 
-    /// Runs one handler and counts its result and duration.
-    private nonisolated(nonsending) func run(_ name: String, _ input: HandlerInput) async -> HandlerOutcome {
+    /// Runs one handler and counts its result and duration; returns both.
+    private nonisolated(nonsending) func run(_ name: String, _ input: HandlerInput) async -> (outcome: HandlerOutcome, elapsed: Duration) {
         let entry = resolved(name)
-        let clock = ContinuousClock()
-        let started = clock.now
+        let started = ContinuousClock.now
         let outcome = await runUncounted(entry, input)
-        entry.metrics?.record(outcome, after: clock.now - started)
-        return outcome
+        let elapsed = ContinuousClock.now - started
+        entry.metrics?.record(outcome, after: elapsed)
+        return (outcome, elapsed)
     }
 
     private nonisolated(nonsending) func runUncounted(_ entry: ResolvedHandler, _ input: HandlerInput) async -> HandlerOutcome {
@@ -345,7 +353,7 @@ struct DeliveryProcessor: Sendable {
         _ messages: [OutgoingMessage], _ delivery: Delivery, _ disposition: Disposition, _ outcome: MessageOutcome, _ log: MessageLog,
         success: Logger.Message, warning: Bool = false, metadata: Logger.Metadata = [:], afterConfirm: (@Sendable () async -> Void)? = nil
     ) async {
-        if let problem = await publisher.publishAll(messages) {
+        if !messages.isEmpty, let problem = await publisher.publishAll(messages) {
             log.error("publish not confirmed; message requeued", metadata: [LogKeys.error: "\(problem)"])
             settle(delivery, .nack(requeue: true), .requeued)
             return
@@ -398,7 +406,9 @@ struct DeliveryProcessor: Sendable {
 struct MessageLog {
     let logger: Logger
     let queue: String
-    let delivery: Delivery
+    /// What the metadata needs of the delivery, not a copy of all of it.
+    let deliveryTag: UInt64
+    let messageID: String?
     let attempt: Int
     var handler: String?
     var outcome: String?
@@ -407,15 +417,16 @@ struct MessageLog {
     init(logger: Logger, queue: String, delivery: Delivery, attempt: Int) {
         self.logger = logger
         self.queue = queue
-        self.delivery = delivery
+        self.deliveryTag = delivery.tag.value
+        self.messageID = delivery.properties.messageID
         self.attempt = attempt
     }
 
     func metadata(_ extra: Logger.Metadata) -> Logger.Metadata {
         var metadata: Logger.Metadata = [
-            LogKeys.queue: "\(queue)", LogKeys.deliveryTag: "\(delivery.tag.value)", LogKeys.attempt: "\(attempt)",
+            LogKeys.queue: "\(queue)", LogKeys.deliveryTag: "\(deliveryTag)", LogKeys.attempt: "\(attempt)",
         ]
-        if let id = delivery.properties.messageID { metadata[LogKeys.messageID] = "\(id)" }
+        if let messageID { metadata[LogKeys.messageID] = "\(messageID)" }
         if let handler { metadata[LogKeys.handler] = "\(handler)" }
         if let outcome { metadata[LogKeys.outcome] = "\(outcome)" }
         if let duration { metadata[LogKeys.durationMS] = "\(duration.milliseconds)" }

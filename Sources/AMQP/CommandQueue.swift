@@ -45,8 +45,6 @@ final class CommandQueue: Sendable {
 
     private let state = Mutex(State())
     let wakeFD: Int32
-    /// The loop's thread while it runs (0 otherwise): producers on it need not signal.
-    private let loopThread = Atomic<UInt>(0)
 
     init() throws(AMQPError) {
         let fd = warren_eventfd_create()
@@ -92,13 +90,15 @@ final class CommandQueue: Sendable {
         return true
     }
 
+    /// Whether the caller is this queue's loop thread, which need not signal itself.
     private var isLoopThread: Bool {
-        loopThread.load(ordering: .relaxed) == UInt(pthread_self())
+        warren_current_loop() == UnsafeRawPointer(Unmanaged.passUnretained(self).toOpaque())
     }
 
-    /// Called by the loop's thread as it starts and ends running.
-    func loopThreadStarted() { loopThread.store(UInt(pthread_self()), ordering: .relaxed) }
-    func loopThreadEnded() { loopThread.store(0, ordering: .relaxed) }
+    /// Called by the loop's thread as it starts and ends running; marks the thread as this
+    /// queue's loop (`IOLoopExecutor.isCurrentThreadAnIOThread` reads the same mark).
+    func loopThreadStarted() { warren_set_current_loop(Unmanaged.passUnretained(self).toOpaque()) }
+    func loopThreadEnded() { warren_set_current_loop(nil) }
 
     // MARK: jobs
 

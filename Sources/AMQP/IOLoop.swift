@@ -148,11 +148,7 @@ final class IOLoop {
         let idleTimeoutMS = negotiated.heartbeat > 0 ? min(negotiated.heartbeat * 500, 1000) : 1000
         progress.register()
         queue.loopThreadStarted()
-        warren_set_io_thread(1)
-        defer {
-            warren_set_io_thread(0)
-            queue.loopThreadEnded()
-        }
+        defer { queue.loopThreadEnded() }
         while isAlive {
             if drainInput(limit: maxFramesPerTurn) > 0 { progress.heard(at: monotonicNanoseconds()) }
             flushDeliveries()

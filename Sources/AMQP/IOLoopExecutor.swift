@@ -20,7 +20,7 @@ public final class IOLoopExecutor: TaskExecutor {
 
     /// Whether the caller runs on a connection's I/O thread (any connection's), where nothing
     /// may block.
-    public static var isCurrentThreadAnIOThread: Bool { warren_is_io_thread() != 0 }
+    public static var isCurrentThreadAnIOThread: Bool { warren_current_loop() != nil }
 
     public func enqueue(_ job: consuming ExecutorJob) {
         if let refused = queue.submit(UnownedJob(job)) {

@@ -161,8 +161,8 @@ int warren_tls_require_tls12(amqp_socket_t *socket) {
 
 void warren_name_thread(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
 
-static _Thread_local int io_thread;
+static _Thread_local const void *current_loop;
 
-int warren_is_io_thread(void) { return io_thread; }
+const void *warren_current_loop(void) { return current_loop; }
 
-void warren_set_io_thread(int is_io_thread) { io_thread = is_io_thread; }
+void warren_set_current_loop(const void *loop) { current_loop = loop; }

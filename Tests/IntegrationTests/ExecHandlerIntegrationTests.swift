@@ -97,7 +97,58 @@ final class ExecHandlerIntegrationTests: Sendable {
         await connection.close()
     }
 
+    /// A fan-out started on an exec worker's own thread must not run its handlers one by one.
+    @Test func aFanOutOfExecHandlersRunsThemAtTheSameTime() async throws {
+        let source = """
+            [broker]
+            urls = ["\(TestBroker.url)"]
+            [[queues]]
+            name = "\(queue)"
+            durable = false
+            concurrency = 1
+            routes = [{ match = { type = "meet" }, handlers = ["left", "right"] }]
+            [handlers.left]
+            kind = "exec"
+            command = ["\(try meeting("left", "right"))"]
+            [handlers.right]
+            kind = "exec"
+            command = ["\(try meeting("right", "left"))"]
+            """
+        let connection = try await TestBroker.connect()
+        let publisher = try await connection.openPublisher()
+        let sent = Latch()
+        let declared = try await BuiltinHandlerTests.withEngine(source) { () async throws -> Bool in
+            if !sent.isSet {
+                sent.set()
+                let properties = BasicProperties(messageID: "meet-1", type: "meet")
+                #expect(try await publisher.publish(routingKey: self.queue, body: [], properties: properties) == .confirmed)
+            }
+            return Self.met(["left", "right"], onFirstAttemptIn: self.directory)
+        }
+        await BuiltinHandlerTests.delete(declared)
+        await connection.close()
+    }
+
     // MARK: helpers
+
+    /// A script that waits (up to 5 s) for `other` to have started, then records the attempt it
+    /// met it on. Two of them run one after the other, the first gives up and fails its attempt.
+    private func meeting(_ me: String, _ other: String) throws -> String {
+        try script("""
+            touch '\(directory)/\(me).started'
+            i=0
+            while [ ! -e '\(directory)/\(other).started' ]; do
+              i=$((i + 1)); [ $i -gt 100 ] && exit 3
+              sleep 0.05
+            done
+            touch "\(directory)/\(me).met.$WARREN_ATTEMPT"
+            """)
+    }
+
+    /// Whether every one of `handlers` met the other on the message's first attempt.
+    private static func met(_ handlers: [String], onFirstAttemptIn directory: String) -> Bool {
+        handlers.allSatisfy { FileManager.default.fileExists(atPath: "\(directory)/\($0).met.1") }
+    }
 
     /// Runs an engine with one exec handler until one message published to the queue is parked
     /// in `<queue>.dead`; returns the parked copy and deletes every queue the engine declared.

@@ -68,8 +68,9 @@ int warren_tls_require_tls12(amqp_socket_t *socket);
 /// Names the calling thread for `top -H` and `ps -L` (prctl PR_SET_NAME: the first 15 bytes).
 void warren_name_thread(const char *name);
 
-/// Whether the calling thread is running a connection's I/O loop (per thread; 0 unless set).
-int warren_is_io_thread(void);
-void warren_set_io_thread(int is_io_thread);
+/// The I/O loop the calling thread runs (an opaque identity of its command queue), or NULL:
+/// per thread, set by the loop's thread while it runs.
+const void *warren_current_loop(void);
+void warren_set_current_loop(const void *loop);
 
 #endif

@@ -71,7 +71,7 @@ struct DeliveryProcessor: Sendable {
     /// no dedup store is read or written); on a thread each when every handler waits for a
     /// child process; otherwise on the shared pool.
     var threading: HandlerThreading {
-        Self.threading(of: queue.handlerNames.map { handlers[$0]?.threading ?? .sharedPool }, dedup: dedup != nil && queue.dedup)
+        Self.threading(of: resolved.map { $0.handler?.threading ?? .sharedPool }, dedup: dedup != nil && queue.dedup)
     }
 
     static func threading(of handlers: [HandlerThreading], dedup: Bool) -> HandlerThreading {

@@ -46,6 +46,7 @@ public struct Publisher: Sendable {
             message.properties.messageID = MessageIDs.next()
         }
         try Self.validate(message)
+        try Self.validateHeaderFrame(message, frameMax: connection.negotiated.frameMax)
         return message
     }
 
@@ -82,6 +83,19 @@ public struct Publisher: Sendable {
         if let headers = p.headers {
             for entry in headers { try short(entry.key, "header name \"\(entry.key.prefix(40))\"") }
         }
+    }
+}
+
+extension Publisher {
+    /// The content header must fit in one frame of the size negotiated with the broker (0: no
+    /// limit). A copy that grew past it (a producer's headers near the limit, plus warren's own)
+    /// is refused here, as a message that can never be sent.
+    static func validateHeaderFrame(_ message: OutgoingMessage, frameMax: Int) throws(AMQPError) {
+        let size = message.properties.headerFrameSize
+        guard frameMax > 0, size > frameMax else { return }
+        throw AMQPError(
+            .invalidArgument,
+            "the message's properties and headers take \(size) bytes, more than the \(frameMax)-byte frame negotiated with the broker")
     }
 }
 

@@ -23,14 +23,14 @@ struct PipeHandlerTests {
             #expect(reply["attempt"] as? Int == 1)
             #expect(reply["pid"] as? Int == Int(try #require(handler.workerPIDs[0])))
 
-            guard case .verdict(.reject, let error?, _) = await handler.handle(W.input(headers: ["x-demo-verdict": "reject"])) else {
+            guard case .verdict(.reject, let error?, _, _) = await handler.handle(W.input(headers: ["x-demo-verdict": "reject"])) else {
                 Issue.record("expected a reject verdict"); return
             }
             #expect(error.contains("reject"))
-            guard case .verdict(.retry(.seconds(1)), _, _) = await handler.handle(W.input(headers: ["x-demo-verdict": "retry"])) else {
+            guard case .verdict(.retry(.seconds(1)), _, _, _) = await handler.handle(W.input(headers: ["x-demo-verdict": "retry"])) else {
                 Issue.record("expected a retry verdict with its delay"); return
             }
-            guard case .verdict(.requeue, _, _) = await handler.handle(W.input(headers: ["x-demo-verdict": "requeue"])) else {
+            guard case .verdict(.requeue, _, _, _) = await handler.handle(W.input(headers: ["x-demo-verdict": "requeue"])) else {
                 Issue.record("expected a requeue verdict"); return
             }
             #expect(W.failure(await handler.handle(W.input(headers: ["x-demo-verdict": "error"])))?.error == "x-demo-verdict asked for error")

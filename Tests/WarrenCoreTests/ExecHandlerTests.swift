@@ -123,13 +123,13 @@ final class ExecHandlerTests: Sendable {
 
     @Test func exitCode65IsTheRejectVerdictWithTheLastStderrLine() async throws {
         let outcome = try await makeHandler(script("echo 'noise' >&2; echo 'bad input: no id' >&2; exit 65")).handle(Self.input())
-        guard case .verdict(.reject, let error, _) = outcome else { Issue.record("expected reject, got \(outcome)"); return }
+        guard case .verdict(.reject, let error, _, _) = outcome else { Issue.record("expected reject, got \(outcome)"); return }
         #expect(error == "exit code 65: bad input: no id")
     }
 
     @Test func exitCode75IsTheRetryVerdict() async throws {
         let outcome = try await makeHandler(script("exit 75")).handle(Self.input())
-        guard case .verdict(.retry(let delay), let error, _) = outcome else { Issue.record("expected retry, got \(outcome)"); return }
+        guard case .verdict(.retry(let delay), let error, _, _) = outcome else { Issue.record("expected retry, got \(outcome)"); return }
         #expect(delay == nil)
         #expect(error == "exit code 75")
     }

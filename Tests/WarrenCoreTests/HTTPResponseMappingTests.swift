@@ -16,7 +16,7 @@ struct HTTPResponseMappingTests {
         switch outcome {
         case .success(let output): .success(reply: output.reply)
         case .failure(let failure): .failure(failure.error, httpStatus: failure.httpStatus)
-        case .verdict(let verdict, let error, _): .verdict(verdict, error: error)
+        case .verdict(let verdict, let error, _, _): .verdict(verdict, error: error)
         }
     }
 

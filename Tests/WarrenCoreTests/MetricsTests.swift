@@ -78,13 +78,13 @@ struct MetricsTests {
         #expect(try metrics.expectGauge(WarrenMetrics.consumers, [("queue", "a")]).lastValue == 0)
     }
 
-    @Test func handlerResultsAreTheFixedSetOfSpecSix() {
+    @Test func handlerResultsAndMessageOutcomesAreFixedSets() {
         #expect(HandlerResult(.success(HandlerOutput())) == .success)
         #expect(HandlerResult(.failure(HandlerFailure("exit code 3"))) == .failure)
         #expect(HandlerResult(.failure(HandlerFailure("timeout after 1s", isTimeout: true))) == .timeout)
         #expect(HandlerResult(.verdict(.retry(delay: nil), error: nil, output: HandlerOutput())) == .retry)
         #expect(Set(HandlerResult.allCases.map(\.label)) == ["success", "failure", "timeout", "ack", "reject", "requeue", "retry"])
-        #expect(Set(MessageOutcome.allCases.map(\.label)) == ["acked", "retried", "dead_lettered", "requeued", "rejected", "dropped"])
+        #expect(Set(MessageOutcome.allCases.map(\.label)) == ["acked", "retried", "dead_lettered", "requeued", "rejected", "dropped", "held"])
     }
 
     static func sources(_ status: EngineStatus, liveness: Liveness.Verdict = .alive) -> ObservabilityServer.Sources {

@@ -126,16 +126,16 @@ struct PipeProtocolTests {
     }
 
     @Test func verdictsMapToTheHandlerOutcomes() throws {
-        guard case .verdict(.reject, let error, _) = try Self.decode(#"{"id":1,"verdict":"reject","error":"bad order"}"#).outcome else {
+        guard case .verdict(.reject, let error, _, _) = try Self.decode(#"{"id":1,"verdict":"reject","error":"bad order"}"#).outcome else {
             Issue.record("reject"); return
         }
         #expect(error == "bad order")
-        guard case .verdict(.requeue, nil, _) = try Self.decode(#"{"id":2,"verdict":"requeue"}"#).outcome else { Issue.record("requeue"); return }
-        guard case .verdict(.retry(let delay), let retryError, _) = try Self.decode(#"{"id":43,"verdict":"retry","delay":"30s","error":"upstream busy"}"#).outcome
+        guard case .verdict(.requeue, nil, _, _) = try Self.decode(#"{"id":2,"verdict":"requeue"}"#).outcome else { Issue.record("requeue"); return }
+        guard case .verdict(.retry(let delay), let retryError, _, _) = try Self.decode(#"{"id":43,"verdict":"retry","delay":"30s","error":"upstream busy"}"#).outcome
         else { Issue.record("retry"); return }
         #expect(delay == .seconds(30))
         #expect(retryError == "upstream busy")
-        guard case .verdict(.retry(nil), _, _) = try Self.decode(#"{"id":3,"verdict":"retry"}"#).outcome else { Issue.record("retry without delay"); return }
+        guard case .verdict(.retry(nil), _, _, _) = try Self.decode(#"{"id":3,"verdict":"retry"}"#).outcome else { Issue.record("retry without delay"); return }
         guard case .failure(let failure) = try Self.decode(#"{"id":4,"verdict":"error","error":"database down"}"#).outcome else {
             Issue.record("error"); return
         }

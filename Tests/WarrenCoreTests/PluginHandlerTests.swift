@@ -75,21 +75,21 @@ struct PluginHandlerTests {
     func headersDriveEveryVerdict(_ language: ExamplePlugins.Language) async throws {
         let handler = try Self.handler(language)
         func run(_ headers: FieldTable) async -> HandlerOutcome { await handler.handle(Self.input(headers: headers)) }
-        guard case .verdict(.reject, let error?, _) = await run(["x-demo-verdict": "reject"]) else {
+        guard case .verdict(.reject, let error?, _, _) = await run(["x-demo-verdict": "reject"]) else {
             Issue.record("reject")
             return
         }
         #expect(error.contains("rejected by the"))
-        guard case .verdict(.requeue, nil, _) = await run(["x-demo-verdict": "requeue"]) else {
+        guard case .verdict(.requeue, nil, _, _) = await run(["x-demo-verdict": "requeue"]) else {
             Issue.record("requeue")
             return
         }
-        guard case .verdict(.retry(let delay), _, _) = await run(["x-demo-verdict": "retry", "x-demo-delay-ms": .int32(1500)]) else {
+        guard case .verdict(.retry(let delay), _, _, _) = await run(["x-demo-verdict": "retry", "x-demo-delay-ms": .int32(1500)]) else {
             Issue.record("retry")
             return
         }
         #expect(delay == .milliseconds(1500))
-        guard case .verdict(.retry(nil), _, _) = await run(["x-demo-verdict": "retry"]) else {
+        guard case .verdict(.retry(nil), _, _, _) = await run(["x-demo-verdict": "retry"]) else {
             Issue.record("retry without a delay uses the ladder")
             return
         }

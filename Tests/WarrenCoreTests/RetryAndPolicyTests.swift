@@ -28,10 +28,44 @@ struct RetryAndPolicyTests {
         #expect(RetryPlanner.step(queue: queue, attempt: 4, requestedDelay: nil) == .deadLetter(.attemptsExhausted))
     }
 
-    @Test func aVerdictDelayIsRoundedUpToALadderStepAndCappedAtTheLast() {
+    @Test func aVerdictDelayIsRoundedUpToTheDelaySeriesAndCappedAtMaxDelay() {
         let queue = Self.queue(retry: RetryPolicy(maxAttempts: 5, delay: .seconds(1), multiplier: 2, maxDelay: .seconds(300)))
         #expect(RetryPlanner.step(queue: queue, attempt: 1, requestedDelay: .milliseconds(1500)) == .delay(queue: "jobs.retry.2s", delay: .seconds(2), nextAttempt: 2))
-        #expect(RetryPlanner.step(queue: queue, attempt: 1, requestedDelay: .seconds(3600)) == .delay(queue: "jobs.retry.8s", delay: .seconds(8), nextAttempt: 2))
+        #expect(RetryPlanner.step(queue: queue, attempt: 1, requestedDelay: .seconds(120)) == .delay(queue: "jobs.retry.128s", delay: .seconds(128), nextAttempt: 2),
+                "beyond the ladder of max_attempts, the series goes on")
+        #expect(RetryPlanner.step(queue: queue, attempt: 1, requestedDelay: .seconds(3600)) == .delay(queue: "jobs.retry.5m", delay: .seconds(300), nextAttempt: 2))
+        #expect(RetryPlanner.step(queue: queue, attempt: 2, requestedDelay: .zero) == .delay(queue: "jobs.retry.2s", delay: .seconds(2), nextAttempt: 3),
+                "a zero delay asks for the ladder")
+    }
+
+    @Test func aVerdictDelayBeyondTheShortLadderWaitsForTheNextSeriesStepUpToMaxDelay() {
+        // The acceptance case: ladder 300ms/600ms (max_attempts 3), max_delay 2s, a pipe asking for 1500ms.
+        let policy = RetryPolicy(maxAttempts: 3, delay: .milliseconds(300), multiplier: 2, maxDelay: .seconds(2))
+        #expect(policy.ladder == [.milliseconds(300), .milliseconds(600)])
+        #expect(policy.delaySeries == [.milliseconds(300), .milliseconds(600), .milliseconds(1200), .seconds(2)])
+        #expect(RetryPlanner.step(queue: Self.queue(retry: policy), attempt: 1, requestedDelay: .milliseconds(1500))
+            == .delay(queue: "jobs.retry.2s", delay: .seconds(2), nextAttempt: 2))
+    }
+
+    @Test func theDelaySeriesOfMultiplierOneIsTheDelayThenMaxDelay() {
+        let policy = RetryPolicy(maxAttempts: 10, delay: .seconds(5), multiplier: 1, maxDelay: .seconds(60))
+        #expect(policy.ladder == [.seconds(5)])
+        #expect(policy.delaySeries == [.seconds(5), .seconds(60)])
+        #expect(RetryPolicy(maxAttempts: 1).delaySeries.isEmpty, "no retry, no delay queues")
+    }
+
+    @Test func attemptCountersFromTheMessageSaturateInsteadOfTrapping() {
+        #expect(RetryPlanner.attempt(headers: ["x-delivery-count": .int64(.max)]) == Int.max)
+        #expect(RetryPlanner.attempt(headers: ["x-warren-attempt": .int64(.max)]) == Int.max)
+        #expect(RetryPlanner.attempt(headers: ["x-delivery-count": .uint64(.max)]) == 1, "not representable: ignored")
+        #expect(RetryPlanner.attempt(headers: ["x-delivery-count": .int64(.min), "x-warren-attempt": .int64(-5)]) == 1)
+        let queue = Self.queue(retry: RetryPolicy(maxAttempts: .max))
+        if case .delay(_, _, let next) = RetryPlanner.step(queue: queue, attempt: .max - 1, requestedDelay: nil) {
+            #expect(next == .max)
+        } else {
+            Issue.record("expected a retry step")
+        }
+        #expect(RetryPlanner.step(queue: queue, attempt: .max, requestedDelay: nil) == .deadLetter(.attemptsExhausted))
     }
 
     @Test func retryFalseMeansNackWithRequeue() {
@@ -39,7 +73,7 @@ struct RetryAndPolicyTests {
     }
 
     @Test(arguments: AckPolicy.allCases)
-    func thePolicyTableOfSpecSection4(policy: AckPolicy) {
+    func thePolicyTable(policy: AckPolicy) {
         let failure = HandlerOutcome.failure(HandlerFailure("exit code 1"))
         let expectedFailure: DeliveryAction = switch policy {
         case .ackFirst: .alreadySettled

@@ -17,6 +17,9 @@ public enum DeadLetterReason: String, Sendable, Hashable {
     case attemptsExhausted = "attempts_exhausted"
     case unrouted
     case tooLarge = "too_large"
+    /// A copy made while processing the message (its reply, an output, its retry copy) was
+    /// refused by the broker for good: returned, nacked, or refused before sending.
+    case publishFailed = "publish_failed"
 }
 
 extension AckPolicy {
@@ -29,7 +32,7 @@ extension AckPolicy {
             return .alreadySettled
         case (_, .success):
             return .ack
-        case (_, .verdict(let verdict, _, _)):
+        case (_, .verdict(let verdict, _, _, _)):
             switch verdict {
             case .ack: return .ack
             case .reject: return .deadLetter(.rejected)

@@ -155,7 +155,7 @@ struct ConfigurationValidation {
                 d.report(retryPath + [.key("max_delay")], "max_delay \(retry.maxDelay.configText) is above the 24h limit")
             }
             if retry.maxAttempts >= 1 && retry.maxDelay <= RetryPolicy.longestMaxDelay {
-                for step in retry.ladder {
+                for step in retry.delaySeries {
                     let name = QueueConfiguration.retryQueueName(queue.name, delay: step)
                     if name.utf8.count > 255 {
                         d.report(path + [.key("name")], "the retry queue name \"\(name.prefix(40))...\" would exceed 255 bytes; shorten the queue name")

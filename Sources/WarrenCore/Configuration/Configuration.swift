@@ -153,6 +153,36 @@ public struct RetryPolicy: Sendable, Hashable {
         }
         return steps
     }
+
+    /// Every delay a retry can wait, ascending, and so the delay queues warren declares: the
+    /// series delay × multiplier^k (k = 0, 1, ...) in whole milliseconds, capped at maxDelay, with
+    /// maxDelay itself as the last step. The ladder is a prefix of it. A handler's verdict delay
+    /// (pipe `delay`, plugin `delay_ms`, HTTP `Retry-After`) is rounded up to one of these steps,
+    /// whatever `max_attempts` is. Empty when no retry can happen (`max_attempts` = 1).
+    public var delaySeries: [Duration] {
+        guard maxAttempts > 1 else { return [] }
+        var steps: [Duration] = []
+        let base = Double(delay.milliseconds)
+        let cap = max(maxDelay.milliseconds, 1)
+        // With multiplier 1.0 the series never grows: the bound stops it, and the cap follows.
+        for k in 0..<64 {
+            let raw = base * pow(multiplier, Double(k))
+            let ms = raw.isFinite && raw < Double(cap) ? Int64(raw.rounded()) : cap
+            let step = Duration.milliseconds(max(ms, 1))
+            if steps.last != step { steps.append(step) }
+            if ms >= cap || (multiplier <= 1 && k > 0) { break }
+        }
+        let last = Duration.milliseconds(cap)
+        if steps.last.map({ $0 < last }) ?? true { steps.append(last) }
+        return steps
+    }
+
+    /// The step a verdict asking for `requested` waits: the first step of the delay series at
+    /// least as long, or maxDelay when the request is longer than every step.
+    public func delayStep(forRequested requested: Duration) -> Duration? {
+        let series = delaySeries
+        return series.first { $0 >= requested } ?? series.last
+    }
 }
 
 public enum DeadLetterTarget: Sendable, Hashable {

@@ -3,10 +3,11 @@ import CSpawn
 import Foundation
 import Logging
 
-/// Takes one delivery from receipt to settlement: attempt counting, the size limit, routing,
-/// the handler run(s) with their timeout, the ack policy's action, and the confirm-gated
-/// settlement (SPEC §4). The input is acked only after every publish its processing made is
-/// confirmed; any publish problem nacks it with requeue instead.
+/// Takes one delivery from receipt to settlement: attempt counting, the size limit, routing, the
+/// handler run(s) with their timeout, then what `DeliveryDecision` says to publish and how to
+/// settle (docs/delivery.md). The input is acked only after every publish its processing made
+/// is confirmed. This type runs handlers and carries out the decision's actions; it decides
+/// nothing about the message itself.
 struct DeliveryProcessor: Sendable {
     let queue: QueueConfiguration
     let router: Router
@@ -19,6 +20,8 @@ struct DeliveryProcessor: Sendable {
     let logger: Logger
     /// This queue's series, resolved here, once per consumer, rather than per message.
     let metrics: QueueMetrics
+    /// Set after a transient publish failure; the queue's workers wait on it.
+    let backOff = PublishBackOff()
     /// The queue's handlers with their timeouts and series, looked up once. A message's
     /// handler names are found here by comparing a few strings (usually the same storage)
     /// instead of hashing each name into three dictionaries per message.
@@ -83,14 +86,15 @@ struct DeliveryProcessor: Sendable {
     nonisolated(nonsending) func process(_ delivery: Delivery) async {
         let attempt = RetryPlanner.attempt(headers: delivery.properties.headers)
         var log = MessageLog(logger: logger, queue: queue.name, delivery: delivery, attempt: attempt)
+        var decision = DeliveryDecision(.init(queue: queue, delivery: delivery, attempt: attempt))
 
         if delivery.body.count > queue.maxBodySize {
-            let error = "the body of \(delivery.body.count) bytes exceeds max_body_size (\(queue.maxBodySize))"
-            await deadLetter(delivery, .tooLarge, error: error, handler: nil, attempt: attempt, failure: nil, log)
+            await carryOut(decision.start(.tooLarge(bodySize: delivery.body.count)), &decision, delivery, log)
             return
         }
         guard let names = router.handlers(for: delivery) else {
-            await unrouted(delivery, attempt: attempt, log)
+            log.unrouted = (delivery.exchange, delivery.routingKey, delivery.properties.type ?? "")
+            await carryOut(decision.start(.unrouted), &decision, delivery, log)
             return
         }
         if queue.ackPolicy.acksBeforeHandling {
@@ -118,32 +122,73 @@ struct DeliveryProcessor: Sendable {
         }
         log.handler = failedHandler ?? (names.count == 1 ? names[0] : names.joined(separator: ","))
         log.outcome = outcome.resultName
-        var succeeded: [(name: String, outcome: HandlerOutcome)] = []
         var recordSuccesses: (@Sendable () async -> Void)?
         if let dedupID {
-            succeeded = runs.filter { $0.outcome.isSuccess }
+            let succeeded = runs.filter { $0.outcome.isSuccess }
             if !succeeded.isEmpty {
                 let done = succeeded.map(\.name)
                 let context = log
                 recordSuccesses = { await record(done, messageID: dedupID, context) }
             }
+            if !outcome.isSuccess, let recordSuccesses {
+                // Some handlers of a fan-out succeeded and will be skipped when the message
+                // comes back: what they produced is published now, and they are recorded only
+                // once it is confirmed. If it is not, they are not recorded and run again.
+                let produced = succeeded.flatMap { outputs(of: $0.outcome, delivery) }
+                let problem = await publisher.publishAll(produced)
+                if let problem {
+                    log.warning("outputs of the handlers that succeeded not published; they will run again", metadata: [LogKeys.error: "\(problem)"])
+                } else {
+                    await recordSuccesses()
+                }
+            }
         }
-        if !outcome.isSuccess, let recordSuccesses {
-            // Some handlers of a fan-out succeeded and will be skipped when the message comes
-            // back: what they produced is published now, and they are recorded only once it
-            // is confirmed.
-            let produced = succeeded.flatMap { outputs(of: $0.outcome, delivery) }
-            if let problem = await publisher.publishAll(produced) {
-                log.error("publish not confirmed; message requeued", metadata: [LogKeys.error: "\(problem)"])
-                settle(delivery, .nack(requeue: true), .requeued)
+        let trigger = DeliveryDecision.Trigger.handled(outcome, handler: failedHandler ?? names.first, outputs: outputs(of: outcome, delivery))
+        await carryOut(decision.start(trigger), &decision, delivery, log, afterConfirm: outcome.isSuccess ? recordSuccesses : nil)
+    }
+
+    /// Carries out the decision's actions until it settles, holds or finishes the delivery: each
+    /// publish's result goes back to the decision. `afterConfirm` (recording a success in the
+    /// dedup store) runs once the outputs are confirmed and before the ack: a recorded handler
+    /// is skipped next time, so what it produced must be out, and a lost ack then finds it done.
+    private nonisolated(nonsending) func carryOut(
+        _ first: DeliveryDecision.Action, _ decision: inout DeliveryDecision, _ delivery: Delivery, _ log: MessageLog,
+        afterConfirm: (@Sendable () async -> Void)? = nil
+    ) async {
+        var action = first
+        var recordPending = afterConfirm != nil
+        while true {
+            switch action {
+            case .publish(let messages, let purpose):
+                let problem = await publisher.publishAll(messages)
+                if let problem {
+                    log.debug("publish not confirmed", metadata: [LogKeys.error: "\(problem)", "class": "\(problem.kind.rawValue)"])
+                } else {
+                    backOff.succeeded()
+                    if recordPending && (purpose == .outputs || purpose == .outputsAfterAck) {
+                        recordPending = false
+                        await afterConfirm?()
+                    }
+                }
+                action = decision.published(problem)
+            case .settle(let disposition, let outcome, let event, let backOff):
+                if recordPending && outcome == .acked {
+                    await afterConfirm?()
+                }
+                settle(delivery, disposition, outcome)
+                if backOff { self.backOff.failed() }
+                log.event(event)
+                return
+            case .finished(let event):
+                if recordPending && event.level < .error { await afterConfirm?() }
+                log.event(event)
+                return
+            case .hold(let event):
+                metrics.count(.held)
+                log.event(event)
                 return
             }
-            await recordSuccesses()
         }
-        let action = queue.ackPolicy.action(for: outcome)
-        await execute(
-            action, delivery, outcome: outcome, handler: failedHandler ?? names.first, attempt: attempt, log,
-            afterConfirm: outcome.isSuccess ? recordSuccesses : nil)
     }
 
     // MARK: dedup
@@ -211,7 +256,7 @@ struct DeliveryProcessor: Sendable {
             switch result {
             case .failure:
                 return (result, name)
-            case .verdict(.ack, _, let more), .success(let more):
+            case .verdict(.ack, _, let more, _), .success(let more):
                 output.publishes += more.publishes
                 if output.reply == nil { output.reply = more.reply }
             case .verdict:
@@ -257,118 +302,6 @@ struct DeliveryProcessor: Sendable {
         }
     }
 
-    // MARK: actions
-
-    private nonisolated(nonsending) func execute(
-        _ action: DeliveryAction, _ delivery: Delivery, outcome: HandlerOutcome, handler: String?, attempt: Int, _ log: MessageLog,
-        afterConfirm: (@Sendable () async -> Void)?
-    ) async {
-        switch action {
-        case .alreadySettled:
-            if case .failure(let failure) = outcome {
-                log.warning("handler failed after ack_first acked the message", metadata: [LogKeys.error: "\(failure)"])
-                return
-            }
-            // The input is already acked: its reply and outputs still go out, but a publish
-            // that fails can only be logged.
-            if let problem = await publisher.publishAll(outputs(of: outcome, delivery)) {
-                log.error("publish not confirmed after ack_first acked the message", metadata: [LogKeys.error: "\(problem)"])
-                return
-            }
-            await afterConfirm?()
-            log.debug("message handled")
-        case .ack:
-            if case .failure(let failure) = outcome {
-                log.warning("handler failed; acked anyway (ack_policy = ack)", metadata: [LogKeys.error: "\(failure)"])
-            }
-            await settleAfterPublishing(
-                outputs(of: outcome, delivery), delivery, .ack, .acked, log, success: "message handled", afterConfirm: afterConfirm)
-        case .requeue:
-            log.warning("message requeued", metadata: [LogKeys.error: "\(Self.errorText(outcome) ?? "requeue verdict")"])
-            settle(delivery, .nack(requeue: true), .requeued)
-        case .retry(let delay):
-            await retry(delivery, delay: delay, outcome: outcome, handler: handler, attempt: attempt, log)
-        case .deadLetter(let reason):
-            let failure: HandlerFailure? = if case .failure(let f) = outcome { f } else { nil }
-            await deadLetter(delivery, reason, error: Self.errorText(outcome) ?? reason.rawValue, handler: handler, attempt: attempt, failure: failure, log)
-        }
-    }
-
-    private func retry(_ delivery: Delivery, delay: Duration?, outcome: HandlerOutcome, handler: String?, attempt: Int, _ log: MessageLog) async {
-        switch RetryPlanner.step(queue: queue, attempt: attempt, requestedDelay: delay) {
-        case .requeue:
-            log.warning("message requeued (retry = false)", metadata: [LogKeys.error: "\(Self.errorText(outcome) ?? "")"])
-            settle(delivery, .nack(requeue: true), .requeued)
-        case .deadLetter(let reason):
-            let failure: HandlerFailure? = if case .failure(let f) = outcome { f } else { nil }
-            await deadLetter(delivery, reason, error: Self.errorText(outcome) ?? "retry requested", handler: handler, attempt: attempt, failure: failure, log)
-        case .delay(let delayQueue, let step, let nextAttempt):
-            let copy = RetryPlanner.retryCopy(of: delivery, delayQueue: delayQueue, nextAttempt: nextAttempt)
-            await settleAfterPublishing([copy], delivery, .ack, .retried, log, success: "message scheduled for retry", warning: true, metadata: [
-                "retry_in": "\(step.configText)", LogKeys.error: "\(Self.errorText(outcome) ?? "retry verdict")",
-            ])
-        }
-    }
-
-    private func deadLetter(
-        _ delivery: Delivery, _ reason: DeadLetterReason, error: String, handler: String?, attempt: Int, failure: HandlerFailure?, _ log: MessageLog
-    ) async {
-        switch queue.deadLetter {
-        case .publish(let exchange, let routingKey):
-            let copy = RetryPlanner.deadLetterCopy(
-                of: delivery, exchange: exchange, routingKey: routingKey, reason: reason, error: error, handler: handler, attempts: attempt,
-                failure: failure)
-            await settleAfterPublishing([copy], delivery, .ack, .deadLettered, log, success: "message dead-lettered", warning: true, metadata: [
-                LogKeys.reason: "\(reason.rawValue)", LogKeys.error: "\(error)", "destination": "\(EnginePublisher.destination(copy))",
-            ])
-        case .broker:
-            log.warning("message rejected to the broker's dead-letter exchange", metadata: [LogKeys.reason: "\(reason.rawValue)", LogKeys.error: "\(error)"])
-            settle(delivery, .reject(requeue: false), .rejected)
-        case .drop:
-            log.warning("message dropped (dead_letter = drop)", metadata: [LogKeys.reason: "\(reason.rawValue)", LogKeys.error: "\(error)"])
-            settle(delivery, .ack, .dropped)
-        }
-    }
-
-    private func unrouted(_ delivery: Delivery, attempt: Int, _ log: MessageLog) async {
-        guard case .routes(_, let action) = queue.target else { return }
-        let details: Logger.Metadata = [
-            "exchange": "\(delivery.exchange)", "routing_key": "\(delivery.routingKey)", "type": "\(delivery.properties.type ?? "")",
-        ]
-        switch action {
-        case .deadLetter:
-            await deadLetter(delivery, .unrouted, error: "no route matched", handler: nil, attempt: attempt, failure: nil, log)
-        case .ack:
-            log.warning("unrouted message acked", metadata: details)
-            settle(delivery, .ack, .acked)
-        case .reject:
-            log.warning("unrouted message rejected", metadata: details)
-            settle(delivery, .reject(requeue: false), .rejected)
-        }
-    }
-
-    /// Publishes, then settles with `disposition` only if every publish was confirmed;
-    /// otherwise nacks with requeue so the broker redelivers the input.
-    private nonisolated(nonsending) func settleAfterPublishing(
-        _ messages: [OutgoingMessage], _ delivery: Delivery, _ disposition: Disposition, _ outcome: MessageOutcome, _ log: MessageLog,
-        success: Logger.Message, warning: Bool = false, metadata: Logger.Metadata = [:], afterConfirm: (@Sendable () async -> Void)? = nil
-    ) async {
-        if !messages.isEmpty, let problem = await publisher.publishAll(messages) {
-            log.error("publish not confirmed; message requeued", metadata: [LogKeys.error: "\(problem)"])
-            settle(delivery, .nack(requeue: true), .requeued)
-            return
-        }
-        // Dedup records go after the confirms (a recorded handler is skipped next time, so
-        // what it produced must be out) and before the ack (a lost ack then finds it done).
-        await afterConfirm?()
-        settle(delivery, disposition, outcome)
-        if warning {
-            log.warning(success, metadata: metadata)
-        } else {
-            log.debug(success, metadata: metadata)
-        }
-    }
-
     /// Every settlement goes through here, so `warren_messages_total` counts each delivery once,
     /// by what warren decided (a settlement of a channel that died meanwhile still counts).
     private func settle(_ delivery: Delivery, _ disposition: Disposition, _ outcome: MessageOutcome) {
@@ -380,7 +313,7 @@ struct DeliveryProcessor: Sendable {
     private func outputs(of outcome: HandlerOutcome, _ delivery: Delivery) -> [OutgoingMessage] {
         let output: HandlerOutput
         switch outcome {
-        case .success(let o), .verdict(.ack, _, let o): output = o
+        case .success(let o), .verdict(.ack, _, let o, _): output = o
         default: return []
         }
         var messages = output.publishes
@@ -392,13 +325,6 @@ struct DeliveryProcessor: Sendable {
         return messages
     }
 
-    static func errorText(_ outcome: HandlerOutcome) -> String? {
-        switch outcome {
-        case .success: nil
-        case .failure(let failure): failure.error
-        case .verdict(_, let error, _): error
-        }
-    }
 }
 
 /// A delivery's log context, kept as plain values: the metadata dictionary is built only when an
@@ -413,6 +339,8 @@ struct MessageLog {
     var handler: String?
     var outcome: String?
     var duration: Duration?
+    /// Where an unrouted message came from, for its log line.
+    var unrouted: (exchange: String, routingKey: String, type: String)?
 
     init(logger: Logger, queue: String, delivery: Delivery, attempt: Int) {
         self.logger = logger
@@ -430,7 +358,23 @@ struct MessageLog {
         if let handler { metadata[LogKeys.handler] = "\(handler)" }
         if let outcome { metadata[LogKeys.outcome] = "\(outcome)" }
         if let duration { metadata[LogKeys.durationMS] = "\(duration.milliseconds)" }
+        if let unrouted {
+            metadata["exchange"] = "\(unrouted.exchange)"
+            metadata["routing_key"] = "\(unrouted.routingKey)"
+            metadata["type"] = "\(unrouted.type)"
+        }
         return metadata.merging(extra) { _, new in new }
+    }
+
+    /// Logs what the delivery decision asked for.
+    func event(_ event: DeliveryDecision.Event) {
+        guard logger.logLevel <= event.level else { return }
+        var extra: Logger.Metadata = [:]
+        if let error = event.error { extra[LogKeys.error] = "\(error)" }
+        if let reason = event.reason { extra[LogKeys.reason] = "\(reason.rawValue)" }
+        if let destination = event.destination { extra["destination"] = "\(destination)" }
+        if let retryIn = event.retryIn { extra["retry_in"] = "\(retryIn.configText)" }
+        logger.log(level: event.level, "\(event.message)", metadata: metadata(extra))
     }
 
     func debug(_ message: @autoclosure () -> Logger.Message, metadata extra: @autoclosure () -> Logger.Metadata = [:]) {

@@ -76,6 +76,16 @@ struct QueueRunner: Sendable {
                 metrics.count(.requeued)
                 continue
             }
+            if processor.backOff.isActive {
+                // A copy could not be published for a reason that may pass: wait before
+                // taking the next delivery, so a broker problem never becomes a hot loop.
+                await processor.backOff.wait(unless: draining)
+                if draining.isSet {
+                    consumer.nack(delivery, requeue: true)
+                    metrics.count(.requeued)
+                    continue
+                }
+            }
             activity.started()
             metrics.inflight.increment()
             await processor.process(delivery)

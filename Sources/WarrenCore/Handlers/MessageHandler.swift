@@ -91,13 +91,15 @@ public struct HandlerOutput: Sendable {
 public enum HandlerOutcome: Sendable {
     case success(HandlerOutput)
     case failure(HandlerFailure)
-    /// `error` is the handler's own explanation, if it gave one.
-    case verdict(Verdict, error: String?, output: HandlerOutput)
+    /// `error` is the handler's own explanation, if it gave one. `details` carries what the run
+    /// left behind for a person to look at (exit code, stderr tail, HTTP status) when the verdict
+    /// was read from them, so a rejected message is parked with the same forensics as a failed one.
+    case verdict(Verdict, error: String?, output: HandlerOutput, details: HandlerFailure? = nil)
 
     /// Success, or the ack verdict (the same thing said explicitly).
     public var isSuccess: Bool {
         switch self {
-        case .success, .verdict(.ack, _, _): true
+        case .success, .verdict(.ack, _, _, _): true
         default: false
         }
     }
@@ -107,7 +109,7 @@ public enum HandlerOutcome: Sendable {
         switch self {
         case .success: "success"
         case .failure(let f): f.isTimeout ? "timeout" : "failure"
-        case .verdict(let v, _, _): v.name
+        case .verdict(let v, _, _, _): v.name
         }
     }
 }

@@ -58,6 +58,9 @@ public enum MessageOutcome: Int, CaseIterable, Sendable {
     case rejected
     /// Acked and discarded (`dead_letter = "drop"`).
     case dropped
+    /// Left unacked: no copy could be parked and the queue has no dead-letter exchange. The
+    /// broker keeps the message and redelivers it when the channel closes.
+    case held
 
     public var label: String {
         switch self {
@@ -67,6 +70,7 @@ public enum MessageOutcome: Int, CaseIterable, Sendable {
         case .requeued: "requeued"
         case .rejected: "rejected"
         case .dropped: "dropped"
+        case .held: "held"
         }
     }
 }
@@ -91,10 +95,10 @@ public enum HandlerResult: Int, CaseIterable, Sendable {
         switch outcome {
         case .success: self = .success
         case .failure(let failure): self = failure.isTimeout ? .timeout : .failure
-        case .verdict(.ack, _, _): self = .ack
-        case .verdict(.reject, _, _): self = .reject
-        case .verdict(.requeue, _, _): self = .requeue
-        case .verdict(.retry, _, _): self = .retry
+        case .verdict(.ack, _, _, _): self = .ack
+        case .verdict(.reject, _, _, _): self = .reject
+        case .verdict(.requeue, _, _, _): self = .requeue
+        case .verdict(.retry, _, _, _): self = .retry
         }
     }
 }

@@ -10,39 +10,43 @@ struct EnginePublisher: Sendable {
     /// `warren_publishes_total{result}`, resolved once per session.
     let metrics = PublishMetrics()
 
-    /// Publishes concurrently; `nil` when every message was confirmed, else the first problem
-    /// in words (nacked, returned, timed out, or the channel/connection error).
-    func publishAll(_ messages: [OutgoingMessage]) async -> String? {
+    /// Publishes concurrently; `nil` when every message was confirmed, else the first problem,
+    /// a permanent one before any transient one (a message the broker refuses for good decides
+    /// what happens to the input, whatever else went wrong beside it).
+    func publishAll(_ messages: [OutgoingMessage]) async -> PublishProblem? {
         guard !messages.isEmpty else { return nil }
         if messages.count == 1, let only = messages.first {
             return await publishOne(only)
         }
-        return await withTaskGroup(of: String?.self) { group in
+        return await withTaskGroup(of: PublishProblem?.self) { group in
             for message in messages {
                 group.addTask { await publishOne(message) }
             }
-            var firstProblem: String?
-            for await problem in group where firstProblem == nil {
-                firstProblem = problem
+            var first: PublishProblem?
+            for await problem in group {
+                guard let problem else { continue }
+                if first == nil || (problem.isPermanent && first?.isPermanent == false) { first = problem }
             }
-            return firstProblem
+            return first
         }
     }
 
-    private func publishOne(_ message: OutgoingMessage) async -> String? {
+    private func publishOne(_ message: OutgoingMessage) async -> PublishProblem? {
         var message = message
         message.mandatory = mandatory
         guard let publisher = await link.publisher(waitingUpTo: confirmTimeout) else {
             metrics.count(.failed)
-            return "publish to \(Self.destination(message)) failed: no publisher connection (reconnecting)"
+            return PublishProblem(.transient, "publish to \(Self.destination(message)) failed: no publisher connection (reconnecting)")
         }
         do {
             let outcome = try await publisher.publish(message)
             metrics.count(Self.result(outcome))
-            return outcome == .confirmed ? nil : "publish to \(Self.destination(message)) \(outcome)"
+            guard let kind = PublishProblem.classify(outcome) else { return nil }
+            return PublishProblem(kind, "publish to \(Self.destination(message)) \(outcome)")
         } catch {
             metrics.count(.failed)
-            return "publish to \(Self.destination(message)) failed: \(error)"
+            return PublishProblem(
+                PublishProblem.classify(error, exchange: message.exchange), "publish to \(Self.destination(message)) failed: \(error)")
         }
     }
 
@@ -56,6 +60,10 @@ struct EnginePublisher: Sendable {
     }
 
     static func destination(_ message: OutgoingMessage) -> String {
-        message.exchange.isEmpty ? "queue \"\(message.routingKey)\"" : "exchange \"\(message.exchange)\" (\(message.routingKey))"
+        destination(exchange: message.exchange, routingKey: message.routingKey)
+    }
+
+    static func destination(exchange: String, routingKey: String) -> String {
+        exchange.isEmpty ? "queue \"\(routingKey)\"" : "exchange \"\(exchange)\" (\(routingKey))"
     }
 }

@@ -10,9 +10,14 @@ public enum RetryPlanner {
     /// `max(x-warren-attempt, x-delivery-count + 1)`, at least 1. Quorum queues count
     /// redeliveries in `x-delivery-count`; classic queues keep no count, so an immediate requeue
     /// does not raise the attempt there, but the retry ladder does.
+    ///
+    /// Both headers come from the producer as much as from the broker: any integer type and
+    /// value is accepted and saturates (2^63-1 stays 2^63-1, negative counts as 1); anything else
+    /// (a string, a table) is ignored.
     public static func attempt(headers: FieldTable?) -> Int {
-        let warren = headers?[attemptHeader]?.integerValue ?? 1
-        let deliveries = (headers?["x-delivery-count"]?.integerValue).map { $0 + 1 } ?? 1
+        guard let headers else { return 1 }
+        let warren = headers[attemptHeader]?.integerValue ?? 1
+        let deliveries = headers["x-delivery-count"]?.integerValue.map { $0 == .max ? $0 : $0 + 1 } ?? 1
         return Int(clamping: max(1, warren, deliveries))
     }
 
@@ -24,19 +29,21 @@ public enum RetryPlanner {
         case requeue
     }
 
-    /// Where a retry of `attempt` goes. A verdict's own delay is rounded up to the nearest ladder
-    /// step and capped at the last one, so no other delay queues exist.
+    /// Where a retry of `attempt` goes. Without a requested delay, the ladder step of this
+    /// attempt; a verdict's own delay is rounded up to the next step of the delay series and
+    /// capped at `max_delay` (`RetryPolicy.delaySeries`), whatever `max_attempts` is.
     public static func step(queue: QueueConfiguration, attempt: Int, requestedDelay: Duration?) -> RetryStep {
         guard let policy = queue.retry else { return .requeue }
         let ladder = policy.ladder
         guard attempt < policy.maxAttempts, let last = ladder.last else { return .deadLetter(.attemptsExhausted) }
         let delay: Duration
-        if let requestedDelay {
-            delay = ladder.first { $0 >= requestedDelay } ?? last
+        if let requestedDelay, requestedDelay > .zero {
+            delay = policy.delayStep(forRequested: requestedDelay) ?? last
         } else {
             delay = ladder[min(max(attempt - 1, 0), ladder.count - 1)]
         }
-        return .delay(queue: QueueConfiguration.retryQueueName(queue.name, delay: delay), delay: delay, nextAttempt: attempt + 1)
+        // attempt < maxAttempts, so the increment cannot overflow.
+        return .delay(queue: QueueConfiguration.retryQueueName(queue.name, delay: delay), delay: delay, nextAttempt: attempt &+ 1)
     }
 
     /// The copy that goes to a delay queue: same body and properties, the attempt header
@@ -44,7 +51,7 @@ public enum RetryPlanner {
     public static func retryCopy(of delivery: Delivery, delayQueue: String, nextAttempt: Int) -> OutgoingMessage {
         var properties = delivery.properties
         var headers = properties.headers ?? FieldTable()
-        headers[attemptHeader] = .int64(Int64(nextAttempt))
+        headers[attemptHeader] = .int64(Int64(clamping: nextAttempt))
         if headers[originalExchangeHeader] == nil { headers[originalExchangeHeader] = .string(delivery.exchange) }
         if headers[originalRoutingKeyHeader] == nil { headers[originalRoutingKeyHeader] = .string(delivery.routingKey) }
         properties.headers = headers
@@ -59,13 +66,13 @@ public enum RetryPlanner {
         var properties = delivery.properties
         var headers = properties.headers ?? FieldTable()
         headers["x-warren-reason"] = .string(reason.rawValue)
-        headers["x-warren-error"] = .string(error)
+        headers["x-warren-error"] = .string(shortened(error, to: errorLimit))
         if let handler { headers["x-warren-handler"] = .string(handler) }
-        headers["x-warren-attempts"] = .int64(Int64(attempts))
+        headers["x-warren-attempts"] = .int64(Int64(clamping: attempts))
         if let code = failure?.exitCode { headers["x-warren-exit-code"] = .int64(Int64(code)) }
         if let signal = failure?.signal { headers["x-warren-signal"] = .string(signal) }
-        if let status = failure?.httpStatus { headers["x-warren-http-status"] = .int64(Int64(status)) }
-        if let tail = failure?.stderrTail { headers["x-warren-stderr-tail"] = .string(String(tail.suffix(2048))) }
+        if let status = failure?.httpStatus { headers["x-warren-http-status"] = .int64(Int64(clamping: status)) }
+        if let tail = failure?.stderrTail, !tail.isEmpty { headers["x-warren-stderr-tail"] = .string(lastBytes(of: tail, upTo: stderrTailLimit)) }
         headers["x-warren-failed-at"] = .string(rfc3339(now))
         if headers[originalExchangeHeader] == nil { headers[originalExchangeHeader] = .string(delivery.exchange) }
         if headers[originalRoutingKeyHeader] == nil { headers[originalRoutingKeyHeader] = .string(delivery.routingKey) }
@@ -73,6 +80,51 @@ public enum RetryPlanner {
         // A per-message TTL would let the parked copy expire: parking is for people to look at.
         properties.expiration = nil
         return OutgoingMessage(exchange: exchange, routingKey: routingKey, mandatory: true, properties: properties, body: delivery.body)
+    }
+
+    /// `x-warren-error` holds at most this many bytes (a handler's explanation can be long).
+    public static let errorLimit = 4096
+    /// `x-warren-stderr-tail` holds the last this many bytes of stderr.
+    public static let stderrTailLimit = 2048
+    /// In a reduced park copy (the full one was refused), `x-warren-error` is cut to this.
+    public static let reducedErrorLimit = 256
+
+    /// The first `maxBytes` bytes of `text` as UTF-8, cut at a character boundary, with `...`
+    /// when something was cut.
+    public static func shortened(_ text: String, to maxBytes: Int) -> String {
+        guard text.utf8.count > maxBytes else { return text }
+        var kept = ""
+        var used = 3
+        for character in text {
+            let size = character.utf8.count
+            if used + size > maxBytes { break }
+            kept.append(character)
+            used += size
+        }
+        return kept + "..."
+    }
+
+    /// The last `maxBytes` bytes of `text` as UTF-8, cut at a character boundary.
+    static func lastBytes(of text: String, upTo maxBytes: Int) -> String {
+        guard text.utf8.count > maxBytes else { return text }
+        var kept: [Character] = []
+        var used = 0
+        for character in text.reversed() {
+            let size = character.utf8.count
+            if used + size > maxBytes { break }
+            kept.append(character)
+            used += size
+        }
+        return String(kept.reversed())
+    }
+
+    /// A failure's forensics for a reduced park copy: the exit code, signal and HTTP status
+    /// stay; the stderr tail goes.
+    static func reduced(_ failure: HandlerFailure) -> HandlerFailure {
+        var reduced = failure
+        reduced.stderrTail = nil
+        reduced.error = shortened(failure.error, to: reducedErrorLimit)
+        return reduced
     }
 
     static func rfc3339(_ date: Date) -> String {

@@ -65,7 +65,7 @@ public struct TopologyPlan: Sendable {
                 declaration: Self.mainDeclaration(queue), role: .configured, declare: queue.declare, configPath: path,
                 typeKey: "\(path).type"))
             if let retry = queue.retry {
-                for delay in retry.ladder {
+                for delay in retry.delaySeries {
                     let arguments: FieldTable = [
                         "x-message-ttl": .int64(delay.milliseconds),
                         "x-dead-letter-exchange": "",

@@ -81,9 +81,11 @@ struct ExecHandler: MessageHandler {
             }
             return .success(HandlerOutput(reply: wantsReply ? run.stdout.bytes : nil))
         case .exited(Self.exitReject):
-            return .verdict(.reject, error: verdictError(Self.exitReject, run.stderr), output: .none)
+            let error = verdictError(Self.exitReject, run.stderr)
+            return .verdict(.reject, error: error, output: .none, details: HandlerFailure(error, exitCode: Self.exitReject, stderrTail: tail))
         case .exited(Self.exitRetry):
-            return .verdict(.retry(delay: nil), error: verdictError(Self.exitRetry, run.stderr), output: .none)
+            let error = verdictError(Self.exitRetry, run.stderr)
+            return .verdict(.retry(delay: nil), error: error, output: .none, details: HandlerFailure(error, exitCode: Self.exitRetry, stderrTail: tail))
         case .exited(let code):
             return .failure(HandlerFailure("exit code \(code)", exitCode: code, stderrTail: tail))
         }

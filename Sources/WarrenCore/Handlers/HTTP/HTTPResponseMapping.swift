@@ -41,13 +41,13 @@ enum HTTPResponseMapping {
             }
         case 429, 503:
             if let retryAfter, let delay = Self.retryDelay(retryAfter, now: now) {
-                return .verdict(.retry(delay: delay), error: text, output: .none)
+                return .verdict(.retry(delay: delay), error: text, output: .none, details: HandlerFailure(text, httpStatus: status))
             }
             return .failure(HandlerFailure(text, httpStatus: status))
         case 408, 500...599:
             return .failure(HandlerFailure(text, httpStatus: status))
         case 400...499:
-            return .verdict(.reject, error: text, output: .none)
+            return .verdict(.reject, error: text, output: .none, details: HandlerFailure(text, httpStatus: status))
         default:
             return .failure(HandlerFailure(text, httpStatus: status))
         }

@@ -1,0 +1,327 @@
+import AMQP
+import Foundation
+import Logging
+
+/// What warren does with one delivery once it knows how processing went: which copies to publish
+/// (the handler's outputs and reply, a retry copy, a dead-letter copy, a reduced dead-letter
+/// copy), and, from how each publish ended, how to settle the input. Pure: events in, actions
+/// out; the engine (`DeliveryProcessor`) publishes, settles and logs.
+///
+/// The rule it keeps (docs/delivery.md, "When a publish fails"): nothing is acked before its
+/// copies are confirmed, and no message can make warren loop. A publish that fails permanently
+/// counts as a failure of the input's handling and goes through the ack policy (retry ladder,
+/// then parked), never straight back to the queue. A transient failure puts the input back and
+/// tells its queue to back off. When even the park copy is refused, a reduced copy is tried,
+/// then the queue's broker dead-letter exchange, and as a last resort the delivery is held
+/// unacked (the broker keeps it) with one error logged.
+struct DeliveryDecision {
+    /// What the decision needs to know about the queue and the delivery.
+    struct Context {
+        var queue: QueueConfiguration
+        var delivery: Delivery
+        var attempt: Int
+        var now: Date = Date()
+    }
+
+    /// What started the decision.
+    enum Trigger {
+        /// The body is above `max_body_size`: parked without running a handler.
+        case tooLarge(bodySize: Int)
+        /// No route matched.
+        case unrouted
+        /// The handlers ran. `handler` names the one that decided a non-success outcome (or the
+        /// only one); `outputs` are the reply and publishes a success produces.
+        case handled(HandlerOutcome, handler: String?, outputs: [OutgoingMessage])
+    }
+
+    /// Why a batch of copies is published; the engine reports its result with `published`.
+    enum Purpose: Sendable, Hashable {
+        /// The reply and the handlers' outputs, before the input is acked.
+        case outputs
+        /// The outputs of an input `ack_first` already acked: a failure can only be logged.
+        case outputsAfterAck
+        /// The copy to a delay queue of the retry ladder.
+        case retryCopy
+        /// The copy to the dead-letter destination, with the forensic headers.
+        case parkCopy
+        /// The dead-letter copy again, with warren's own headers cut short.
+        case reducedParkCopy
+    }
+
+    /// A log line the decision asks for: a constant message, data in metadata.
+    struct Event: Sendable, Equatable {
+        var level: Logger.Level
+        var message: String
+        var error: String?
+        var reason: DeadLetterReason?
+        var destination: String?
+        /// The retry delay, for "message scheduled for retry".
+        var retryIn: Duration?
+    }
+
+    enum Action {
+        /// Publish these and report the result with `published(_:)`.
+        case publish([OutgoingMessage], Purpose)
+        /// Settle the input. `backOff`: the failure was transient, and the queue should stop
+        /// taking deliveries until the publisher is healthy again.
+        case settle(Disposition, MessageOutcome, Event, backOff: Bool = false)
+        /// Nothing more to send: `ack_first` acked the input before its handler ran.
+        case finished(Event)
+        /// Keep the delivery unacked: no copy could be parked and no broker dead-letter exchange
+        /// takes it. The broker redelivers it when the channel closes.
+        case hold(Event)
+    }
+
+    private enum State {
+        case idle
+        /// Outputs are out; on confirm, ack with this event.
+        case awaitingOutputs(success: Event, afterAck: Bool, outcome: HandlerOutcome, handler: String?)
+        case awaitingRetryCopy(Event)
+        case awaitingParkCopy(Park)
+        case awaitingReducedParkCopy(Park)
+        case done
+    }
+
+    /// A dead-lettering in progress: what goes in the forensic headers.
+    private struct Park {
+        var reason: DeadLetterReason
+        var error: String
+        var handler: String?
+        var failure: HandlerFailure?
+        var exchange: String
+        var routingKey: String
+    }
+
+    let context: Context
+    private var state = State.idle
+
+    init(_ context: Context) {
+        self.context = context
+    }
+
+    private var queue: QueueConfiguration { context.queue }
+
+    // MARK: events
+
+    mutating func start(_ trigger: Trigger) -> Action {
+        precondition(isIdle, "DeliveryDecision.start called in state \(state)")
+        switch trigger {
+        case .tooLarge(let size):
+            let error = "the body of \(size) bytes exceeds max_body_size (\(queue.maxBodySize))"
+            return deadLetter(.tooLarge, error: error, handler: nil, failure: nil)
+        case .unrouted:
+            guard case .routes(_, let action) = queue.target else {
+                return deadLetter(.unrouted, error: "no route matched", handler: nil, failure: nil)
+            }
+            switch action {
+            case .deadLetter:
+                return deadLetter(.unrouted, error: "no route matched", handler: nil, failure: nil)
+            case .ack:
+                return settle(.ack, .acked, Event(level: .warning, message: "unrouted message acked"))
+            case .reject:
+                return settle(.reject(requeue: false), .rejected, Event(level: .warning, message: "unrouted message rejected"))
+            }
+        case .handled(let outcome, let handler, let outputs):
+            return handled(outcome, handler: handler, outputs: outputs)
+        }
+    }
+
+    /// How the publish of the last `.publish` action ended: nil when every copy was confirmed.
+    mutating func published(_ problem: PublishProblem?) -> Action {
+        switch state {
+        case .idle, .done:
+            preconditionFailure("DeliveryDecision.published called in state \(state)")
+        case .awaitingOutputs(let success, let afterAck, let outcome, let handler):
+            guard let problem else {
+                return afterAck ? finish(success) : settle(.ack, .acked, success)
+            }
+            if afterAck {
+                return finish(Event(level: .error, message: "publish not confirmed after ack_first acked the message", error: problem.text))
+            }
+            guard problem.isPermanent else { return backOff(problem) }
+            return outputsRefused(problem, outcome: outcome, handler: handler)
+        case .awaitingRetryCopy(let scheduled):
+            guard let problem else { return settle(.ack, .retried, scheduled) }
+            guard problem.isPermanent else { return backOff(problem) }
+            // The ladder itself cannot take the message (its delay queue is gone, say): park it
+            // rather than put it back where it would fail the same way.
+            return deadLetter(.publishFailed, error: "retry copy not published: \(problem.text)", handler: nil, failure: nil)
+        case .awaitingParkCopy(let park):
+            guard let problem else { return parked(park) }
+            guard problem.isPermanent else { return backOff(problem) }
+            state = .awaitingReducedParkCopy(park)
+            return .publish([reducedParkCopy(park, refusal: problem.text)], .reducedParkCopy)
+        case .awaitingReducedParkCopy(let park):
+            guard let problem else { return parked(park) }
+            guard problem.isPermanent else { return backOff(problem) }
+            return parkingImpossible(park, problem)
+        }
+    }
+
+    // MARK: the ack policy
+
+    private var isIdle: Bool {
+        if case .idle = state { true } else { false }
+    }
+
+    private mutating func handled(_ outcome: HandlerOutcome, handler: String?, outputs: [OutgoingMessage]) -> Action {
+        let action = queue.ackPolicy.action(for: outcome)
+        switch action {
+        case .alreadySettled:
+            if case .failure(let failure) = outcome {
+                return finish(Event(level: .warning, message: "handler failed after ack_first acked the message", error: failure.error))
+            }
+            return publishOutputs(outputs, success: Event(level: .debug, message: "message handled"), afterAck: true, outcome: outcome, handler: handler)
+        case .ack:
+            if case .failure(let failure) = outcome {
+                return publishOutputs(
+                    outputs, success: Event(level: .warning, message: "handler failed; acked anyway (ack_policy = ack)", error: failure.error),
+                    afterAck: false, outcome: outcome, handler: handler)
+            }
+            return publishOutputs(outputs, success: Event(level: .debug, message: "message handled"), afterAck: false, outcome: outcome, handler: handler)
+        case .requeue:
+            return settle(.nack(requeue: true), .requeued, Event(level: .warning, message: "message requeued", error: Self.errorText(outcome) ?? "requeue verdict"))
+        case .retry(let delay):
+            return retry(delay: delay, error: Self.errorText(outcome) ?? "retry verdict", handler: handler, failure: Self.details(outcome))
+        case .deadLetter(let reason):
+            return deadLetter(reason, error: Self.errorText(outcome) ?? reason.rawValue, handler: handler, failure: Self.details(outcome))
+        }
+    }
+
+    private mutating func publishOutputs(
+        _ outputs: [OutgoingMessage], success: Event, afterAck: Bool, outcome: HandlerOutcome, handler: String?
+    ) -> Action {
+        guard !outputs.isEmpty else {
+            return afterAck ? finish(success) : settle(.ack, .acked, success)
+        }
+        state = .awaitingOutputs(success: success, afterAck: afterAck, outcome: outcome, handler: handler)
+        return .publish(outputs, afterAck ? .outputsAfterAck : .outputs)
+    }
+
+    /// A reply or output the broker will never take: a failure of the input's handling. It goes
+    /// through the ladder (or is parked) under every policy that would otherwise requeue it;
+    /// `ack_policy = "ack"` acks it, as it acks every failure.
+    private mutating func outputsRefused(_ problem: PublishProblem, outcome: HandlerOutcome, handler: String?) -> Action {
+        let error = "output not published: \(problem.text)"
+        switch queue.ackPolicy {
+        case .ack:
+            return settle(.ack, .acked, Event(level: .warning, message: "output not published; acked anyway (ack_policy = ack)", error: error))
+        case .rejectOnError:
+            return deadLetter(.publishFailed, error: error, handler: handler, failure: nil)
+        case .nackOnError, .manual, .ackFirst:
+            // Without a ladder a retry would be a requeue, and the same reply would be refused
+            // again on every redelivery: park it.
+            guard queue.retry != nil else { return deadLetter(.publishFailed, error: error, handler: handler, failure: nil) }
+            return retry(delay: nil, error: error, handler: handler, failure: nil)
+        }
+    }
+
+    private mutating func retry(delay: Duration?, error: String, handler: String?, failure: HandlerFailure?) -> Action {
+        switch RetryPlanner.step(queue: queue, attempt: context.attempt, requestedDelay: delay) {
+        case .requeue:
+            return settle(.nack(requeue: true), .requeued, Event(level: .warning, message: "message requeued (retry = false)", error: error))
+        case .deadLetter(let reason):
+            return deadLetter(reason, error: error, handler: handler, failure: failure)
+        case .delay(let delayQueue, let step, let nextAttempt):
+            let copy = RetryPlanner.retryCopy(of: context.delivery, delayQueue: delayQueue, nextAttempt: nextAttempt)
+            state = .awaitingRetryCopy(Event(level: .warning, message: "message scheduled for retry", error: error, retryIn: step))
+            return .publish([copy], .retryCopy)
+        }
+    }
+
+    // MARK: dead-lettering
+
+    private mutating func deadLetter(_ reason: DeadLetterReason, error: String, handler: String?, failure: HandlerFailure?) -> Action {
+        switch queue.deadLetter {
+        case .publish(let exchange, let routingKey):
+            let park = Park(reason: reason, error: error, handler: handler, failure: failure, exchange: exchange, routingKey: routingKey)
+            state = .awaitingParkCopy(park)
+            return .publish([parkCopy(park)], .parkCopy)
+        case .broker:
+            return settle(.reject(requeue: false), .rejected, Event(
+                level: .warning, message: "message rejected to the broker's dead-letter exchange", error: error, reason: reason))
+        case .drop:
+            return settle(.ack, .dropped, Event(level: .warning, message: "message dropped (dead_letter = drop)", error: error, reason: reason))
+        }
+    }
+
+    private func parkCopy(_ park: Park) -> OutgoingMessage {
+        RetryPlanner.deadLetterCopy(
+            of: context.delivery, exchange: park.exchange, routingKey: park.routingKey, reason: park.reason, error: park.error,
+            handler: park.handler, attempts: context.attempt, failure: park.failure, now: context.now)
+    }
+
+    /// The park copy with warren's own headers cut to what fits anywhere: the producer's headers
+    /// and body stay whole.
+    private func reducedParkCopy(_ park: Park, refusal: String) -> OutgoingMessage {
+        RetryPlanner.deadLetterCopy(
+            of: context.delivery, exchange: park.exchange, routingKey: park.routingKey, reason: park.reason,
+            error: RetryPlanner.shortened(park.error, to: RetryPlanner.reducedErrorLimit), handler: park.handler.map { RetryPlanner.shortened($0, to: 64) },
+            attempts: context.attempt, failure: park.failure.map(RetryPlanner.reduced), now: context.now)
+    }
+
+    private mutating func parked(_ park: Park) -> Action {
+        settle(.ack, .deadLettered, Event(
+            level: .warning, message: "message dead-lettered", error: park.error, reason: park.reason,
+            destination: EnginePublisher.destination(exchange: park.exchange, routingKey: park.routingKey)))
+    }
+
+    /// Neither copy could be parked. The broker's own dead-lettering still keeps the message if
+    /// the queue has a dead-letter exchange; otherwise the delivery stays unacked.
+    private mutating func parkingImpossible(_ park: Park, _ problem: PublishProblem) -> Action {
+        let error = "dead-letter copy not published: \(problem.text) (after: \(park.error))"
+        if queue.hasBrokerDeadLetterExchange {
+            return settle(.reject(requeue: false), .rejected, Event(
+                level: .error, message: "message rejected to the queue's dead-letter exchange: no copy could be parked", error: error,
+                reason: park.reason))
+        }
+        state = .done
+        return .hold(Event(level: .error, message: "message held unacked: no copy could be parked and the queue has no dead-letter exchange",
+                           error: error, reason: park.reason))
+    }
+
+    // MARK: endings
+
+    private mutating func settle(_ disposition: Disposition, _ outcome: MessageOutcome, _ event: Event) -> Action {
+        state = .done
+        return .settle(disposition, outcome, event)
+    }
+
+    private mutating func finish(_ event: Event) -> Action {
+        state = .done
+        return .finished(event)
+    }
+
+    /// A transient publish failure: the input goes back, and its queue waits for the publisher.
+    private mutating func backOff(_ problem: PublishProblem) -> Action {
+        state = .done
+        return .settle(.nack(requeue: true), .requeued, Event(
+            level: .error, message: "publish not confirmed; message requeued and queue backing off", error: problem.text), backOff: true)
+    }
+
+    static func errorText(_ outcome: HandlerOutcome) -> String? {
+        switch outcome {
+        case .success: nil
+        case .failure(let failure): failure.error
+        case .verdict(_, let error, _, _): error
+        }
+    }
+
+    /// What the run left for the forensic headers, for failures and verdicts alike.
+    static func details(_ outcome: HandlerOutcome) -> HandlerFailure? {
+        switch outcome {
+        case .success: nil
+        case .failure(let failure): failure
+        case .verdict(_, _, _, let details): details
+        }
+    }
+}
+
+extension QueueConfiguration {
+    /// Whether the queue is declared with a dead-letter exchange of its own (an argument in the
+    /// configuration; a policy set on the broker is not visible from here).
+    var hasBrokerDeadLetterExchange: Bool {
+        if case .broker = deadLetter { return true }
+        return arguments["x-dead-letter-exchange"] != nil
+    }
+}

@@ -47,13 +47,14 @@ enum FieldKind {
 }
 
 extension FieldTable {
-    init(amqpTable table: amqp_table_t) {
+    /// `depth` counts the tables and arrays around this one (0 for a message's headers).
+    init(amqpTable table: amqp_table_t, depth: Int = 0) {
         var entries: [Entry] = []
-        entries.reserveCapacity(Int(table.num_entries))
-        if let base = table.entries {
+        entries.reserveCapacity(Int(clamping: Swift.max(table.num_entries, 0)))
+        if let base = table.entries, table.num_entries > 0 {
             for index in 0..<Int(table.num_entries) {
                 let entry = base[index]
-                entries.append(Entry(String(amqpBytes: entry.key), FieldValue(amqpValue: entry.value)))
+                entries.append(Entry(String(amqpBytes: entry.key), FieldValue(amqpValue: entry.value, depth: depth &+ 1)))
             }
         }
         self.init(entries)
@@ -61,7 +62,14 @@ extension FieldTable {
 }
 
 extension FieldValue {
-    init(amqpValue field: amqp_field_value_t) {
+    init(amqpValue field: amqp_field_value_t, depth: Int = 0) {
+        // A producer can nest tables thousands of levels deep in one frame. Past the limit a
+        // nested table or array becomes void: every later walk over the value (copies, hashing,
+        // the last release) stays shallow, whatever the message holds (docs/delivery.md).
+        if depth > FieldTable.maximumDepth && (field.kind == FieldKind.table || field.kind == FieldKind.array) {
+            self = .void
+            return
+        }
         let v = field.value
         switch field.kind {
         case FieldKind.boolean: self = .boolean(v.boolean != 0)
@@ -85,13 +93,13 @@ extension FieldValue {
                 self = .bytes(bytes)
             }
         case FieldKind.bytes: self = .bytes([UInt8](amqpBytes: v.bytes))
-        case FieldKind.table: self = .table(FieldTable(amqpTable: v.table))
+        case FieldKind.table: self = .table(FieldTable(amqpTable: v.table, depth: depth))
         case FieldKind.array:
             var values: [FieldValue] = []
-            if let base = v.array.entries {
+            if let base = v.array.entries, v.array.num_entries > 0 {
                 values.reserveCapacity(Int(v.array.num_entries))
                 for index in 0..<Int(v.array.num_entries) {
-                    values.append(FieldValue(amqpValue: base[index]))
+                    values.append(FieldValue(amqpValue: base[index], depth: depth &+ 1))
                 }
             }
             self = .array(values)
@@ -163,18 +171,24 @@ final class CArena {
         return bytes(utf8)
     }
 
-    func table(_ table: FieldTable?) throws(AMQPError) -> amqp_table_t {
+    /// `depth` counts the tables and arrays around this one; past `FieldTable.maximumDepth` the
+    /// value is refused (received messages never hold deeper ones, see `FieldValue(amqpValue:)`),
+    /// so encoding never recurses deeper either.
+    func table(_ table: FieldTable?, depth: Int = 0) throws(AMQPError) -> amqp_table_t {
         guard let table, !table.isEmpty else { return amqp_table_t(num_entries: 0, entries: nil) }
+        guard depth <= FieldTable.maximumDepth else {
+            throw AMQPError(.invalidArgument, "a field table is nested deeper than \(FieldTable.maximumDepth) levels")
+        }
         let entries = allocate(MemoryLayout<amqp_table_entry_t>.stride * table.count)
             .bindMemory(to: amqp_table_entry_t.self, capacity: table.count)
         for (index, entry) in table.entries.enumerated() {
             let key = try shortString(entry.key, field: "table key \"\(entry.key.prefix(32))...\"")
-            entries.advanced(by: index).initialize(to: amqp_table_entry_t(key: key, value: try value(entry.value)))
+            entries.advanced(by: index).initialize(to: amqp_table_entry_t(key: key, value: try value(entry.value, depth: depth &+ 1)))
         }
         return amqp_table_t(num_entries: Int32(table.count), entries: entries)
     }
 
-    func value(_ fieldValue: FieldValue) throws(AMQPError) -> amqp_field_value_t {
+    func value(_ fieldValue: FieldValue, depth: Int = 0) throws(AMQPError) -> amqp_field_value_t {
         var field = amqp_field_value_t()
         switch fieldValue {
         case .boolean(let v):
@@ -224,13 +238,16 @@ final class CArena {
             field.value.u64 = v
         case .table(let t):
             field.kind = FieldKind.table
-            field.value.table = try table(t)
+            field.value.table = try table(t, depth: depth)
         case .array(let values):
             field.kind = FieldKind.array
             let entries = allocate(MemoryLayout<amqp_field_value_t>.stride * values.count)
                 .bindMemory(to: amqp_field_value_t.self, capacity: max(values.count, 1))
+            guard depth <= FieldTable.maximumDepth else {
+                throw AMQPError(.invalidArgument, "a field array is nested deeper than \(FieldTable.maximumDepth) levels")
+            }
             for (index, element) in values.enumerated() {
-                entries.advanced(by: index).initialize(to: try value(element))
+                entries.advanced(by: index).initialize(to: try value(element, depth: depth &+ 1))
             }
             field.value.array = amqp_array_t(num_entries: Int32(values.count), entries: values.isEmpty ? nil : entries)
         case .void:

@@ -14,6 +14,10 @@ public struct FieldTable: Sendable, Hashable, Sequence, ExpressibleByDictionaryL
 
     public private(set) var entries: [Entry]
 
+    /// Tables and arrays nested deeper than this in a received message are read as void
+    /// (a message's headers are depth 0, a table inside them depth 1, ...).
+    public static let maximumDepth = 32
+
     public init() { entries = [] }
     public init(_ entries: [Entry]) { self.entries = entries }
     public init(dictionaryLiteral elements: (String, FieldValue)...) {

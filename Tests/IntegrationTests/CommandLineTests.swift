@@ -1,13 +1,16 @@
 import AMQP
 import Foundation
 import Testing
+@testable import WarrenCore
 
 @Suite("warren check / publish / run against RabbitMQ", .requiresBroker, .timeLimit(.minutes(3)))
 struct CommandLineTests {
     static let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
     /// Queues a configuration makes warren declare: the queue, its retry ladder and parking queue.
-    static func deleteWarrenQueues(_ queue: String, ladder: [String] = ["1s", "2s", "4s", "8s"]) async {
+    static func deleteWarrenQueues(
+        _ queue: String, ladder: [String] = RetryPolicy().delaySeries.map { $0.configText }
+    ) async {
         for name in [queue, "\(queue).dead"] + ladder.map({ "\(queue).retry.\($0)" }) {
             try? await TestBroker.deleteQueue(name)
         }

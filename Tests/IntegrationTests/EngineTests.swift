@@ -211,7 +211,7 @@ struct EngineTests {
         await connection.close()
     }
 
-    @Test func whenTheRetryPublishIsNotConfirmedTheInputIsRequeuedNotAcked() async throws {
+    @Test func whenTheRetryCopyIsRefusedTheInputIsParkedNotRequeuedForever() async throws {
         let harness = try EngineHarness(queueSettings: """
             [queues.retry]
             max_attempts = 3
@@ -219,17 +219,16 @@ struct EngineTests {
             """)
         let connection = try await TestBroker.connect()
         try await harness.start()
-        // The delay queue disappears behind warren's back: the retry copy comes back unroutable.
+        // The delay queue disappears behind warren's back: the retry copy comes back unroutable,
+        // and would come back unroutable on every redelivery.
         try await TestBroker.deleteQueue("\(harness.queue).retry.300ms")
-        try await harness.publish("gated", test: "fail", on: connection)
-        #expect(await harness.recorder.wait { $0.calls(for: "gated").count == 2 && $0.finished == 2 })
+        try await harness.publish("gated", test: "fail", headers: ["x-test-always": true], on: connection)
+        let parked = try await harness.drainParked(expecting: 1, on: connection)
         #expect(await harness.stopAndWait() == .stopped)
-        let calls = harness.recorder.snapshot.calls(for: "gated")
-        #expect(calls.count == 2)
-        #expect(calls.last?.redelivered == true, "the input was nacked with requeue, so the broker redelivered it")
-        #expect(calls.last?.attempt == 1, "no retry copy was made")
-        #expect(try await harness.messageCount(harness.queue, on: connection) == 0, "the redelivery succeeded and was acked")
-        #expect(try await harness.messageCount("\(harness.queue).dead", on: connection) == 0)
+        #expect(parked.first?.properties.headers?["x-warren-reason"] == .string("publish_failed"))
+        #expect(parked.first?.properties.headers?["x-warren-error"]?.stringValue?.contains("retry copy not published") == true)
+        #expect(harness.recorder.snapshot.calls(for: "gated").count == 1, "one run, no requeue loop")
+        #expect(try await harness.messageCount(harness.queue, on: connection) == 0, "the input was acked once its copy was parked")
         await harness.cleanUp()
         await connection.close()
     }

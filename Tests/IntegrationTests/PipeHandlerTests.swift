@@ -407,18 +407,30 @@ struct PipeEngineTests {
         await connection.close()
     }
 
-    @Test func anUnroutablePublishEntryKeepsTheInputUnacked() async throws {
+    @Test func anUnroutablePublishEntryIsRetriedThenParkedNeverAckedWithoutItsCopy() async throws {
         let queue = TestBroker.uniqueName("pipe-unroutable")
         let connection = try await TestBroker.connect()
         let publisher = try await connection.openPublisher()
         let log = CapturedLog()
         let nowhere = TestBroker.uniqueName("nowhere")
-        let declared = try await Self.withEngine(Self.source(queue: queue), log: log) {
+        let ladder = """
+            [queues.retry]
+            max_attempts = 2
+            delay = "100ms"
+            """
+        var parked: Delivery?
+        let declared = try await Self.withEngine(Self.source(queue: queue, extra: ladder), log: log) {
             _ = try await publisher.publish(
                 routingKey: queue, body: Array("x".utf8), properties: BasicProperties(headers: ["x-demo-forward": .string(nowhere)], messageID: "u-1"))
-            #expect(await log.wait { $0.message == "publish not confirmed; message requeued" } != nil)
+            let deadConsumer = try await connection.consume(ConsumeOptions(queue: "\(queue).dead", prefetch: 10))
+            parked = try await collect(1, from: deadConsumer).first
+            if let parked { deadConsumer.ack(parked) }
+            try await deadConsumer.close()
         }
-        #expect(try await Self.count(queue, on: connection) == 1, "the input went back to the queue, not acked")
+        #expect(parked?.properties.messageID == "u-1")
+        #expect(parked?.properties.headers?["x-warren-reason"] == .string("attempts_exhausted"))
+        #expect(parked?.properties.headers?["x-warren-error"]?.stringValue?.contains("returned") == true, "the error names the refusal")
+        #expect(try await Self.count(queue, on: connection) == 0, "acked only once its parked copy was confirmed")
         for name in declared { try? await TestBroker.deleteQueue(name) }
         await connection.close()
     }

@@ -52,8 +52,10 @@ extension FaultInjectionTests {
                 }
                 let blocked = await warren.waitForLog("connection blocked by the broker", timeout: .seconds(20))
                 #expect(blocked, "log tail:\n\(warren.output.suffix(2000))")
-                // The alarm lasts past the confirm timeout (2 s), so timed-out republishes happen.
-                try? await Task.sleep(for: .seconds(4))
+                // The alarm lasts past the confirm timeout (2 s): a timed-out republish is a
+                // transient failure, so the input goes back and the queue backs off.
+                #expect(await warren.waitForLog("queue backing off", timeout: .seconds(20)), "log tail:\n\(warren.output.suffix(2000))")
+                try? await Task.sleep(for: .seconds(2))
                 let duringAlarm = await scenario.messages(in: target) ?? 0
                 _ = await node.ctl(["set_vm_memory_high_watermark", "0.4"])
                 let cleared = ContinuousClock.now

@@ -120,7 +120,19 @@ struct ScriptedHandler: MessageHandler {
         }
         let first = input.attempt == 1 && !input.redelivered
         guard first || always else { return .success(.none) }
+        if script.hasPrefix("verdict:retry-ms:"), let ms = Int64(script.dropFirst("verdict:retry-ms:".count)) {
+            return .verdict(.retry(delay: .milliseconds(ms)), error: "later", output: .none)
+        }
+        if script.hasPrefix("publish:") {
+            // An output to the exchange named after the prefix (routing key: the rest after '/').
+            let target = script.dropFirst("publish:".count).split(separator: "/", omittingEmptySubsequences: false)
+            let output = OutgoingMessage(
+                exchange: String(target.first ?? ""), routingKey: target.count > 1 ? String(target[1]) : "", mandatory: true,
+                properties: BasicProperties(), body: Array("output".utf8))
+            return .success(HandlerOutput(publishes: [output]))
+        }
         switch script {
+        case "reply": return .success(HandlerOutput(reply: Array("pong".utf8)))
         case "fail": return .failure(HandlerFailure("exit code 3", exitCode: 3, stderrTail: "boom"))
         case "verdict:ack": return .verdict(.ack, error: nil, output: .none)
         case "verdict:reject": return .verdict(.reject, error: "bad input", output: .none)
@@ -141,7 +153,10 @@ final class EngineHarness: Sendable {
     let ready = Latch()
     private let task: Mutex<Task<Engine.Outcome, Never>?> = Mutex(nil)
 
-    init(queueSettings: String = "", extra: String = "", queue: String = TestBroker.uniqueName("engine")) throws {
+    init(
+        queueSettings: String = "", extra: String = "", handler: String = "scripted", handlers: String = "",
+        queue: String = TestBroker.uniqueName("engine")
+    ) throws {
         self.queue = queue
         let source = """
             [broker]
@@ -155,12 +170,14 @@ final class EngineHarness: Sendable {
             [[queues]]
             name = "\(queue)"
             durable = false
-            handler = "scripted"
+            handler = "\(handler)"
             \(queueSettings)
 
             [handlers.scripted]
             kind = "noop"
             \(extra)
+
+            \(handlers)
             """
         configuration = try ConfigurationLoader.parse(source: source, file: "engine-test.toml")
     }
@@ -202,11 +219,17 @@ final class EngineHarness: Sendable {
     }
 
     /// Publishes with confirms; `test` scripts the handler.
-    func publish(_ id: String, test: String = "success", headers extra: FieldTable = [:], on connection: AMQPConnection, body: [UInt8] = Array("payload".utf8)) async throws {
+    func publish(
+        _ id: String, test: String = "success", headers extra: FieldTable = [:], properties: BasicProperties = BasicProperties(),
+        on connection: AMQPConnection, body: [UInt8] = Array("payload".utf8)
+    ) async throws {
         let publisher = try await connection.openPublisher()
         var headers = extra
         headers["x-test"] = .string(test)
-        let outcome = try await publisher.publish(routingKey: queue, body: body, properties: BasicProperties(headers: headers, messageID: id))
+        var properties = properties
+        properties.headers = headers
+        properties.messageID = id
+        let outcome = try await publisher.publish(routingKey: queue, body: body, properties: properties)
         #expect(outcome == .confirmed)
     }
 

@@ -106,7 +106,10 @@ extension EngineSuites {
                 let ready = Int(try await harness.messageCount(harness.queue, on: connection))
                 let held = total - ready
                 maxHeld = max(maxHeld, held)
-                #expect(held <= prefetch, "warren holds \(held) deliveries with prefetch \(prefetch) (\(gate.started) handlers started)")
+                guard held <= prefetch else {
+                    Issue.record("warren holds \(held) deliveries with prefetch \(prefetch) (\(gate.started) handlers started)")
+                    break
+                }
                 #expect(gate.finished == 0)
                 fullSamples = held == prefetch ? fullSamples + 1 : 0
                 try await Task.sleep(for: .milliseconds(50))

@@ -22,8 +22,6 @@ final class ConnectionLimiter: Sendable {
     func release() {
         open.withLock { $0 = max(0, $0 - 1) }
     }
-
-    var count: Int { open.withLock { $0 } }
 }
 
 /// First in a connection's pipeline: closes it when it becomes active beyond the limit, and

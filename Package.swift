@@ -144,6 +144,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The command line's own decisions (exit statuses), with the executable imported.
+        .testTarget(
+            name: "WarrenCLITests",
+            dependencies: ["warren", "WarrenCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

@@ -10,7 +10,8 @@ struct Check: AsyncParsableCommand {
             With --connect, also connect and verify the topology against the live broker: what \
             exists must be equivalent to the file, declare = false queues and referenced exchanges \
             must exist, and the broker user must be allowed to declare them. Nothing absent is \
-            created. Exits 78 on any configuration problem, 69 when the broker cannot be reached.
+            created. Exits 78 on any configuration problem, 69 when the broker cannot be reached or \
+            refuses only for reasons of its own (an exclusive queue held by another connection).
             """)
 
     @OptionGroup var options: ConfigOption
@@ -36,6 +37,12 @@ struct Check: AsyncParsableCommand {
         await connection.close()
         guard problems.isEmpty else {
             for problem in problems { printError("\(options.path): \(problem)") }
+            // A refusal that may pass by itself (an exclusive queue held by another connection, a
+            // broker-side error) is not a fault of the file: unavailable, not a config error.
+            if TopologyError(problems: problems).isTransient {
+                printError("\(options.path): the broker refused for now; nothing in the configuration needs to change")
+                throw WarrenExit.unavailable
+            }
             printError("\(options.path): the live broker contradicts the configuration (\(problems.count) problem\(problems.count == 1 ? "" : "s"))")
             throw WarrenExit.config
         }

@@ -60,10 +60,7 @@ struct Run: AsyncParsableCommand {
             group.cancelAll()
             return outcome
         }
-        switch outcome {
-        case .stopped: return
-        case .handlersRejected, .topologyRejected, .dedupStoreUnavailable: throw WarrenExit.config
-        }
+        if let status = WarrenExit.status(after: outcome) { throw status }
     }
 
     /// With `[metrics] listen`: the Prometheus backend, the state gauges, and the HTTP endpoint,
@@ -114,7 +111,7 @@ enum Signals {
         }
     }
 
-    /// SIGHUP: reload the configuration file (SPEC §2).
+    /// SIGHUP: reload the configuration file.
     static func installReload(logger: Logger, _ reload: @escaping @Sendable () -> Void) {
         signal(SIGHUP, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())

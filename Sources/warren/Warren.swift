@@ -1,9 +1,10 @@
 import AMQP
 import ArgumentParser
+import Foundation
 import WarrenCore
 
-/// The `warren` command line (SPEC §2). Thin: parsing, bootstrap and signal wiring only; the
-/// work lives in WarrenCore.
+/// The `warren` command line. Thin: parsing, bootstrap and signal wiring only; the work lives
+/// in WarrenCore.
 @main
 struct Warren: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -11,6 +12,27 @@ struct Warren: AsyncParsableCommand {
         abstract: "A RabbitMQ consumer daemon: queues and handlers declared in one TOML file.",
         version: WarrenVersion.current,
         subcommands: [Run.self, Check.self, Publish.self, Version.self])
+
+    /// ArgumentParser's own `main`, except that an error nothing handled exits 70 (EX_SOFTWARE)
+    /// rather than 1, which `publish` uses for unconfirmed messages.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            switch WarrenExit.ending(for: error) {
+            case .asThrown:
+                exit(withError: error)
+            case .internalError:
+                printError("warren: internal error: \(String(reflecting: error))")
+                exit(withError: WarrenExit.software)
+            }
+        }
+    }
 }
 
 struct Version: ParsableCommand {

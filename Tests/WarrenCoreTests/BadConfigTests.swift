@@ -100,6 +100,23 @@ struct BadConfigTests {
             name: "pipe instances of zero",
             toml: "\(broker)\n[handlers.w]\nkind = \"pipe\"\ncommand = [\"/bin/cat\"]\ninstances = 0",
             path: "handlers.w.instances", message: "expected an integer from 1 to 1024, got 0", at: "6:13"),
+        BadConfig(
+            name: "inherit_env given as a string",
+            toml: "\(broker)\n[handlers.h]\nkind = \"exec\"\ncommand = [\"/bin/cat\"]\ninherit_env = \"PATH\"",
+            path: "handlers.h.inherit_env", message: #"expected true, false or an array of variable names such as ["PATH", "LANG", "LC_*"], got "PATH""#,
+            at: "6:15"),
+        BadConfig(
+            name: "inherit_env naming an invalid variable",
+            toml: "\(broker)\n[handlers.h]\nkind = \"exec\"\ncommand = [\"/bin/cat\"]\ninherit_env = [\"PATH\", \"1BAD\"]",
+            path: "handlers.h.inherit_env[1]", message: #""1BAD" is not a variable name"#, at: "6:24"),
+        BadConfig(
+            name: "inherit_env with a star inside a name",
+            toml: "\(broker)\n[handlers.w]\nkind = \"pipe\"\ncommand = [\"/bin/cat\"]\ninherit_env = [\"LC_*_X\"]",
+            path: "handlers.w.inherit_env[0]", message: #""LC_*_X" is not a variable name"#, at: "6:16"),
+        BadConfig(
+            name: "inherit_env with a number in its list",
+            toml: "\(broker)\n[handlers.w]\nkind = \"pipe\"\ncommand = [\"/bin/cat\"]\ninherit_env = [1]",
+            path: "handlers.w.inherit_env[0]", message: "expected a variable name (a string), got 1", at: "6:16"),
 
         // MARK: unknown keys
         BadConfig(

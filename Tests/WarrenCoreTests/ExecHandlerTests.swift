@@ -48,7 +48,7 @@ final class ExecHandlerTests: Sendable {
         let handler = try ExecHandler(
             name: "env", command: [program, "one", "two words"],
             environment: ["BILLING_MODE": "live", "OVERRIDDEN": "configured", "WARREN_QUEUE": "spoofed"], workingDirectory: workDir,
-            logger: Self.quietLogger,
+            logger: Self.quietLogger, inherit: .all,
             inheritedEnvironment: ["PATH": "/usr/bin:/bin", "INHERITED_ONLY": "inherited", "OVERRIDDEN": "inherited"])
         let properties = BasicProperties(
             contentType: "application/json", headers: ["k": "v", "n": .int32(3)], replyTo: "replies", messageID: "m-1", type: "OrderCreated")
@@ -242,5 +242,79 @@ final class ExecHandlerTests: Sendable {
         HandlerInput(
             queue: "q", exchange: "", routingKey: "q", redelivered: false, attempt: 1, properties: properties, body: body, deliveryTag: 1,
             timeout: timeout)
+    }
+}
+
+/// `inherit_env`: which of warren's own variables reach an exec handler's process.
+extension ExecHandlerTests {
+    static let warrensEnvironment = [
+        "PATH": "/usr/bin:/bin", "HOME": "/var/lib/warren", "LANG": "C.UTF-8", "LC_TIME": "en_GB.UTF-8",
+        "AMQP_PASSWORD": "s3cret", "DEPLOY_TOKEN": "t0ken", "KEEP_ME": "kept",
+    ]
+
+    /// The variables the child printed, for the names asked.
+    func childEnvironment(_ inherit: InheritedEnvironment, configured: [String: String] = [:], names: [String]) async throws -> [String: String] {
+        let program = try script(names.map { "[ \"${\($0)+set}\" = set ] && printf '%s=%s\\n' \($0) \"$\($0)\"" }.joined(separator: "\n") + "\ntrue")
+        let handler = try ExecHandler(
+            name: "env", command: [program], environment: configured, workingDirectory: nil, logger: Self.quietLogger, inherit: inherit,
+            inheritedEnvironment: Self.warrensEnvironment)
+        let outcome = await handler.handle(Self.input(properties: BasicProperties(correlationID: "c", replyTo: "replies", messageID: "m-9")))
+        guard case .success(let output) = outcome else {
+            Issue.record("expected success, got \(outcome)")
+            return [:]
+        }
+        var seen: [String: String] = [:]
+        for line in String(decoding: output.reply ?? [], as: UTF8.self).split(separator: "\n") {
+            guard let equals = line.firstIndex(of: "=") else { continue }
+            seen[String(line[..<equals])] = String(line[line.index(after: equals)...])
+        }
+        return seen
+    }
+
+    static let probed = ["PATH", "HOME", "LANG", "LC_TIME", "AMQP_PASSWORD", "DEPLOY_TOKEN", "KEEP_ME", "CONFIGURED", "WARREN_MESSAGE_ID"]
+
+    @Test func byDefaultOnlyTheStandardVariablesAreInheritedAndSecretsAreNot() async throws {
+        let seen = try await childEnvironment(.standard, configured: ["CONFIGURED": "yes"], names: Self.probed)
+        #expect(seen["PATH"] == "/usr/bin:/bin")
+        #expect(seen["HOME"] == "/var/lib/warren")
+        #expect(seen["LANG"] == "C.UTF-8")
+        #expect(seen["LC_TIME"] == "en_GB.UTF-8", "LC_* is a prefix")
+        #expect(seen["AMQP_PASSWORD"] == nil, "a secret in warren's environment reached the child")
+        #expect(seen["DEPLOY_TOKEN"] == nil)
+        #expect(seen["KEEP_ME"] == nil)
+        #expect(seen["CONFIGURED"] == "yes", "the handler's env is always passed")
+        #expect(seen["WARREN_MESSAGE_ID"] == "m-9", "message variables are always passed")
+    }
+
+    @Test func inheritEnvFalsePassesOnlyTheHandlersEnvAndWarrensMessageVariables() async throws {
+        let seen = try await childEnvironment(.only([]), configured: ["CONFIGURED": "yes"], names: Self.probed)
+        // Not PATH: /bin/sh sets a default one of its own when it gets none.
+        #expect(seen["HOME"] == nil)
+        #expect(seen["LANG"] == nil)
+        #expect(seen["AMQP_PASSWORD"] == nil)
+        #expect(seen["CONFIGURED"] == "yes")
+        #expect(seen["WARREN_MESSAGE_ID"] == "m-9")
+    }
+
+    @Test func anInheritEnvListPassesExactlyTheNamedVariables() async throws {
+        let seen = try await childEnvironment(.only(["KEEP_ME", "LC_*"]), names: Self.probed)
+        #expect(seen["KEEP_ME"] == "kept")
+        #expect(seen["LC_TIME"] == "en_GB.UTF-8")
+        #expect(seen["HOME"] == nil)
+        #expect(seen["AMQP_PASSWORD"] == nil)
+    }
+
+    @Test func inheritEnvTruePassesEverything() async throws {
+        let seen = try await childEnvironment(.all, names: Self.probed)
+        #expect(seen["AMQP_PASSWORD"] == "s3cret")
+        #expect(seen["KEEP_ME"] == "kept")
+    }
+
+    @Test func aProgramNameIsFoundOnWarrensPathWhenThePathIsNotInherited() async throws {
+        let handler = try ExecHandler(
+            name: "echo", command: ["printf", "%s", "found"], environment: [:], workingDirectory: nil, logger: Self.quietLogger,
+            inherit: .only([]), inheritedEnvironment: ["PATH": "/nonexistent:/usr/bin:/bin"])
+        guard case .success(let output) = await handler.handle(Self.input(properties: Self.rpc)) else { Issue.record("expected success"); return }
+        #expect(output.reply == Array("found".utf8))
     }
 }

@@ -326,16 +326,20 @@ struct ConfigurationDecoding {
             switch kindName {
             case "exec":
                 let environment = handler.stringTable("env") ?? [:]
+                let inherit = inheritedEnvironment(handler)
                 let workingDirectory = handler.string("working_directory")
-                kind = command(handler).map { .exec(command: $0, environment: environment, workingDirectory: workingDirectory) }
+                kind = command(handler).map {
+                    .exec(command: $0, environment: environment, workingDirectory: workingDirectory, inheritEnvironment: inherit)
+                }
             case "pipe":
                 let environment = handler.stringTable("env") ?? [:]
+                let inherit = inheritedEnvironment(handler)
                 let workingDirectory = handler.string("working_directory")
                 let instances = handler.int("instances", in: 1...1024, "an integer from 1 to 1024") ?? 1
                 let inFlight = handler.int("max_in_flight_per_instance", in: 1...65_535, "a positive integer") ?? 1
                 kind = command(handler).map {
                     .pipe(command: $0, environment: environment, workingDirectory: workingDirectory, instances: instances,
-                          maxInFlightPerInstance: inFlight)
+                          maxInFlightPerInstance: inFlight, inheritEnvironment: inherit)
                 }
             case "http":
                 let written = handler.string("method") ?? "POST"
@@ -405,6 +409,36 @@ struct ConfigurationDecoding {
             return nil
         }
         return handler.stringArray("command", nonEmpty: true)
+    }
+
+    /// `inherit_env = true | false | ["NAME", "PREFIX*", ...]`; absent: the standard list.
+    private func inheritedEnvironment(_ handler: TableReader) -> InheritedEnvironment {
+        guard let node = handler.node("inherit_env") else { return .standard }
+        let path = handler.at("inherit_env")
+        let expected = "true, false or an array of variable names such as [\"PATH\", \"LANG\", \"LC_*\"]"
+        switch node {
+        case .boolean(let all):
+            return all ? .all : .only([])
+        case .array(let elements):
+            var names: [String] = []
+            for (index, element) in elements.enumerated() {
+                guard case .string(let name) = element else {
+                    d.report(path + [.index(index)], "expected a variable name (a string), got \(element.rendered)")
+                    continue
+                }
+                guard InheritedEnvironment.isValidEntry(name) else {
+                    d.report(
+                        path + [.index(index)],
+                        "\"\(name)\" is not a variable name: letters, digits and _, not starting with a digit, optionally ending in * for a prefix")
+                    continue
+                }
+                names.append(name)
+            }
+            return .only(names)
+        default:
+            d.report(path, "expected \(expected), got \(node.rendered)")
+            return .standard
+        }
     }
 
     private func validateTemplate(_ template: String, at path: [ConfigPathComponent]) {

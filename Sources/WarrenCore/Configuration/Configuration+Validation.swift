@@ -199,7 +199,7 @@ struct ConfigurationValidation {
 
     private func validateHandler(_ handler: HandlerConfiguration, at path: [ConfigPathComponent]) {
         switch handler.kind {
-        case .exec(let command, _, let workingDirectory), .pipe(let command, _, let workingDirectory, _, _):
+        case .exec(let command, _, let workingDirectory, _), .pipe(let command, _, let workingDirectory, _, _, _):
             if let program = command.first { checkProgram(program, at: path + [.key("command"), .index(0)]) }
             if let workingDirectory, !checks.isDirectory(workingDirectory) {
                 d.report(path + [.key("working_directory")], "\(workingDirectory) is not a directory")

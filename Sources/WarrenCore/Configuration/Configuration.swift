@@ -268,8 +268,11 @@ public enum FsyncMode: String, Sendable, CaseIterable {
 }
 
 public enum HandlerKind: Sendable, Hashable {
-    case exec(command: [String], environment: [String: String], workingDirectory: String?)
-    case pipe(command: [String], environment: [String: String], workingDirectory: String?, instances: Int, maxInFlightPerInstance: Int)
+    /// `inheritEnvironment`: which of warren's variables the process sees (`inherit_env`).
+    case exec(command: [String], environment: [String: String], workingDirectory: String?, inheritEnvironment: InheritedEnvironment = .standard)
+    case pipe(
+        command: [String], environment: [String: String], workingDirectory: String?, instances: Int, maxInFlightPerInstance: Int,
+        inheritEnvironment: InheritedEnvironment = .standard)
     case http(url: String, method: String, headers: [String: String])
     /// `configJSON`: the handler's `config` table as a JSON object, passed to `init`.
     case plugin(library: String, configJSON: String)

@@ -126,6 +126,14 @@ public struct Engine: Sendable {
                 session = try await Session.open(
                     configuration, plan: TopologyPlan(configuration), dedup: dedup, status: status, handlerOverride: handlerOverride,
                     stallCheckInterval: stallCheckInterval, logger: logger)
+            } catch let error as TopologyError where error.isTransient {
+                // The broker's state, not the file: e.g. an exclusive queue still held by the
+                // connection of a previous run. Retried like an unreachable broker.
+                for problem in error.problems {
+                    logger.warning("topology refused for now, retrying", metadata: ["config": "\(configuration.sourceFile)", "problem": "\(problem)"])
+                }
+                await sleep(for: backoff.next(), unless: stop, reload)
+                continue
             } catch let error as TopologyError {
                 for problem in error.problems {
                     logger.error("topology rejected", metadata: ["config": "\(configuration.sourceFile)", "problem": "\(problem)"])

@@ -2,7 +2,8 @@ import AMQP
 
 /// One queue's worker pool: `concurrency` workers take deliveries from the consumer and process
 /// them, so at most `concurrency` run at once. The consumer's prefetch bounds what waits for a
-/// worker. Once draining starts, deliveries not yet started go back to the broker (nack with
+/// worker; `ConsumerWindow` chooses both so that what the pool holds (waiting plus running)
+/// stays within the queue's `prefetch`, also with `ack_first`. Once draining starts, deliveries not yet started go back to the broker (nack with
 /// requeue) without running.
 ///
 /// The loop that takes the consumer's batches and feeds them to the workers runs on the
@@ -20,7 +21,7 @@ import AMQP
 /// connection.
 ///
 /// `warren_inflight_messages{queue}` counts the deliveries the workers have taken and not yet
-/// settled (at most `concurrency`); the rest of the prefetch window waits in the feed, where
+/// settled (at most `concurrency`, the pool's worker count); the rest of the prefetch window waits in the feed, where
 /// the broker counts it as unacked.
 struct QueueRunner: Sendable {
     let consumer: Consumer

@@ -109,7 +109,7 @@ extension Session {
         let processor = DeliveryProcessor(
             queue: slot.queue, router: Router(slot.queue.target), handlers: slot.handlers, handlerConfigurations: handlerConfigurations,
             publisher: publisher, connection: consumerConnection, dedup: slot.queue.dedup ? dedup : nil, logger: logger)
-        return QueueRunner(consumer: consumer, processor: processor, concurrency: slot.queue.concurrency, draining: slot.draining)
+        return QueueRunner(consumer: consumer, processor: processor, concurrency: ConsumerWindow(slot.queue).workers, draining: slot.draining)
     }
 
     /// Watches the publisher connection; when it is lost, reconnects it with back-off while the
@@ -149,9 +149,8 @@ extension Session {
     }
 
     static func consumeOptions(_ queue: QueueConfiguration) -> ConsumeOptions {
-        // ack_first acks when a handler starts, which frees broker credit while the handler still
-        // runs: lower the prefetch by the pool size so received + running stays within prefetch.
-        let prefetch = queue.ackPolicy.acksBeforeHandling ? max(1, queue.prefetch - queue.concurrency) : queue.prefetch
+        // ack_first frees broker credit while handlers still run: ConsumerWindow splits prefetch.
+        let prefetch = ConsumerWindow(queue).brokerPrefetch
         var arguments: FieldTable = [:]
         if queue.consumerPriority != 0 { arguments["x-priority"] = .int64(Int64(queue.consumerPriority)) }
         return ConsumeOptions(

@@ -77,7 +77,10 @@ struct Session: Sendable {
             do {
                 let runner = try await subscribe(slot, consumers: consumers)
                 started.append((slot, runner))
-                logger.info("consumer up", metadata: [LogKeys.queue: "\(queue.name)", "prefetch": "\(queue.prefetch)", "concurrency": "\(queue.concurrency)"])
+                logger.info("consumer up", metadata: [
+                    LogKeys.queue: "\(queue.name)", "prefetch": "\(queue.prefetch)", "concurrency": "\(queue.concurrency)",
+                    "workers": "\(runner.concurrency)",
+                ])
             } catch {
                 logger.error("cannot consume", metadata: [LogKeys.queue: "\(queue.name)", LogKeys.error: "\(error)"])
                 await close(consumers)

@@ -48,10 +48,11 @@ public struct HandlerRegistry: Sendable {
                 } catch {
                     throw SetupError(handler: entry.name, message: error.description)
                 }
-            case .exec(let command, let environment, let workingDirectory):
+            case .exec(let command, let environment, let workingDirectory, let inherit):
                 do {
                     handlers[entry.name] = try ExecHandler(
-                        name: entry.name, command: command, environment: environment, workingDirectory: workingDirectory, logger: logger)
+                        name: entry.name, command: command, environment: environment, workingDirectory: workingDirectory, logger: logger,
+                        inherit: inherit)
                 } catch {
                     throw SetupError(handler: entry.name, message: error.description)
                 }
@@ -59,10 +60,10 @@ public struct HandlerRegistry: Sendable {
                 handlers[entry.name] = try HTTPHandler(
                     name: entry.name, url: url, method: method, headers: headers,
                     poolSize: HTTPHandler.poolSize(for: entry.name, in: configuration), logger: logger)
-            case .pipe(let command, let environment, let workingDirectory, let instances, let maxInFlightPerInstance):
+            case .pipe(let command, let environment, let workingDirectory, let instances, let maxInFlightPerInstance, let inherit):
                 guard !command.isEmpty else { throw SetupError(handler: entry.name, message: "command is empty") }
                 let settings = PipeHandler.Settings(
-                    handler: entry.name, command: command, environment: environment, workingDirectory: workingDirectory,
+                    handler: entry.name, command: command, environment: environment, inherit: inherit, workingDirectory: workingDirectory,
                     instances: instances, maxInFlightPerInstance: maxInFlightPerInstance)
                 handlers[entry.name] = PipeHandler(settings: settings, logger: logger)
             }

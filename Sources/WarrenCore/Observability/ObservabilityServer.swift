@@ -11,6 +11,10 @@ import NIOPosix
 /// structured: `bind` happens up front, so that a bad address fails start-up before anything
 /// connects, and `run()` serves inside the caller's task until that task is cancelled, each
 /// connection in a child task of its own.
+///
+/// A connection must deliver each complete request within `ObservabilityLimits.requestTimeout`
+/// (10 s) of being accepted or of its previous response, and at most
+/// `ObservabilityLimits.maxConnections` (64) are open at once; see `docs/metrics-endpoint.md`.
 public struct ObservabilityServer: Sendable {
     /// Where each endpoint's answer comes from.
     public struct Sources: Sendable {
@@ -51,12 +55,18 @@ public struct ObservabilityServer: Sendable {
     public var port: Int? { listener.channel.localAddress?.port }
 
     /// Binds `host:port`; throws when the address cannot be used (in use, not local, no permission).
-    public static func bind(host: String, port: Int, sources: Sources) async throws -> ObservabilityServer {
+    public static func bind(
+        host: String, port: Int, sources: Sources, limits: ObservabilityLimits = ObservabilityLimits()
+    ) async throws -> ObservabilityServer {
+        let limiter = ConnectionLimiter(limit: limits.maxConnections)
         let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // The cap comes first, so that a connection beyond it reaches nothing else.
+                    try channel.pipeline.syncOperations.addHandler(ConnectionCapHandler(limiter: limiter))
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(RequestDeadlineHandler(timeout: limits.requestTimeout))
                     return try Connection(wrappingChannelSynchronously: channel)
                 }
             }

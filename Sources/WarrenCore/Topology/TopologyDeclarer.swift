@@ -35,7 +35,9 @@ public struct TopologyDeclarer: Sendable {
                     try await connection.bindQueue(step.queue, exchange: step.exchange, routingKey: step.routingKey, arguments: step.arguments)
                 }
                 if let error = try await channelError(bind) {
-                    problems.append(.init(configPath: step.configPath, message: "cannot bind queue \"\(step.queue)\" to exchange \"\(step.exchange)\": \(error)"))
+                    problems.append(.init(
+                        configPath: step.configPath, message: "cannot bind queue \"\(step.queue)\" to exchange \"\(step.exchange)\": \(error)",
+                        isTransient: !TopologyError.isConfigurationReply(error.replyCode)))
                 }
             }
         }
@@ -108,7 +110,9 @@ public struct TopologyDeclarer: Sendable {
         if error.replyCode == 404 {
             return .init(configPath: path, message: "exchange \"\(name)\" does not exist and is not declared in [[exchanges]]")
         }
-        return .init(configPath: path, message: "cannot check exchange \"\(name)\": \(error)")
+        return .init(
+            configPath: path, message: "cannot check exchange \"\(name)\": \(error)",
+            isTransient: !TopologyError.isConfigurationReply(error.replyCode))
     }
 
     private func queueProblem(_ step: TopologyPlan.QueueStep, _ error: AMQPError) -> TopologyError.Problem {
@@ -123,9 +127,11 @@ public struct TopologyDeclarer: Sendable {
         case 404:
             return .init(configPath: step.configPath, message: "queue \"\(name)\" does not exist, and declare = false says warren must not create it")
         case 405:
-            return .init(configPath: step.configPath, message: "queue \"\(name)\" is exclusive to another connection: \(error.replyText ?? "\(error)")")
+            return .init(
+                configPath: step.configPath, message: "queue \"\(name)\" is exclusive to another connection: \(error.replyText ?? "\(error)")",
+                isTransient: true)
         default:
-            return .init(configPath: step.configPath, message: "cannot declare queue \"\(name)\": \(error)")
+            return .init(configPath: step.configPath, message: "cannot declare queue \"\(name)\": \(error)", isTransient: true)
         }
     }
 
@@ -139,7 +145,7 @@ public struct TopologyDeclarer: Sendable {
         case 403:
             return .init(configPath: step.configPath, message: "the broker user may not declare exchange \"\(name)\": \(error.replyText ?? "\(error)")")
         default:
-            return .init(configPath: step.configPath, message: "cannot declare exchange \"\(name)\": \(error)")
+            return .init(configPath: step.configPath, message: "cannot declare exchange \"\(name)\": \(error)", isTransient: true)
         }
     }
 }

@@ -7,10 +7,28 @@ public struct TopologyError: Error, Sendable, CustomStringConvertible {
     public struct Problem: Sendable, Hashable, CustomStringConvertible {
         public var configPath: String
         public var message: String
+        /// The broker may accept the same declaration later without any change to the file: the
+        /// queue is exclusive to another connection (405, e.g. a previous warren whose connection
+        /// the broker has not yet noticed is gone), or the broker reported an error of its own.
+        /// Such a refusal is retried with back-off, never a configuration error (exit 78).
+        public var isTransient = false
         public var description: String { "\(configPath): \(message)" }
     }
 
     public var problems: [Problem]
+
+    public init(problems: [Problem]) {
+        self.problems = problems
+    }
+
+    /// Every problem may go away by itself: retry rather than give up on the configuration.
+    public var isTransient: Bool { problems.allSatisfy(\.isTransient) }
+
+    /// A reply code that says the file is wrong (403 access refused, 404 not found, 406
+    /// precondition failed); anything else is the broker's own state.
+    static func isConfigurationReply(_ code: UInt16?) -> Bool {
+        code == 403 || code == 404 || code == 406
+    }
 
     public var description: String { problems.map(\.description).joined(separator: "\n") }
 }

@@ -182,12 +182,13 @@ final class EngineHarness: Sendable {
         configuration = try ConfigurationLoader.parse(source: source, file: "engine-test.toml")
     }
 
-    func start() async throws {
+    /// Starts the engine; `handler` replaces the scripted handler when given.
+    func start(handler: (any MessageHandler)? = nil) async throws {
         let recorder = recorder
         var logger = Logger(label: "warren.engine-tests")
         logger.logLevel = .error
         let engine = Engine(configuration: configuration, logger: logger) { entry in
-            entry.name == "scripted" ? ScriptedHandler(recorder: recorder) : nil
+            entry.name == "scripted" ? handler ?? ScriptedHandler(recorder: recorder) : nil
         }
         let stop = stop
         let ready = ready

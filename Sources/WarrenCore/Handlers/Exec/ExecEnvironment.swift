@@ -1,9 +1,10 @@
 import AMQP
 import Foundation
 
-/// The environment of an `exec` handler's process (SPEC 5.1): warren's own environment, then
-/// the handler's configured `env` on top, then the message's `WARREN_*` variables on top of both,
-/// so neither an inherited nor a configured variable can impersonate message metadata.
+/// The environment of an `exec` handler's process: the part of warren's own environment that
+/// `inherit_env` lets through (`InheritedEnvironment`), then the handler's configured `env` on
+/// top, then the message's `WARREN_*` variables on top of both, so neither an inherited nor a
+/// configured variable can impersonate message metadata.
 ///
 /// The fixed part is merged and laid out as C strings once, when the handler is built; a run
 /// only appends the per-message variables to a copy.
@@ -24,7 +25,14 @@ struct ExecEnvironment: Sendable {
     /// `base` without the message variables, as `NAME=value` strings.
     private let fixed: CStringBlock
 
-    init(inherited: [String: String] = ProcessInfo.processInfo.environment, configured: [String: String]) throws(InvalidName) {
+    /// Where a bare program name is looked up when the process gets no `PATH`: warren's own.
+    private let fallbackSearchPath: String?
+
+    /// - Parameter inherited: what the process inherits, already filtered by `inherit_env`.
+    init(
+        inherited: [String: String] = ProcessInfo.processInfo.environment, configured: [String: String], fallbackSearchPath: String? = nil
+    ) throws(InvalidName) {
+        self.fallbackSearchPath = fallbackSearchPath
         var base: [String: String] = [:]
         base.reserveCapacity(inherited.count + configured.count)
         // An odd inherited name cannot come from the operator's config; skip it rather than
@@ -44,8 +52,9 @@ struct ExecEnvironment: Sendable {
         self.fixed = fixed
     }
 
-    /// The `PATH` a bare program name is looked up on: the one the process will run with.
-    var searchPath: String { base["PATH"] ?? "/usr/local/bin:/usr/bin:/bin" }
+    /// The `PATH` a bare program name is looked up on: the one the process will run with, else
+    /// warren's own (the way a `pipe` worker's program is found), else the usual directories.
+    var searchPath: String { base["PATH"] ?? fallbackSearchPath ?? "/usr/local/bin:/usr/bin:/bin" }
 
     /// The full environment for one message, as `envp` strings. Absent properties are empty
     /// strings, so a program can rely on every variable being set.

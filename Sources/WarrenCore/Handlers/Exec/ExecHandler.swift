@@ -30,15 +30,19 @@ struct ExecHandler: MessageHandler {
 
     /// - Parameters:
     ///   - terminationGrace: between SIGTERM and SIGKILL on timeout; tests shorten it.
-    ///   - inheritedEnvironment: warren's environment, passed on to every process.
+    ///   - inheritedEnvironment: warren's environment, of which `inherit` chooses what every
+    ///     process sees.
     init(
         name: String, command: [String], environment: [String: String], workingDirectory: String?, logger: Logger,
         terminationGrace: Duration = Self.defaultTerminationGrace,
+        inherit: InheritedEnvironment = .standard,
         inheritedEnvironment: [String: String] = ProcessInfo.processInfo.environment
     ) throws(SetupError) {
         guard !command.isEmpty else { throw SetupError(description: "command is empty") }
         do {
-            self.environment = try ExecEnvironment(inherited: inheritedEnvironment, configured: environment)
+            self.environment = try ExecEnvironment(
+                inherited: inherit.filter(inheritedEnvironment), configured: environment,
+                fallbackSearchPath: inheritedEnvironment["PATH"])
         } catch {
             throw SetupError(description: error.description)
         }

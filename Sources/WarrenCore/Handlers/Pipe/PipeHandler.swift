@@ -18,6 +18,10 @@ struct PipeHandler: MessageHandler {
         /// argv; the program is an absolute path or a name looked up on `PATH`, never a shell.
         var command: [String]
         var environment: [String: String] = [:]
+        /// Which of warren's variables the workers see (`inherit_env`).
+        var inherit: InheritedEnvironment = .standard
+        /// Warren's environment as `inherit` sees it; nil is the process's own (tests set it).
+        var inheritedEnvironment: [String: String]?
         var workingDirectory: String?
         var instances = 1
         var maxInFlightPerInstance = 1

@@ -1,20 +1,26 @@
+import Foundation
 import Glibc
 import Subprocess
 
 // How a worker process is started and how its end is put into words.
 
 extension PipeWorker {
-    /// Warren's own environment, then `WARREN_HANDLER` / `WARREN_WORKER` (so a worker can tell
-    /// which instance it is), then the handler's `env`, which wins.
+    /// The variables of warren's own environment that `inherit_env` lets through, then
+    /// `WARREN_HANDLER` / `WARREN_WORKER` (so a worker can tell which instance it is), then the
+    /// handler's `env`, which wins.
     func environment() -> Environment {
-        var overrides: [Environment.Key: String?] = [:]
+        var values: [Environment.Key: String] = [:]
+        let inherited = settings.inheritedEnvironment ?? ProcessInfo.processInfo.environment
+        for (name, value) in settings.inherit.filter(inherited) {
+            if let key = Environment.Key(rawValue: name) { values[key] = value }
+        }
         for (name, value) in [("WARREN_HANDLER", settings.handler), ("WARREN_WORKER", "\(index)")] {
-            if let key = Environment.Key(rawValue: name) { overrides[key] = value }
+            if let key = Environment.Key(rawValue: name) { values[key] = value }
         }
         for (name, value) in settings.environment {
-            if let key = Environment.Key(rawValue: name) { overrides[key] = value }
+            if let key = Environment.Key(rawValue: name) { values[key] = value }
         }
-        return .inherit.updating(overrides)
+        return .custom(values)
     }
 
     /// A session (and so a process group) of its own. At shutdown, once the body has returned,

@@ -49,3 +49,22 @@ extension FieldValue {
         }
     }
 }
+
+extension FieldValue {
+    /// A NaN or infinite float or double, here or nested inside. RabbitMQ cannot decode them and
+    /// answers such a publish by closing the whole connection (541 INTERNAL_ERROR), so they are
+    /// refused before sending.
+    public var holdsNonFiniteNumber: Bool {
+        switch self {
+        case .float(let v): !v.isFinite
+        case .double(let v): !v.isFinite
+        case .table(let t): t.holdsNonFiniteNumber
+        case .array(let values): values.contains { $0.holdsNonFiniteNumber }
+        default: false
+        }
+    }
+}
+
+extension FieldTable {
+    public var holdsNonFiniteNumber: Bool { entries.contains { $0.value.holdsNonFiniteNumber } }
+}

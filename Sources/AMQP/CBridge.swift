@@ -320,3 +320,16 @@ final class CArena {
         return out
     }
 }
+
+extension CArena {
+    /// The bytes librabbitmq writes for `properties` after the property flags, or nil when they do
+    /// not fit in `capacity`. What `BasicProperties.wireSize` must agree with (tested).
+    func librabbitmqPropertiesSize(_ properties: BasicProperties, capacity: Int = 1 << 20) throws(AMQPError) -> Int? {
+        var decoded = try self.properties(properties)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 8)
+        defer { buffer.deallocate() }
+        let written = amqp_encode_properties(UInt16(AMQP_BASIC_CLASS), &decoded, amqp_bytes_t(len: capacity, bytes: buffer))
+        // The result counts the flag words too: one here (fewer than 15 properties).
+        return written < 0 ? nil : Int(written) - 2
+    }
+}

@@ -82,6 +82,9 @@ public struct Publisher: Sendable {
         try short(p.clusterID, "cluster_id")
         if let headers = p.headers {
             for entry in headers { try short(entry.key, "header name \"\(entry.key.prefix(40))\"") }
+            if headers.holdsNonFiniteNumber {
+                throw AMQPError(.invalidArgument, "a header holds a NaN or infinite number, which RabbitMQ cannot decode")
+            }
         }
     }
 }

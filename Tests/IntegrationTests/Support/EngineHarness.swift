@@ -41,7 +41,7 @@ final class Recorder: Sendable {
     func started(_ input: HandlerInput) {
         update { state in
             state.calls.append(Call(
-                messageID: input.properties.messageID ?? "", attempt: input.attempt, redelivered: input.redelivered,
+                messageID: input.properties.messageID?.lossyText ?? "", attempt: input.attempt, redelivered: input.redelivered,
                 headers: input.properties.headers, at: .now))
             state.running += 1
             state.maxRunning = max(state.maxRunning, state.running)
@@ -206,7 +206,7 @@ final class EngineHarness: Sendable {
         let publisher = try await connection.openPublisher()
         var headers = extra
         headers["x-test"] = .string(test)
-        let outcome = try await publisher.publish(routingKey: queue, body: body, properties: BasicProperties(headers: headers, messageID: id))
+        let outcome = try await publisher.publish(routingKey: queue, body: body, properties: BasicProperties(headers: headers, messageID: AMQPString(id)))
         #expect(outcome == .confirmed)
     }
 

@@ -23,7 +23,8 @@ extension AMQPString {
             self = ""
             return
         }
-        self.init(bytes: UnsafeRawBufferPointer(start: base, count: bytes.len))
+        // Typed, so that validation reads the buffer in place (contiguous storage).
+        self.init(bytes: UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt8.self), count: bytes.len))
     }
 }
 
@@ -91,9 +92,8 @@ extension FieldValue {
         case FieldKind.timestamp: self = .timestamp(v.u64)
         case FieldKind.utf8:
             // Validated in place: valid UTF-8 (the usual case) costs no intermediate array.
-            let raw = v.bytes.len > 0 && v.bytes.bytes != nil
-                ? UnsafeRawBufferPointer(start: v.bytes.bytes, count: v.bytes.len) : UnsafeRawBufferPointer(start: nil, count: 0)
-            if let text = String(validating: raw, as: UTF8.self) {
+            let raw = UnsafeBufferPointer(start: v.bytes.bytes?.assumingMemoryBound(to: UInt8.self), count: v.bytes.bytes == nil ? 0 : v.bytes.len)
+            if let text = AMQPString.text(ifValid: raw) {
                 self = .string(text)
             } else {
                 self = .nonUTF8String(Array(raw))

@@ -63,7 +63,7 @@ extension FieldValue {
 
     /// A long string ('S') of exactly these bytes.
     public static func longString(bytes: [UInt8]) -> FieldValue {
-        if let text = String(validating: bytes, as: UTF8.self) { return .string(text) }
+        if let text = bytes.withUnsafeBufferPointer(AMQPString.text(ifValid:)) { return .string(text) }
         return .nonUTF8String(bytes)
     }
 

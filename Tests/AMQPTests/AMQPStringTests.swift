@@ -25,6 +25,22 @@ struct AMQPStringTests {
         #expect(value.base64 == "/////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////w==")
     }
 
+    @Test func validationCatchesARepairThatKeepsTheLength() {
+        // A truncated 4-byte sequence (3 bytes) repairs to one U+FFFD (3 bytes): same length.
+        let truncated: [UInt8] = [0xF0, 0x9F, 0x98]
+        #expect(AMQPString(bytes: truncated).text == nil)
+        #expect(AMQPString(bytes: truncated).bytes == truncated)
+        #expect(AMQPString(bytes: Array("\u{FFFD}".utf8)).text == "\u{FFFD}", "a real U+FFFD is valid")
+        // A high byte after the first eight-byte word, and in the tail.
+        #expect(AMQPString(bytes: Array("abcdefgh".utf8) + [0xFF] + Array("ij".utf8)).text == nil)
+        #expect(AMQPString(bytes: Array("abcdefghijklmnop".utf8) + [0x80]).text == nil)
+        #expect(AMQPString(bytes: Array("abcdefghijklmnopq".utf8)).text == "abcdefghijklmnopq")
+        #expect(AMQPString(bytes: Array("0123456789abcdefé".utf8)).text == "0123456789abcdefé")
+        #expect(AMQPString(bytes: [0xED, 0xA0, 0x80]).text == nil, "an encoded surrogate is not UTF-8")
+        #expect(AMQPString(bytes: [0xC0, 0x80]).text == nil, "an overlong NUL is not UTF-8")
+        #expect(AMQPString(bytes: [UInt8]()).text == "")
+    }
+
     @Test func equalityAndHashingCompareBytesNotUnicodeEquivalence() {
         let composed = AMQPString("\u{E9}")
         let decomposed = AMQPString("e\u{301}")

@@ -2,7 +2,7 @@ import AMQP
 import Foundation
 
 /// The JSON shape of a message shared by every handler kind that shows one: the `file` handler,
-/// the `pipe` protocol (SPEC 5.2), `WARREN_HEADERS` of `exec` and `headers_json` of plugins.
+/// the `pipe` protocol, `WARREN_HEADERS` of `exec` and `headers_json` of plugins.
 /// Properties are `message_id`, `correlation_id`, `reply_to`, `content_type`, `type`,
 /// `timestamp`, `headers`. A property or header that JSON cannot carry as it is follows
 /// `SinkText`: `message_id_base64` instead of `message_id`, and `headers_base64` (the whole

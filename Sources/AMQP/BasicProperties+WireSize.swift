@@ -5,7 +5,7 @@
 extension BasicProperties {
     /// The encoded property list: what follows the property flags in the content header.
     public var wireSize: Int {
-        func short(_ value: String?) -> Int { value.map { 1 &+ $0.utf8.count } ?? 0 }
+        func short(_ value: AMQPString?) -> Int { value.map { 1 &+ $0.count } ?? 0 }
         var size = short(contentType) &+ short(contentEncoding)
         if let headers { size &+= headers.wireSize }
         if deliveryMode != nil { size &+= 1 }
@@ -26,7 +26,7 @@ extension FieldTable {
     public var wireSize: Int {
         var size = 4
         for entry in entries {
-            size &+= 1 &+ entry.key.utf8.count &+ entry.value.wireSize
+            size &+= 1 &+ entry.key.count &+ entry.value.wireSize
         }
         return size
     }
@@ -42,6 +42,7 @@ extension FieldValue {
         case .int64, .uint64, .double, .timestamp: 9
         case .decimal: 6
         case .string(let s): 5 &+ s.utf8.count
+        case .nonUTF8String(let b): 5 &+ b.count
         case .bytes(let b): 5 &+ b.count
         case .table(let t): 1 &+ t.wireSize
         case .array(let values): values.reduce(5) { $0 &+ $1.wireSize }

@@ -1,5 +1,6 @@
 /// The content properties of `basic.publish` / `basic.deliver` / `basic.return`.
-/// `nil` means the property flag is not set on the wire.
+/// `nil` means the property flag is not set on the wire. The short strings are `AMQPString`s:
+/// a producer may put any bytes in them, and copies must carry them unchanged.
 ///
 /// A value type over one shared, copy-on-write box: a delivery is handed from the I/O thread
 /// through the feed to a worker and into the handler, and each hand-over copies one reference
@@ -7,20 +8,20 @@
 /// properties all share one empty box, so they allocate nothing.
 public struct BasicProperties: Sendable, Hashable {
     private struct Fields: Hashable {
-        var contentType: String? = nil
-        var contentEncoding: String? = nil
+        var contentType: AMQPString? = nil
+        var contentEncoding: AMQPString? = nil
         var headers: FieldTable? = nil
         var deliveryMode: UInt8? = nil
         var priority: UInt8? = nil
-        var correlationID: String? = nil
-        var replyTo: String? = nil
-        var expiration: String? = nil
-        var messageID: String? = nil
+        var correlationID: AMQPString? = nil
+        var replyTo: AMQPString? = nil
+        var expiration: AMQPString? = nil
+        var messageID: AMQPString? = nil
         var timestamp: UInt64? = nil
-        var type: String? = nil
-        var userID: String? = nil
-        var appID: String? = nil
-        var clusterID: String? = nil
+        var type: AMQPString? = nil
+        var userID: AMQPString? = nil
+        var appID: AMQPString? = nil
+        var clusterID: AMQPString? = nil
     }
 
     private final class Storage: @unchecked Sendable {
@@ -42,12 +43,12 @@ public struct BasicProperties: Sendable, Hashable {
         return storage
     }
 
-    public var contentType: String? {
+    public var contentType: AMQPString? {
         get { storage.fields.contentType }
         set { unique().fields.contentType = newValue }
     }
 
-    public var contentEncoding: String? {
+    public var contentEncoding: AMQPString? {
         get { storage.fields.contentEncoding }
         set { unique().fields.contentEncoding = newValue }
     }
@@ -68,22 +69,22 @@ public struct BasicProperties: Sendable, Hashable {
         set { unique().fields.priority = newValue }
     }
 
-    public var correlationID: String? {
+    public var correlationID: AMQPString? {
         get { storage.fields.correlationID }
         set { unique().fields.correlationID = newValue }
     }
 
-    public var replyTo: String? {
+    public var replyTo: AMQPString? {
         get { storage.fields.replyTo }
         set { unique().fields.replyTo = newValue }
     }
 
-    public var expiration: String? {
+    public var expiration: AMQPString? {
         get { storage.fields.expiration }
         set { unique().fields.expiration = newValue }
     }
 
-    public var messageID: String? {
+    public var messageID: AMQPString? {
         get { storage.fields.messageID }
         set { unique().fields.messageID = newValue }
     }
@@ -94,32 +95,32 @@ public struct BasicProperties: Sendable, Hashable {
         set { unique().fields.timestamp = newValue }
     }
 
-    public var type: String? {
+    public var type: AMQPString? {
         get { storage.fields.type }
         set { unique().fields.type = newValue }
     }
 
-    public var userID: String? {
+    public var userID: AMQPString? {
         get { storage.fields.userID }
         set { unique().fields.userID = newValue }
     }
 
-    public var appID: String? {
+    public var appID: AMQPString? {
         get { storage.fields.appID }
         set { unique().fields.appID = newValue }
     }
 
-    public var clusterID: String? {
+    public var clusterID: AMQPString? {
         get { storage.fields.clusterID }
         set { unique().fields.clusterID = newValue }
     }
 
     public init(
-        contentType: String? = nil, contentEncoding: String? = nil, headers: FieldTable? = nil,
-        deliveryMode: UInt8? = nil, priority: UInt8? = nil, correlationID: String? = nil,
-        replyTo: String? = nil, expiration: String? = nil, messageID: String? = nil,
-        timestamp: UInt64? = nil, type: String? = nil, userID: String? = nil, appID: String? = nil,
-        clusterID: String? = nil
+        contentType: AMQPString? = nil, contentEncoding: AMQPString? = nil, headers: FieldTable? = nil,
+        deliveryMode: UInt8? = nil, priority: UInt8? = nil, correlationID: AMQPString? = nil,
+        replyTo: AMQPString? = nil, expiration: AMQPString? = nil, messageID: AMQPString? = nil,
+        timestamp: UInt64? = nil, type: AMQPString? = nil, userID: AMQPString? = nil, appID: AMQPString? = nil,
+        clusterID: AMQPString? = nil
     ) {
         let fields = Fields(
             contentType: contentType, contentEncoding: contentEncoding, headers: headers, deliveryMode: deliveryMode,

@@ -6,12 +6,25 @@ import Glibc
 // connection (notes §1, §11).
 
 extension String {
+    /// For texts the broker writes (reply texts, consumer tags), never for message data: a
+    /// message's short strings are `AMQPString`s, which keep their exact bytes.
     init(amqpBytes bytes: amqp_bytes_t) {
         guard bytes.len > 0, let base = bytes.bytes else {
             self = ""
             return
         }
         self = String(decoding: UnsafeRawBufferPointer(start: base, count: bytes.len), as: UTF8.self)
+    }
+}
+
+extension AMQPString {
+    init(amqpBytes bytes: amqp_bytes_t) {
+        guard bytes.len > 0, let base = bytes.bytes else {
+            self = ""
+            return
+        }
+        // Typed, so that validation reads the buffer in place (contiguous storage).
+        self.init(bytes: UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt8.self), count: bytes.len))
     }
 }
 
@@ -54,7 +67,7 @@ extension FieldTable {
         if let base = table.entries, table.num_entries > 0 {
             for index in 0..<Int(table.num_entries) {
                 let entry = base[index]
-                entries.append(Entry(String(amqpBytes: entry.key), FieldValue(amqpValue: entry.value, depth: depth &+ 1)))
+                entries.append(Entry(AMQPString(amqpBytes: entry.key), FieldValue(amqpValue: entry.value, depth: depth &+ 1)))
             }
         }
         self.init(entries)
@@ -86,11 +99,12 @@ extension FieldValue {
         case FieldKind.decimal: self = .decimal(scale: v.decimal.decimals, value: v.decimal.value)
         case FieldKind.timestamp: self = .timestamp(v.u64)
         case FieldKind.utf8:
-            let bytes = [UInt8](amqpBytes: v.bytes)
-            if let text = String(validating: bytes, as: UTF8.self) {
+            // Validated in place: valid UTF-8 (the usual case) costs no intermediate array.
+            let raw = UnsafeBufferPointer(start: v.bytes.bytes?.assumingMemoryBound(to: UInt8.self), count: v.bytes.bytes == nil ? 0 : v.bytes.len)
+            if let text = AMQPString.text(ifValid: raw) {
                 self = .string(text)
             } else {
-                self = .bytes(bytes)
+                self = .nonUTF8String(Array(raw))
             }
         case FieldKind.bytes: self = .bytes([UInt8](amqpBytes: v.bytes))
         case FieldKind.table: self = .table(FieldTable(amqpTable: v.table, depth: depth))
@@ -116,7 +130,7 @@ extension BasicProperties {
             return
         }
         func has(_ flag: Int32) -> Bool { flags & amqp_flags_t(UInt32(bitPattern: flag)) != 0 }
-        func string(_ flag: Int32, _ bytes: amqp_bytes_t) -> String? { has(flag) ? String(amqpBytes: bytes) : nil }
+        func string(_ flag: Int32, _ bytes: amqp_bytes_t) -> AMQPString? { has(flag) ? AMQPString(amqpBytes: bytes) : nil }
         // One box for all of them, not one copy per property set.
         self.init(
             contentType: string(AMQP_BASIC_CONTENT_TYPE_FLAG, p.content_type),
@@ -171,6 +185,15 @@ final class CArena {
         return bytes(utf8)
     }
 
+    /// An AMQP short string of exactly these bytes.
+    func shortString(_ value: AMQPString, field: @autoclosure () -> String) throws(AMQPError) -> amqp_bytes_t {
+        let count = value.count
+        guard count <= 255 else {
+            throw AMQPError(.invalidArgument, "\(field()) is \(count) bytes long; AMQP short strings hold at most 255")
+        }
+        return value.withBytes { bytes($0) }
+    }
+
     /// `depth` counts the tables and arrays around this one; past `FieldTable.maximumDepth` the
     /// value is refused (received messages never hold deeper ones, see `FieldValue(amqpValue:)`),
     /// so encoding never recurses deeper either.
@@ -182,7 +205,7 @@ final class CArena {
         let entries = allocate(MemoryLayout<amqp_table_entry_t>.stride * table.count)
             .bindMemory(to: amqp_table_entry_t.self, capacity: table.count)
         for (index, entry) in table.entries.enumerated() {
-            let key = try shortString(entry.key, field: "table key \"\(entry.key.prefix(32))...\"")
+            let key = try shortString(entry.key, field: "table key \"\(entry.key.description.prefix(32))...\"")
             entries.advanced(by: index).initialize(to: amqp_table_entry_t(key: key, value: try value(entry.value, depth: depth &+ 1)))
         }
         return amqp_table_t(num_entries: Int32(table.count), entries: entries)
@@ -230,6 +253,9 @@ final class CArena {
         case .string(let s):
             field.kind = FieldKind.utf8
             field.value.bytes = bytes(s.utf8)
+        case .nonUTF8String(let b):
+            field.kind = FieldKind.utf8
+            field.value.bytes = bytes(b)
         case .bytes(let b):
             field.kind = FieldKind.bytes
             field.value.bytes = bytes(b)

@@ -20,7 +20,7 @@ struct ConfirmTracker<Message, Waiter> {
 
     private struct Entry {
         var waiter: Waiter
-        var messageID: String?
+        var messageID: AMQPString?
         var deadline: UInt64
         var sequence: UInt64?
         var returned: (code: UInt16, text: String)?
@@ -39,7 +39,7 @@ struct ConfirmTracker<Message, Waiter> {
     /// Sequence numbers in flight, ascending; entries whose ticket is gone are skipped.
     private var inFlight: Deque<UInt64> = []
     private var ticketBySequence: [UInt64: UInt64] = [:]
-    private var awaitingReturn: [String: Deque<UInt64>] = [:]
+    private var awaitingReturn: [AMQPString: Deque<UInt64>] = [:]
     /// Ascending by deadline; resolved tickets are skipped.
     private var deadlines: Deque<Deadline> = []
 
@@ -53,7 +53,7 @@ struct ConfirmTracker<Message, Waiter> {
     var isEmpty: Bool { entries.isEmpty }
 
     /// Queue a publish. `messageID` must be set for mandatory publishes so a return can be matched.
-    mutating func enqueue(_ message: Message, waiter: Waiter, messageID: String?, deadline: UInt64) {
+    mutating func enqueue(_ message: Message, waiter: Waiter, messageID: AMQPString?, deadline: UInt64) {
         let ticket = nextTicket
         nextTicket += 1
         entries[ticket] = Entry(waiter: waiter, messageID: messageID, deadline: deadline)
@@ -97,7 +97,7 @@ struct ConfirmTracker<Message, Waiter> {
 
     /// `basic.return` (with its content's message id). Returns false if nothing matched.
     @discardableResult
-    mutating func returned(messageID: String?, replyCode: UInt16, replyText: String) -> Bool {
+    mutating func returned(messageID: AMQPString?, replyCode: UInt16, replyText: String) -> Bool {
         guard let messageID, var tickets = awaitingReturn[messageID] else { return false }
         defer { awaitingReturn[messageID] = tickets.isEmpty ? nil : tickets }
         while let ticket = tickets.first {

@@ -9,8 +9,8 @@ struct ContentAssembler {
         var consumerTag: String
         var deliveryTag: UInt64
         var redelivered: Bool
-        var exchange: String
-        var routingKey: String
+        var exchange: AMQPString
+        var routingKey: AMQPString
     }
 
     struct ReturnMethod: Sendable, Equatable {

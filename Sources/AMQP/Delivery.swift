@@ -33,13 +33,14 @@ public struct Delivery: Sendable {
     public let tag: DeliveryTag
     public let consumerTag: String
     public let redelivered: Bool
-    public let exchange: String
-    public let routingKey: String
+    /// The exchange and routing key exactly as the broker sent them (any bytes).
+    public let exchange: AMQPString
+    public let routingKey: AMQPString
     public let properties: BasicProperties
     public let body: [UInt8]
 
     public init(
-        tag: DeliveryTag, consumerTag: String, redelivered: Bool, exchange: String, routingKey: String,
+        tag: DeliveryTag, consumerTag: String, redelivered: Bool, exchange: AMQPString, routingKey: AMQPString,
         properties: BasicProperties, body: [UInt8]
     ) {
         self.tag = tag

@@ -1,13 +1,19 @@
 /// An AMQP field table: message headers, queue and exchange arguments.
 ///
 /// Entries keep their wire order (a table is a list on the wire, and tests compare byte for byte);
-/// lookups by key return the first entry with that key, as RabbitMQ does.
+/// lookups by key return the first entry with that key, as RabbitMQ does. Keys are short strings
+/// and, like the properties, may hold any bytes (`AMQPString`); a lookup by `String` matches the
+/// key whose bytes are that string's UTF-8.
 public struct FieldTable: Sendable, Hashable, Sequence, ExpressibleByDictionaryLiteral {
     public struct Entry: Sendable, Hashable {
-        public var key: String
+        public var key: AMQPString
         public var value: FieldValue
-        public init(_ key: String, _ value: FieldValue) {
+        public init(_ key: AMQPString, _ value: FieldValue) {
             self.key = key
+            self.value = value
+        }
+        public init(_ key: String, _ value: FieldValue) {
+            self.key = AMQPString(key)
             self.value = value
         }
     }
@@ -28,6 +34,11 @@ public struct FieldTable: Sendable, Hashable, Sequence, ExpressibleByDictionaryL
     public var count: Int { entries.count }
 
     public subscript(key: String) -> FieldValue? {
+        get { entries.first { $0.key.hasBytes(of: key) }?.value }
+        set { self[AMQPString(key)] = newValue }
+    }
+
+    public subscript(key: AMQPString) -> FieldValue? {
         get { entries.first { $0.key == key }?.value }
         set {
             if let index = entries.firstIndex(where: { $0.key == key }) {

@@ -14,9 +14,12 @@ public indirect enum FieldValue: Sendable, Hashable {
     case double(Double)
     /// `value` × 10^-`scale`.
     case decimal(scale: UInt8, value: UInt32)
-    /// A long string ('S'); AMQP does not promise UTF-8, so non-UTF-8 bytes stay `.bytes`.
+    /// A long string ('S') that is valid UTF-8.
     case string(String)
-    /// A byte array ('x'), or a long string that is not valid UTF-8.
+    /// A long string ('S') whose bytes are not valid UTF-8. AMQP does not promise UTF-8; such a
+    /// value is kept apart from `.bytes` so that a copy writes it back as 'S', not 'x'.
+    case nonUTF8String([UInt8])
+    /// A byte array ('x').
     case bytes([UInt8])
     /// Seconds since the Unix epoch.
     case timestamp(UInt64)
@@ -51,6 +54,20 @@ extension FieldValue {
         }
     }
 
+    /// A long string ('S') of exactly these bytes: `.string` when they are valid UTF-8,
+    /// `.nonUTF8String` otherwise.
+    public static func longString(_ value: AMQPString) -> FieldValue {
+        if let text = value.text { return .string(text) }
+        return .nonUTF8String(value.bytes)
+    }
+
+    /// A long string ('S') of exactly these bytes.
+    public static func longString(bytes: [UInt8]) -> FieldValue {
+        if let text = bytes.withUnsafeBufferPointer(AMQPString.text(ifValid:)) { return .string(text) }
+        return .nonUTF8String(bytes)
+    }
+
+    /// The value as text, when it is a string or a byte array that is valid UTF-8.
     public var stringValue: String? {
         switch self {
         case .string(let s): s

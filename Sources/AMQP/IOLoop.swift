@@ -329,16 +329,18 @@ extension IOLoop: Sendable {}
 /// Confined to the I/O thread, like the consumer state that holds it.
 struct RepeatedString {
     private var bytes: [UInt8] = []
-    private var string = ""
+    private var string: AMQPString = ""
 
-    mutating func string(_ wire: amqp_bytes_t) -> String {
+    mutating func string(_ wire: amqp_bytes_t) -> AMQPString {
         let incoming = UnsafeRawBufferPointer(start: wire.bytes, count: wire.bytes == nil ? 0 : wire.len)
         let same = bytes.withUnsafeBytes { cached in
-            cached.count == incoming.count && (incoming.isEmpty || memcmp(cached.baseAddress!, incoming.baseAddress!, incoming.count) == 0)
+            guard cached.count == incoming.count else { return false }
+            guard let cachedBase = cached.baseAddress, let incomingBase = incoming.baseAddress else { return true }
+            return memcmp(cachedBase, incomingBase, incoming.count) == 0
         }
         if !same {
             bytes = Array(incoming)
-            string = String(amqpBytes: wire)
+            string = AMQPString(amqpBytes: wire)
         }
         return string
     }

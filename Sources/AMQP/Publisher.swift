@@ -43,7 +43,7 @@ public struct Publisher: Sendable {
     private func prepare(_ message: OutgoingMessage) throws(AMQPError) -> OutgoingMessage {
         var message = message
         if message.mandatory && message.properties.messageID == nil {
-            message.properties.messageID = MessageIDs.next()
+            message.properties.messageID = AMQPString(MessageIDs.next())
         }
         try Self.validate(message)
         try Self.validateHeaderFrame(message, frameMax: connection.negotiated.frameMax)
@@ -63,8 +63,11 @@ public struct Publisher: Sendable {
     /// stream, before it is sent.
     static func validate(_ message: OutgoingMessage) throws(AMQPError) {
         func short(_ value: String?, _ name: String) throws(AMQPError) {
-            if let value, value.utf8.count > 255 {
-                throw AMQPError(.invalidArgument, "\(name) is \(value.utf8.count) bytes long; AMQP allows at most 255")
+            try short(value.map { AMQPString($0) }, name)
+        }
+        func short(_ value: AMQPString?, _ name: String) throws(AMQPError) {
+            if let value, value.count > 255 {
+                throw AMQPError(.invalidArgument, "\(name) is \(value.count) bytes long; AMQP allows at most 255")
             }
         }
         try short(message.exchange, "the exchange name")
@@ -81,7 +84,7 @@ public struct Publisher: Sendable {
         try short(p.appID, "app_id")
         try short(p.clusterID, "cluster_id")
         if let headers = p.headers {
-            for entry in headers { try short(entry.key, "header name \"\(entry.key.prefix(40))\"") }
+            for entry in headers { try short(entry.key, "header name \"\(entry.key.description.prefix(40))\"") }
             if headers.holdsNonFiniteNumber {
                 throw AMQPError(.invalidArgument, "a header holds a NaN or infinite number, which RabbitMQ cannot decode")
             }

@@ -106,12 +106,18 @@ public struct PublisherOptions: Sendable {
 /// One message to publish.
 public struct OutgoingMessage: Sendable {
     public var exchange: String
-    public var routingKey: String
+    /// Any bytes: a reply goes to the request's `reply_to` exactly as it came.
+    public var routingKey: AMQPString
     public var mandatory: Bool
     public var properties: BasicProperties
     public var body: [UInt8]
 
     public init(exchange: String = "", routingKey: String, mandatory: Bool = true,
+                properties: BasicProperties = BasicProperties(), body: [UInt8]) {
+        self.init(exchange: exchange, routingKey: AMQPString(routingKey), mandatory: mandatory, properties: properties, body: body)
+    }
+
+    public init(exchange: String = "", routingKey: AMQPString, mandatory: Bool = true,
                 properties: BasicProperties = BasicProperties(), body: [UInt8]) {
         self.exchange = exchange
         self.routingKey = routingKey

@@ -122,21 +122,21 @@ struct Publish: AsyncParsableCommand {
                 return n
             }
             switch name {
-            case "content_type": p.contentType = value
-            case "content_encoding": p.contentEncoding = value
+            case "content_type": p.contentType = AMQPString(value)
+            case "content_encoding": p.contentEncoding = AMQPString(value)
             case "delivery_mode":
                 let mode = try number(UInt8.self)
                 guard mode == 1 || mode == 2 else { throw ValidationError("--property delivery_mode is 1 (transient) or 2 (persistent)") }
                 p.deliveryMode = mode
             case "priority": p.priority = try number(UInt8.self)
-            case "correlation_id": p.correlationID = value
-            case "reply_to": p.replyTo = value
-            case "expiration": p.expiration = value
-            case "message_id": p.messageID = value
+            case "correlation_id": p.correlationID = AMQPString(value)
+            case "reply_to": p.replyTo = AMQPString(value)
+            case "expiration": p.expiration = AMQPString(value)
+            case "message_id": p.messageID = AMQPString(value)
             case "timestamp": p.timestamp = try number(UInt64.self)
-            case "type": p.type = value
-            case "user_id": p.userID = value
-            case "app_id": p.appID = value
+            case "type": p.type = AMQPString(value)
+            case "user_id": p.userID = AMQPString(value)
+            case "app_id": p.appID = AMQPString(value)
             default:
                 var message = "unknown --property \"\(name)\"; known: \(propertyNames.joined(separator: ", "))"
                 if let guess = Suggestion.closest(to: name, among: propertyNames) {

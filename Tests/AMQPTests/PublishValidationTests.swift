@@ -24,7 +24,7 @@ struct PublishValidationTests {
                 contentType: "application/json", contentEncoding: "gzip", headers: ["k": "v"], deliveryMode: 2, priority: 9,
                 correlationID: "c", replyTo: "r", expiration: "60000", messageID: "m", timestamp: 1, type: "t", userID: "guest",
                 appID: "a", clusterID: "cl"),
-            BasicProperties(headers: ["big": .bytes((0..<5000).map { _ in UInt8(truncatingIfNeeded: random.next()) })], messageID: String(repeating: "é", count: 127)),
+            BasicProperties(headers: ["big": .bytes((0..<5000).map { _ in UInt8(truncatingIfNeeded: random.next()) })], messageID: AMQPString(String(repeating: "é", count: 127))),
         ]
         let arena = CArena()
         for properties in samples {

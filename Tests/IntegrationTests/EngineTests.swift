@@ -95,7 +95,7 @@ struct EngineTests {
                 #expect(calls.last?.headers?["x-warren-original-routing-key"] == .string(harness.queue))
                 if calls.count == 2 { #expect(calls[1].at - calls[0].at >= .milliseconds(250), "came back through the 300ms delay queue") }
             case .deadLettered(let reason):
-                let copy = try #require(parked.first { $0.properties.messageID == messageID }, "\(messageID) is parked")
+                let copy = try #require(parked.first { $0.properties.messageID == AMQPString(messageID) }, "\(messageID) is parked")
                 let headers = try #require(copy.properties.headers)
                 #expect(headers["x-warren-reason"] == .string(reason))
                 #expect(headers["x-warren-handler"] == .string("scripted"))
@@ -344,7 +344,7 @@ final class CountingHandler: MessageHandler {
     init(target: Int) { self.target = target }
 
     func handle(_ input: HandlerInput) async -> HandlerOutcome {
-        counts.withLock { $0[input.properties.messageID ?? "", default: 0] += 1 }
+        counts.withLock { $0[input.properties.messageID?.lossyText ?? "", default: 0] += 1 }
         if total.add(1, ordering: .relaxed).newValue >= target { reached.set() }
         return .success(.none)
     }

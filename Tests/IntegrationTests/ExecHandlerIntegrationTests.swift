@@ -79,7 +79,7 @@ final class ExecHandlerIntegrationTests: Sendable {
         let declared = try await BuiltinHandlerTests.withEngine(source(handler: "upper", program: program)) {
             if !sent.isSet {
                 sent.set()
-                let properties = BasicProperties(correlationID: "corr-1", replyTo: replies, messageID: "rpc-1")
+                let properties = BasicProperties(correlationID: "corr-1", replyTo: AMQPString(replies), messageID: "rpc-1")
                 #expect(try await publisher.publish(routingKey: self.queue, body: Array("hello".utf8), properties: properties) == .confirmed)
             }
             return try await connection.declareQueue(QueueDeclaration(name: replies, passive: true)).messageCount >= 1

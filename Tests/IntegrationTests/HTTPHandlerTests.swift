@@ -200,7 +200,7 @@ struct HTTPHandlerTests {
         let connection = try await TestBroker.connect()
         try await connection.declareQueue(QueueDeclaration(name: replies, durable: false))
         let source = Self.config(queue: queue, url: server.url, handler: #"method = "PUT""#)
-        let request = BasicProperties(correlationID: "corr-7", replyTo: replies, messageID: "rpc-1")
+        let request = BasicProperties(correlationID: "corr-7", replyTo: AMQPString(replies), messageID: "rpc-1")
         let declared = try await Self.run(source, publishing: [Self.message(queue, "12345", request)], on: connection) {
             try await Self.holds(try await Self.count(replies, on: connection) >= 1, andEmpty: queue, on: connection)
         }
@@ -223,7 +223,7 @@ struct HTTPHandlerTests {
         try await connection.declareQueue(QueueDeclaration(name: replies, durable: false))
         let source = Self.config(queue: queue, url: server.url, queueSettings: #"ack_policy = "reject_on_error""#)
         let declared = try await Self.run(source, publishing: [
-            Self.message(queue, "wants a reply", BasicProperties(correlationID: "big", replyTo: replies, messageID: "rpc")),
+            Self.message(queue, "wants a reply", BasicProperties(correlationID: "big", replyTo: AMQPString(replies), messageID: "rpc")),
             Self.message(queue, "fire and forget", BasicProperties(messageID: "plain")),
         ], on: connection) {
             try await Self.holds(try await Self.count("\(queue).dead", on: connection) == 1, andEmpty: queue, on: connection)

@@ -51,7 +51,7 @@ struct HostileInputTests {
         try await Self.withEngine(harness) { connection in
             try await harness.publish(
                 "orphan", test: "reply", headers: ["x-test-always": true],
-                properties: BasicProperties(replyTo: TestBroker.uniqueName("requester-gone")), on: connection)
+                properties: BasicProperties(replyTo: AMQPString(TestBroker.uniqueName("requester-gone"))), on: connection)
             let parked = try await harness.drainParked(expecting: 1, on: connection)
             #expect(Self.header(parked.first, "x-warren-reason") == .string("attempts_exhausted"))
             #expect(Self.header(parked.first, "x-warren-error")?.stringValue?.contains("312") == true, "the error names the return")

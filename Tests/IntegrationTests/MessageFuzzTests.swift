@@ -113,26 +113,26 @@ struct MessageFuzzTests {
 
     static func mutatedMessage(id: Int, replies: String, using g: inout SplitMix64) -> (BasicProperties, [UInt8]) {
         var p = BasicProperties()
-        if g.chance(0.3) { p.contentType = randomText(&g, maxBytes: g.chance(0.1) ? 255 : 40) }
-        if g.chance(0.2) { p.contentEncoding = randomText(&g, maxBytes: 20) }
+        if g.chance(0.3) { p.contentType = randomShort(&g, maxBytes: g.chance(0.1) ? 255 : 40) }
+        if g.chance(0.2) { p.contentEncoding = randomShort(&g, maxBytes: 20) }
         if g.chance(0.3) { p.deliveryMode = g.chance(0.5) ? 2 : 1 }
         if g.chance(0.2) { p.priority = UInt8(truncatingIfNeeded: g.next()) }
-        if g.chance(0.3) { p.correlationID = randomText(&g, maxBytes: g.chance(0.1) ? 255 : 36) }
+        if g.chance(0.3) { p.correlationID = randomShort(&g, maxBytes: g.chance(0.1) ? 255 : 36) }
         switch g.below(20) {
-        case 0: p.replyTo = TestBroker.uniqueName("fuzz-gone")  // nobody listens: the reply is returned
-        case 1: p.replyTo = replies
+        case 0: p.replyTo = AMQPString(TestBroker.uniqueName("fuzz-gone"))  // nobody listens: the reply is returned
+        case 1: p.replyTo = AMQPString(replies)
         default: break
         }
-        if g.chance(0.1) { p.expiration = "\(60_000 + g.below(100_000))" }
-        if g.chance(0.7) { p.messageID = g.chance(0.1) ? "" : "fuzz-\(id)-\(randomText(&g, maxBytes: 200))" }
+        if g.chance(0.1) { p.expiration = AMQPString("\(60_000 + g.below(100_000))") }
+        if g.chance(0.7) { p.messageID = g.chance(0.1) ? "" : AMQPString(bytes: Array("fuzz-\(id)-".utf8) + randomShort(&g, maxBytes: 200).bytes) }
         if g.chance(0.3) { p.timestamp = g.next() }
-        if g.chance(0.3) { p.type = randomText(&g, maxBytes: 255) }
-        if g.chance(0.2) { p.appID = randomText(&g, maxBytes: 64) }
+        if g.chance(0.3) { p.type = randomShort(&g, maxBytes: 255) }
+        if g.chance(0.2) { p.appID = randomShort(&g, maxBytes: 64) }
         var headers = g.chance(0.8) ? randomTable(&g, depth: 0) : FieldTable()
         if g.chance(0.15) { headers["x-delivery-count"] = extremeInteger(&g) }
         if g.chance(0.15) { headers["x-warren-attempt"] = extremeInteger(&g) }
         // The handler's own instructions and the test's tracking id.
-        headers = FieldTable(headers.entries.filter { !["x-fuzz-id", "x-fuzz-fail", "CC", "BCC"].contains($0.key) })
+        headers = FieldTable(headers.entries.filter { entry in !["x-fuzz-id", "CC", "BCC"].contains { entry.key.hasBytes(of: $0) } })
         headers["x-fuzz-id"] = FieldValue.int64(Int64(id))
         p.headers = headers
         let size = switch g.below(6) {
@@ -143,6 +143,14 @@ struct MessageFuzzTests {
         default: g.below(maxBody * 2)
         }
         return (p, (0..<size).map { _ in UInt8(truncatingIfNeeded: g.next()) })
+    }
+
+    /// A short string: UTF-8 text most of the time, raw bytes (invalid UTF-8, NUL, CR, LF) the rest.
+    static func randomShort(_ g: inout SplitMix64, maxBytes: Int) -> AMQPString {
+        if g.chance(0.3) {
+            return AMQPString(bytes: (0..<g.below(maxBytes + 1)).map { _ in UInt8(truncatingIfNeeded: g.next()) })
+        }
+        return AMQPString(randomText(&g, maxBytes: maxBytes))
     }
 
     static func randomText(_ g: inout SplitMix64, maxBytes: Int) -> String {
@@ -180,7 +188,7 @@ struct MessageFuzzTests {
         var table = FieldTable()
         for _ in 0..<g.below(depth == 0 ? 12 : 4) {
             // Duplicate keys now and then: kept as sent, the first one read.
-            let key = g.chance(0.1) && !table.isEmpty ? table.entries[0].key : randomText(&g, maxBytes: 30)
+            let key = g.chance(0.1) && !table.isEmpty ? table.entries[0].key : randomShort(&g, maxBytes: 30)
             table = FieldTable(table.entries + [FieldTable.Entry(key, randomValue(&g, depth: depth))])
         }
         return table
@@ -201,7 +209,7 @@ struct MessageFuzzTests {
         case 9: .float(finite(Float(bitPattern: UInt32(truncatingIfNeeded: g.next()))))
         case 10: .double(finite(Double(bitPattern: g.next())))
         case 11: .decimal(scale: UInt8(truncatingIfNeeded: g.next()), value: UInt32(truncatingIfNeeded: g.next()))
-        case 12: .string(randomText(&g, maxBytes: 200))
+        case 12: g.chance(0.7) ? .string(randomText(&g, maxBytes: 200)) : .nonUTF8String((0..<g.below(64)).map { _ in UInt8(truncatingIfNeeded: g.next()) })
         case 13: .bytes((0..<g.below(64)).map { _ in UInt8(truncatingIfNeeded: g.next()) })
         case 14: .timestamp(g.next())
         case 15: .void

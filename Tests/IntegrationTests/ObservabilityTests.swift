@@ -76,7 +76,7 @@ struct ObservabilityTests {
         let connection = try await TestBroker.connect()
         let publisher = try await connection.openPublisher()
         for type in Array(repeating: "good", count: 4) + ["bad", "bad", "unknown"] {
-            let outcome = try await publisher.publish(routingKey: queue, body: Array("x".utf8), properties: BasicProperties(type: type))
+            let outcome = try await publisher.publish(routingKey: queue, body: Array("x".utf8), properties: BasicProperties(type: AMQPString(type)))
             #expect(outcome == .confirmed)
         }
         let settled = await Self.samples(at: base, timeout: .seconds(20)) { samples in

@@ -315,7 +315,7 @@ struct PipeEngineTests {
             for n in 0..<total {
                 var headers: FieldTable = [:]
                 if n == 10 { headers["x-demo-sleep-ms"] = .int32(6000) }
-                let properties = BasicProperties(headers: headers, correlationID: "c\(n)", replyTo: replies, messageID: "m\(n)")
+                let properties = BasicProperties(headers: headers, correlationID: "c\(n)", replyTo: AMQPString(replies), messageID: "m\(n)")
                 #expect(try await publisher.publish(routingKey: queue, body: Array("message \(n)".utf8), properties: properties) == .confirmed)
             }
             // The worker says on stderr that it is sleeping on m10: it is mid-message. Kill it.
@@ -357,7 +357,7 @@ struct PipeEngineTests {
         let binary: [UInt8] = [0x00, 0xFF, 0x0A, 0x42]
         let declared = try await Self.withEngine(Self.source(queue: queue), log: log) {
             _ = try await publisher.publish(
-                routingKey: queue, body: Array("ping".utf8), properties: BasicProperties(correlationID: "corr-1", replyTo: replies, messageID: "rpc-1"))
+                routingKey: queue, body: Array("ping".utf8), properties: BasicProperties(correlationID: "corr-1", replyTo: AMQPString(replies), messageID: "rpc-1"))
             _ = try await publisher.publish(
                 routingKey: queue, body: binary,
                 properties: BasicProperties(contentType: "application/octet-stream", headers: ["x-demo-forward": .string(forwarded)], messageID: "fwd-1"))

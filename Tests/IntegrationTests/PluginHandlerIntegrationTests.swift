@@ -39,7 +39,7 @@ struct PluginHandlerIntegrationTests {
                 sent.set()
                 for (id, body) in [("c1", "hello"), ("c2", "world")] {
                     _ = try await publisher.publish(
-                        routingKey: queue, body: Array(body.utf8), properties: BasicProperties(correlationID: id, replyTo: replies, messageID: id))
+                        routingKey: queue, body: Array(body.utf8), properties: BasicProperties(correlationID: AMQPString(id), replyTo: AMQPString(replies), messageID: AMQPString(id)))
                 }
                 _ = try await publisher.publish(
                     routingKey: queue, body: Array("bad".utf8), properties: BasicProperties(headers: ["x-demo-verdict": "reject"], messageID: "r1"))
@@ -111,7 +111,7 @@ struct PluginHandlerIntegrationTests {
         let warren = try RunningWarren(config: config.path)
         #expect(await warren.waitForLog("consumer up"), "log: \(warren.output)")
         let publisher = try await connection.openPublisher()
-        _ = try await publisher.publish(routingKey: queue, body: Array("ping".utf8), properties: BasicProperties(correlationID: "x", replyTo: replies))
+        _ = try await publisher.publish(routingKey: queue, body: Array("ping".utf8), properties: BasicProperties(correlationID: "x", replyTo: AMQPString(replies)))
         let consumer = try await connection.consume(ConsumeOptions(queue: replies, prefetch: 1))
         let reply = try #require(try await collect(1, from: consumer, within: .seconds(20)) { consumer.ack($0) }.first)
         #expect(String(decoding: reply.body, as: UTF8.self) == "p:PING")

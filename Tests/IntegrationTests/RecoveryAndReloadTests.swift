@@ -53,7 +53,7 @@ struct RecoveryAndReloadTests {
 
     static func publish(_ id: String, to queue: String, on connection: AMQPConnection) async throws {
         let publisher = try await connection.openPublisher()
-        #expect(try await publisher.publish(routingKey: queue, body: Array("x".utf8), properties: BasicProperties(messageID: id)) == .confirmed)
+        #expect(try await publisher.publish(routingKey: queue, body: Array("x".utf8), properties: BasicProperties(messageID: AMQPString(id))) == .confirmed)
     }
 
     static func delete(_ configuration: Configuration) async {

@@ -76,7 +76,7 @@ struct ReloadDiffTests {
         for id in ids {
             var headers: FieldTable = ["x-test": "success"]
             if sleepMs > 0 { headers["x-test-sleep-ms"] = .int32(sleepMs) }
-            let properties = BasicProperties(headers: headers, messageID: id)
+            let properties = BasicProperties(headers: headers, messageID: AMQPString(id))
             #expect(try await publisher.publish(routingKey: queue, body: Array("x".utf8), properties: properties) == .confirmed)
         }
     }

@@ -225,7 +225,7 @@ struct RoutingTests {
         let connection = try await TestBroker.connect()
         try await TestBroker.withQueue("rpc-replies", on: connection) { replies in
             let publisher = try await connection.openPublisher()
-            let request = BasicProperties(correlationID: "corr-42", replyTo: replies, messageID: "req-1")
+            let request = BasicProperties(correlationID: "corr-42", replyTo: AMQPString(replies), messageID: "req-1")
             #expect(try await publisher.publish(routingKey: queue, body: Array("q".utf8), properties: request) == .confirmed)
             let consumer = try await connection.consume(ConsumeOptions(queue: replies, prefetch: 10))
             let received = try await collect(1, from: consumer, within: .seconds(20)) { consumer.ack($0) }

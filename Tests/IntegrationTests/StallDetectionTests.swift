@@ -46,7 +46,7 @@ struct StallDetectionTests {
         let publisher = try await connection.openPublisher()
         let ids = (0..<20).map { "m\($0)" }
         for id in ids {
-            let properties = BasicProperties(headers: ["x-test": "success"], messageID: id)
+            let properties = BasicProperties(headers: ["x-test": "success"], messageID: AMQPString(id))
             #expect(try await publisher.publish(routingKey: queue, body: Array("x".utf8), properties: properties) == .confirmed)
         }
         #expect(await log.wait(for: "consumer receives nothing while its queue has ready messages; re-subscribing"))

@@ -26,7 +26,7 @@ struct DeliveryDecisionTests {
         return queue
     }
 
-    static func delivery(headers: FieldTable? = nil, replyTo: String? = nil) -> Delivery {
+    static func delivery(headers: FieldTable? = nil, replyTo: AMQPString? = nil) -> Delivery {
         Delivery(
             tag: DeliveryTag(channel: 1, epoch: 1, value: 7), consumerTag: "c", redelivered: false, exchange: "orders", routingKey: "new",
             properties: BasicProperties(headers: headers, replyTo: replyTo, messageID: "m-1"), body: Array("payload".utf8))

@@ -185,7 +185,7 @@ extension ExecHandlerTests {
             if case .failure(let failure) = await handlers.sleeper.handle(input(timeout: .milliseconds(50))) { return failure.isTimeout }
         default:
             let id = "m-\(index)"
-            let outcome = await handlers.worker.handle(input(body: Array(repeating: 7, count: index), properties: BasicProperties(replyTo: "replies", messageID: id)))
+            let outcome = await handlers.worker.handle(input(body: Array(repeating: 7, count: index), properties: BasicProperties(replyTo: "replies", messageID: AMQPString(id))))
             if case .success(let output) = outcome { return output.reply == Array("\(id)\n".utf8) }
         }
         return false

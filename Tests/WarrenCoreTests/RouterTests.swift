@@ -7,8 +7,8 @@ import Testing
 struct RouterTests {
     static func delivery(routingKey: String = "k", type: String? = nil, headers: FieldTable? = nil) -> Delivery {
         Delivery(
-            tag: DeliveryTag(channel: 1, epoch: 1, value: 1), consumerTag: "c", redelivered: false, exchange: "x", routingKey: routingKey,
-            properties: BasicProperties(headers: headers, type: type), body: [])
+            tag: DeliveryTag(channel: 1, epoch: 1, value: 1), consumerTag: "c", redelivered: false, exchange: "x", routingKey: AMQPString(routingKey),
+            properties: BasicProperties(headers: headers, type: type.map { AMQPString($0) }), body: [])
     }
 
     static let router = Router(.routes([

@@ -263,7 +263,7 @@ struct DeliveryDecision {
     private mutating func parked(_ park: Park) -> Action {
         settle(.ack, .deadLettered, Event(
             level: .warning, message: "message dead-lettered", error: park.error, reason: park.reason,
-            destination: EnginePublisher.destination(exchange: park.exchange, routingKey: park.routingKey)))
+            destination: EnginePublisher.destination(exchange: park.exchange, routingKey: AMQPString(park.routingKey))))
     }
 
     /// Neither copy could be parked. The broker's own dead-lettering still keeps the message if

@@ -487,7 +487,7 @@ enum JSONText {
         switch value {
         case .table(let table):
             var dictionary: [String: Any] = [:]
-            for entry in table { dictionary[entry.key] = object(entry.value) }
+            for entry in table { dictionary[entry.key.lossyText] = object(entry.value) }  // TOML keys: always text
             return dictionary
         case .array(let values): return values.map(object)
         case .string(let s): return s

@@ -195,7 +195,7 @@ struct DeliveryProcessor: Sendable {
 
     /// The handlers still to run: those that have not already succeeded for this message. A
     /// store that cannot be read runs them all (at-least-once).
-    private func notYetDone(_ names: [String], messageID: String, _ log: MessageLog) async -> [String] {
+    private func notYetDone(_ names: [String], messageID: AMQPString, _ log: MessageLog) async -> [String] {
         guard let dedup else { return names }
         do {
             let done = try await dedup.completed(queue: queue.name, messageID: messageID, handlers: names)
@@ -208,7 +208,7 @@ struct DeliveryProcessor: Sendable {
         }
     }
 
-    private func record(_ handlers: [String], messageID: String, _ log: MessageLog) async {
+    private func record(_ handlers: [String], messageID: AMQPString, _ log: MessageLog) async {
         do {
             try await dedup?.record(queue: queue.name, messageID: messageID, handlers: handlers)
         } catch {
@@ -334,13 +334,13 @@ struct MessageLog {
     let queue: String
     /// What the metadata needs of the delivery, not a copy of all of it.
     let deliveryTag: UInt64
-    let messageID: String?
+    let messageID: AMQPString?
     let attempt: Int
     var handler: String?
     var outcome: String?
     var duration: Duration?
     /// Where an unrouted message came from, for its log line.
-    var unrouted: (exchange: String, routingKey: String, type: String)?
+    var unrouted: (exchange: AMQPString, routingKey: AMQPString, type: AMQPString)?
 
     init(logger: Logger, queue: String, delivery: Delivery, attempt: Int) {
         self.logger = logger

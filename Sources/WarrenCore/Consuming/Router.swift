@@ -20,8 +20,8 @@ public struct Router: Sendable {
 
     /// Every condition present must hold; an empty match accepts everything.
     static func matches(_ match: RouteMatch, _ delivery: Delivery) -> Bool {
-        if let type = match.type, delivery.properties.type != type { return false }
-        if let pattern = match.routingKey, !topicMatches(pattern: pattern, routingKey: delivery.routingKey) { return false }
+        if let type = match.type, !(delivery.properties.type?.hasBytes(of: type) ?? false) { return false }
+        if let pattern = match.routingKey, !topicMatches(pattern: pattern, routingKey: delivery.routingKey.lossyText) { return false }
         for (name, expected) in match.headers {
             guard let value = delivery.properties.headers?[name], text(value) == expected else { return false }
         }

@@ -1,16 +1,19 @@
+import AMQP
 import Foundation
 
 /// Remembers which handlers already succeeded for a message, so that a redelivered message (a
-/// retry copy, a requeue, a redelivery after a lost ack) skips them (SPEC §4, `dedup = true`).
-/// The key is `(queue, handler, message_id)`; entries expire after the configured TTL.
+/// retry copy, a requeue, a redelivery after a lost ack) skips them (`dedup = true`).
+/// The key is `(queue, handler, message_id)`, the message id compared byte for byte (it may
+/// hold any bytes, and two different ids must never share a record); entries expire after the
+/// configured TTL.
 ///
 /// Dedup narrows at-least-once towards exactly-once per handler; it never widens loss: a store
 /// that cannot be read or written only means handlers may run again.
 public protocol DedupStore: Sendable {
     /// Those of `handlers` that succeeded for this message within the TTL.
-    func completed(queue: String, messageID: String, handlers: [String]) async throws -> Set<String>
+    func completed(queue: String, messageID: AMQPString, handlers: [String]) async throws -> Set<String>
     /// Records that `handlers` succeeded for this message.
-    func record(queue: String, messageID: String, handlers: [String]) async throws
+    func record(queue: String, messageID: AMQPString, handlers: [String]) async throws
     /// Flushes and releases the store. Called once, at shutdown.
     func close() async
 }

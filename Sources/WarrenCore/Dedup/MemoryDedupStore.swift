@@ -1,3 +1,4 @@
+import AMQP
 import DequeModule
 import Synchronization
 
@@ -7,7 +8,8 @@ public final class MemoryDedupStore: DedupStore {
     struct Key: Hashable {
         var queue: String
         var handler: String
-        var messageID: String
+        /// Compared byte for byte (`AMQPString`).
+        var messageID: AMQPString
     }
 
     private struct State {
@@ -30,7 +32,7 @@ public final class MemoryDedupStore: DedupStore {
         self.clock = clock
     }
 
-    public func completed(queue: String, messageID: String, handlers: [String]) async throws -> Set<String> {
+    public func completed(queue: String, messageID: AMQPString, handlers: [String]) async throws -> Set<String> {
         let now = clock()
         return state.withLock { state in
             Set(handlers.filter { handler in
@@ -40,7 +42,7 @@ public final class MemoryDedupStore: DedupStore {
         }
     }
 
-    public func record(queue: String, messageID: String, handlers: [String]) async throws {
+    public func record(queue: String, messageID: AMQPString, handlers: [String]) async throws {
         let now = clock()
         let expires = now + ttlMilliseconds
         state.withLock { state in

@@ -1,4 +1,6 @@
+import AMQP
 import Foundation
+import NIOCore
 import SQLiteNIO
 import Synchronization
 
@@ -59,19 +61,19 @@ public final class SQLiteDedupStore: DedupStore {
         return SQLiteDedupStore(path: path, connection: connection, ttl: ttl, clock: clock)
     }
 
-    public func completed(queue: String, messageID: String, handlers: [String]) async throws -> Set<String> {
+    public func completed(queue: String, messageID: AMQPString, handlers: [String]) async throws -> Set<String> {
         guard !handlers.isEmpty else { return [] }
         let rows = try await connection.query(
             "SELECT handler FROM warren_dedup WHERE queue = ?1 AND message_id = ?2 AND expires_at > ?3",
-            [.text(queue), .text(messageID), .integer(Int(clock()))])
+            [.text(queue), Self.key(messageID), .integer(Int(clock()))])
         let done = Set(rows.compactMap { $0.column("handler")?.string })
         return done.intersection(handlers)
     }
 
-    public func record(queue: String, messageID: String, handlers: [String]) async throws {
+    public func record(queue: String, messageID: AMQPString, handlers: [String]) async throws {
         guard !handlers.isEmpty else { return }
         let now = clock()
-        var binds: [SQLiteData] = [.text(queue), .text(messageID), .integer(Int(now + ttlMilliseconds))]
+        var binds: [SQLiteData] = [.text(queue), Self.key(messageID), .integer(Int(now + ttlMilliseconds))]
         var rows: [String] = []
         for handler in handlers {
             binds.append(.text(handler))
@@ -85,6 +87,15 @@ public final class SQLiteDedupStore: DedupStore {
             return true
         }
         if due { try await purge(now: now) }
+    }
+
+    /// The `message_id` column's value: TEXT for valid UTF-8 (as every row written before
+    /// binary ids were kept), a BLOB of the exact bytes otherwise. SQLite never equates a TEXT
+    /// and a BLOB and compares each byte for byte, so two ids are one key only when their
+    /// bytes are the same.
+    static func key(_ messageID: AMQPString) -> SQLiteData {
+        if let text = messageID.text { return .text(text) }
+        return .blob(ByteBuffer(bytes: messageID.bytes))
     }
 
     /// Deletes expired rows.

@@ -41,20 +41,37 @@ struct RepublishHandler: MessageHandler {
 
     func handle(_ input: HandlerInput) async -> HandlerOutcome {
         let key = Self.expand(routingKey, input)
-        let copy = OutgoingMessage(exchange: Self.expand(exchange, input), routingKey: key, mandatory: true, properties: input.properties, body: input.body)
+        let copy = OutgoingMessage(
+            exchange: Self.expand(exchange, input).lossyText, routingKey: key, mandatory: true, properties: input.properties, body: input.body)
         return .success(HandlerOutput(publishes: [copy]))
     }
 
-    static func expand(_ template: String, _ input: HandlerInput) -> String {
-        guard template.contains("{") else { return template }
-        return template
-            .replacingOccurrences(of: "{routing_key}", with: input.routingKey)
-            .replacingOccurrences(of: "{queue}", with: input.queue)
-            .replacingOccurrences(of: "{type}", with: input.properties.type ?? "")
+    /// The template with each placeholder replaced by the exact bytes of its value, in one pass
+    /// (a value that contains a placeholder's name is not expanded again).
+    static func expand(_ template: String, _ input: HandlerInput) -> AMQPString {
+        guard template.contains("{") else { return AMQPString(template) }
+        let placeholders: [(name: String, value: AMQPString)] = [
+            ("{routing_key}", input.routingKey), ("{queue}", AMQPString(input.queue)), ("{type}", input.properties.type ?? ""),
+        ]
+        var out: [UInt8] = []
+        var rest = Substring(template)
+        while let open = rest.firstIndex(of: "{") {
+            out.append(contentsOf: rest[..<open].utf8)
+            let tail = rest[open...]
+            if let match = placeholders.first(where: { tail.hasPrefix($0.name) }) {
+                out.append(contentsOf: match.value.bytes)
+                rest = tail.dropFirst(match.name.count)
+            } else {
+                out.append(UInt8(ascii: "{"))
+                rest = tail.dropFirst()
+            }
+        }
+        out.append(contentsOf: rest.utf8)
+        return AMQPString(bytes: out)
     }
 }
 
-/// `file`: appends one JSON object per message to `path` (SPEC 5.5). Success is reported only
+/// `file`: appends one JSON object per message to `path`. Success is reported only
 /// once the line is written and, per `fsync`, on disk; a full disk is a failure like any other,
 /// so the policy retries and nothing is lost.
 struct FileHandler: MessageHandler {
@@ -62,10 +79,11 @@ struct FileHandler: MessageHandler {
 
     func handle(_ input: HandlerInput) async -> HandlerOutcome {
         var object: [String: MessageJSON.Value] = [
-            "queue": .string(input.queue), "exchange": .string(input.exchange), "routing_key": .string(input.routingKey),
-            "redelivered": .bool(input.redelivered), "attempt": .int(Int64(input.attempt)),
+            "queue": .string(input.queue), "redelivered": .bool(input.redelivered), "attempt": .int(Int64(input.attempt)),
             "properties": MessageJSON.properties(input.properties), "received_at": .string(RetryPlanner.rfc3339(Date())),
         ]
+        MessageJSON.put("exchange", input.exchange, into: &object)
+        MessageJSON.put("routing_key", input.routingKey, into: &object)
         MessageJSON.body(input.body, into: &object)
         do {
             try await sink.append(try MessageJSON.line(object))

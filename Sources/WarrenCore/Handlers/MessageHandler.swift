@@ -3,8 +3,9 @@ import AMQP
 /// What a handler sees of one delivery.
 public struct HandlerInput: Sendable {
     public var queue: String
-    public var exchange: String
-    public var routingKey: String
+    /// The exchange and routing key exactly as the broker sent them (any bytes).
+    public var exchange: AMQPString
+    public var routingKey: AMQPString
     public var redelivered: Bool
     /// 1 for the first delivery; see `RetryPlanner.attempt`.
     public var attempt: Int
@@ -16,7 +17,7 @@ public struct HandlerInput: Sendable {
     /// `handler_timeout`. Handlers that enforce their own timeout read it from here.
     public var timeout: Duration
 
-    public init(queue: String, exchange: String, routingKey: String, redelivered: Bool, attempt: Int,
+    public init(queue: String, exchange: AMQPString, routingKey: AMQPString, redelivered: Bool, attempt: Int,
                 properties: BasicProperties, body: [UInt8], deliveryTag: UInt64, timeout: Duration = .seconds(30)) {
         self.queue = queue
         self.exchange = exchange

@@ -2,9 +2,11 @@ import AMQP
 import Foundation
 
 /// The JSON shape of a message shared by every handler kind that shows one: the `file` handler,
-/// the `pipe` protocol (SPEC 5.2), `WARREN_HEADERS` of `exec` and `headers_json` of plugins.
+/// the `pipe` protocol, `WARREN_HEADERS` of `exec` and `headers_json` of plugins.
 /// Properties are `message_id`, `correlation_id`, `reply_to`, `content_type`, `type`,
-/// `timestamp`, `headers`.
+/// `timestamp`, `headers`. A property or header that JSON cannot carry as it is follows
+/// `SinkText`: `message_id_base64` instead of `message_id`, and `headers_base64` (the whole
+/// table in its AMQP encoding) when an entry had to be left out of `headers`.
 ///
 /// Values are built as `MessageJSON.Value` and written by `Value.write(into:sortedKeys:)`, a
 /// direct serializer with `JSONEncoder`'s output rules (same escapes, `/` unescaped, integral
@@ -111,38 +113,89 @@ enum MessageJSON {
     }
 
     static func properties(_ p: BasicProperties) -> Value {
-        .object([
-            "message_id": p.messageID.map(Value.string) ?? .null, "correlation_id": p.correlationID.map(Value.string) ?? .null,
-            "reply_to": p.replyTo.map(Value.string) ?? .null, "content_type": p.contentType.map(Value.string) ?? .null,
-            "type": p.type.map(Value.string) ?? .null, "timestamp": p.timestamp.map(Value.uint) ?? .null,
-            "headers": headers(p.headers),
-        ])
+        var object: [String: Value] = ["timestamp": p.timestamp.map(Value.uint) ?? .null]
+        put("message_id", p.messageID, into: &object)
+        put("correlation_id", p.correlationID, into: &object)
+        put("reply_to", p.replyTo, into: &object)
+        put("content_type", p.contentType, into: &object)
+        put("type", p.type, into: &object)
+        var lossy = false
+        object["headers"] = headers(p.headers, lossy: &lossy)
+        if lossy, let encoded = headersBase64(p.headers) { object["headers_base64"] = .string(encoded) }
+        return .object(object)
     }
 
-    static func headers(_ table: FieldTable?) -> Value {
+    /// `key` with the text, or `key_base64` with the bytes when they are not UTF-8 (`SinkText`);
+    /// `null` when the value is absent.
+    static func put(_ key: String, _ value: AMQPString?, into object: inout [String: Value]) {
+        guard let value else {
+            object[key] = .null
+            return
+        }
+        switch SinkText.json(value) {
+        case .plain(let text): object[key] = .string(text)
+        case .base64(let encoded): object["\(key)_base64"] = .string(encoded)
+        }
+    }
+
+    /// The headers as a JSON object. An entry whose key is not UTF-8, or whose value is a long
+    /// string that is not UTF-8, is left out (at any depth), and so is nothing else; `lossy`
+    /// is then set, as it is for a byte array that is not UTF-8 (written in base64, which a
+    /// reader cannot tell from text): the caller adds the table's exact encoding.
+    static func headers(_ table: FieldTable?, lossy: inout Bool) -> Value {
         var object: [String: Value] = [:]
-        for entry in table ?? FieldTable() { object[entry.key] = value(entry.value) }
+        for entry in table ?? FieldTable() {
+            guard let key = entry.key.text, let written = value(entry.value, lossy: &lossy) else {
+                lossy = true
+                continue
+            }
+            object[key] = written
+        }
         return .object(object)
     }
 
     /// The headers as one JSON object in bytes; `{}` when there are none or one cannot be
-    /// written (a NaN float).
-    static func headersJSON(_ table: FieldTable?) -> [UInt8] {
-        guard let table, !table.isEmpty, let bytes = try? encode(headers(table), sortedKeys: true) else { return Array("{}".utf8) }
+    /// written (a NaN float). `lossy` as for `headers(_:lossy:)`.
+    static func headersJSON(_ table: FieldTable?, lossy: inout Bool) -> [UInt8] {
+        guard let table, !table.isEmpty, let bytes = try? encode(headers(table, lossy: &lossy), sortedKeys: true) else { return Array("{}".utf8) }
         return bytes
     }
 
-    static func value(_ value: FieldValue) -> Value {
+    static func headersJSON(_ table: FieldTable?) -> [UInt8] {
+        var lossy = false
+        return headersJSON(table, lossy: &lossy)
+    }
+
+    /// The headers' exact AMQP encoding in base64, for the sinks' `headers_base64`.
+    static func headersBase64(_ table: FieldTable?) -> String? {
+        guard let table, let wire = try? table.wireEncoding() else { return nil }
+        return Data(wire).base64EncodedString()
+    }
+
+    /// nil for a value JSON cannot carry as it is (a long string that is not UTF-8).
+    static func value(_ value: FieldValue, lossy: inout Bool) -> Value? {
         switch value {
         case .boolean(let b): return .bool(b)
         case .float(let f): return .double(Double(f))
         case .double(let d): return .double(d)
         case .decimal(let scale, let v): return .double(Double(v) / pow(10, Double(scale)))
         case .string(let s): return .string(s)
-        case .bytes(let b): return .string(String(validating: b, as: UTF8.self) ?? Data(b).base64EncodedString())
+        case .nonUTF8String: return nil
+        case .bytes(let b):
+            if let text = String(validating: b, as: UTF8.self) { return .string(text) }
+            lossy = true
+            return .string(Data(b).base64EncodedString())
         case .timestamp(let t): return .uint(t)
-        case .array(let values): return .array(values.map { Self.value($0) })
-        case .table(let table): return headers(table)
+        case .array(let values):
+            // An element left out would shift the others: an array is written whole or not at all.
+            var elements: [Value] = []
+            elements.reserveCapacity(values.count)
+            for element in values {
+                guard let written = Self.value(element, lossy: &lossy) else { return nil }
+                elements.append(written)
+            }
+            return .array(elements)
+        case .table(let table): return headers(table, lossy: &lossy)
         case .void: return .null
         default: return value.integerValue.map { .int($0) } ?? .null
         }

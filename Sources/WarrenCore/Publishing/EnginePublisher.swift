@@ -63,7 +63,7 @@ struct EnginePublisher: Sendable {
         destination(exchange: message.exchange, routingKey: message.routingKey)
     }
 
-    static func destination(exchange: String, routingKey: String) -> String {
+    static func destination(exchange: String, routingKey: AMQPString) -> String {
         exchange.isEmpty ? "queue \"\(routingKey)\"" : "exchange \"\(exchange)\" (\(routingKey))"
     }
 }

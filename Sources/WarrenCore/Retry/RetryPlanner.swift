@@ -52,8 +52,7 @@ public enum RetryPlanner {
         var properties = delivery.properties
         var headers = properties.headers ?? FieldTable()
         headers[attemptHeader] = .int64(Int64(clamping: nextAttempt))
-        if headers[originalExchangeHeader] == nil { headers[originalExchangeHeader] = .string(delivery.exchange) }
-        if headers[originalRoutingKeyHeader] == nil { headers[originalRoutingKeyHeader] = .string(delivery.routingKey) }
+        recordOrigin(of: delivery, in: &headers)
         properties.headers = headers
         return OutgoingMessage(exchange: "", routingKey: delayQueue, mandatory: true, properties: properties, body: delivery.body)
     }
@@ -74,8 +73,7 @@ public enum RetryPlanner {
         if let status = failure?.httpStatus { headers["x-warren-http-status"] = .int64(Int64(clamping: status)) }
         if let tail = failure?.stderrTail, !tail.isEmpty { headers["x-warren-stderr-tail"] = .string(lastBytes(of: tail, upTo: stderrTailLimit)) }
         headers["x-warren-failed-at"] = .string(rfc3339(now))
-        if headers[originalExchangeHeader] == nil { headers[originalExchangeHeader] = .string(delivery.exchange) }
-        if headers[originalRoutingKeyHeader] == nil { headers[originalRoutingKeyHeader] = .string(delivery.routingKey) }
+        recordOrigin(of: delivery, in: &headers)
         properties.headers = headers
         // A per-message TTL would let the parked copy expire: parking is for people to look at.
         properties.expiration = nil

@@ -57,7 +57,9 @@ typedef struct warren_message {
     warren_bytes content_type;
     warren_bytes type;
     int64_t timestamp;          /* seconds since the epoch; -1 when absent */
-    warren_bytes headers_json;  /* the headers as a JSON object */
+    warren_bytes headers_json;  /* the headers as a JSON object; an entry JSON cannot carry
+                                   (a key or long string that is not UTF-8) is left out:
+                                   see docs/message-bytes.md */
 } warren_message;
 
 typedef enum warren_verdict {

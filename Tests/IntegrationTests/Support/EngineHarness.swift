@@ -41,7 +41,7 @@ final class Recorder: Sendable {
     func started(_ input: HandlerInput) {
         update { state in
             state.calls.append(Call(
-                messageID: input.properties.messageID ?? "", attempt: input.attempt, redelivered: input.redelivered,
+                messageID: input.properties.messageID?.lossyText ?? "", attempt: input.attempt, redelivered: input.redelivered,
                 headers: input.properties.headers, at: .now))
             state.running += 1
             state.maxRunning = max(state.maxRunning, state.running)
@@ -229,7 +229,7 @@ final class EngineHarness: Sendable {
         headers["x-test"] = .string(test)
         var properties = properties
         properties.headers = headers
-        properties.messageID = id
+        properties.messageID = AMQPString(id)
         let outcome = try await publisher.publish(routingKey: queue, body: body, properties: properties)
         #expect(outcome == .confirmed)
     }

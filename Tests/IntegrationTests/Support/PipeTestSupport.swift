@@ -94,7 +94,7 @@ enum PipeWorkers {
 
     static func input(_ body: String = "hello", id: String = "m", headers: FieldTable = [:], timeout: Duration = .seconds(20)) -> HandlerInput {
         HandlerInput(
-            queue: "q", exchange: "", routingKey: "k", redelivered: false, attempt: 1, properties: BasicProperties(headers: headers, messageID: id),
+            queue: "q", exchange: "", routingKey: "k", redelivered: false, attempt: 1, properties: BasicProperties(headers: headers, messageID: AMQPString(id)),
             body: Array(body.utf8), deliveryTag: 1, timeout: timeout)
     }
 

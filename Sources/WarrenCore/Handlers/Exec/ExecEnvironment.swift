@@ -14,11 +14,18 @@ struct ExecEnvironment: Sendable {
         var description: String { "env: \"\(name)\" is not a valid environment variable name (empty, contains '=' or NUL, or starts with a digit)" }
     }
 
-    /// The variables every message sets, whatever the inherited or configured environment says.
-    static let messageVariables: Set<String> = [
-        "WARREN_QUEUE", "WARREN_EXCHANGE", "WARREN_ROUTING_KEY", "WARREN_MESSAGE_ID", "WARREN_CORRELATION_ID",
-        "WARREN_REPLY_TO", "WARREN_CONTENT_TYPE", "WARREN_TYPE", "WARREN_REDELIVERED", "WARREN_ATTEMPT", "WARREN_HEADERS",
+    /// The variables that carry a short string of the message; each has a `_BASE64` twin, set
+    /// instead of it when the value is not UTF-8 or holds a NUL (`SinkText`).
+    static let shortStringVariables = [
+        "WARREN_EXCHANGE", "WARREN_ROUTING_KEY", "WARREN_MESSAGE_ID", "WARREN_CORRELATION_ID", "WARREN_REPLY_TO",
+        "WARREN_CONTENT_TYPE", "WARREN_TYPE",
     ]
+
+    /// The variables a message may set, whatever the inherited or configured environment says:
+    /// none of them is inherited, so a variable that is absent for this message is absent.
+    static let messageVariables: Set<String> = Set(
+        ["WARREN_QUEUE", "WARREN_REDELIVERED", "WARREN_ATTEMPT", "WARREN_HEADERS", "WARREN_HEADERS_BASE64"]
+            + shortStringVariables + shortStringVariables.map { "\($0)_BASE64" })
 
     /// Warren's environment merged with the configured `env`.
     let base: [String: String]
@@ -57,22 +64,35 @@ struct ExecEnvironment: Sendable {
     var searchPath: String { base["PATH"] ?? fallbackSearchPath ?? "/usr/local/bin:/usr/bin:/bin" }
 
     /// The full environment for one message, as `envp` strings. Absent properties are empty
-    /// strings, so a program can rely on every variable being set.
+    /// strings, so a program can rely on each variable being set, or else its `_BASE64` twin
+    /// holding the exact bytes of a value an environment string cannot carry.
     func environment(for input: HandlerInput) -> CStringBlock {
         let p = input.properties
         var values = fixed
+        func put(_ name: String, _ value: AMQPString?) {
+            switch SinkText.environment(value ?? "") {
+            case .plain(let text): values.append(name: name, value: text)
+            case .base64(let encoded): values.append(name: "\(name)_BASE64", value: encoded)
+            }
+        }
         values.append(name: "WARREN_QUEUE", value: Self.clean(input.queue))
-        values.append(name: "WARREN_EXCHANGE", value: Self.clean(input.exchange))
-        values.append(name: "WARREN_ROUTING_KEY", value: Self.clean(input.routingKey))
-        values.append(name: "WARREN_MESSAGE_ID", value: Self.clean(p.messageID ?? ""))
-        values.append(name: "WARREN_CORRELATION_ID", value: Self.clean(p.correlationID ?? ""))
-        values.append(name: "WARREN_REPLY_TO", value: Self.clean(p.replyTo ?? ""))
-        values.append(name: "WARREN_CONTENT_TYPE", value: Self.clean(p.contentType ?? ""))
-        values.append(name: "WARREN_TYPE", value: Self.clean(p.type ?? ""))
+        put("WARREN_EXCHANGE", input.exchange)
+        put("WARREN_ROUTING_KEY", input.routingKey)
+        put("WARREN_MESSAGE_ID", p.messageID)
+        put("WARREN_CORRELATION_ID", p.correlationID)
+        put("WARREN_REPLY_TO", p.replyTo)
+        put("WARREN_CONTENT_TYPE", p.contentType)
+        put("WARREN_TYPE", p.type)
         values.append(name: "WARREN_REDELIVERED", value: input.redelivered ? "1" : "0")
         values.append(name: "WARREN_ATTEMPT", value: String(input.attempt))
-        // The same JSON shape every handler kind sees (`MessageJSON`).
-        values.append(name: "WARREN_HEADERS", value: String(decoding: MessageJSON.headersJSON(p.headers), as: UTF8.self))
+        // The same JSON shape every handler kind sees (`MessageJSON`), and the exact table
+        // when the JSON had to leave something out.
+        var lossy = false
+        let headers = MessageJSON.headersJSON(p.headers, lossy: &lossy)
+        values.append(name: "WARREN_HEADERS", value: String(decoding: headers, as: UTF8.self))
+        if lossy, let encoded = MessageJSON.headersBase64(p.headers) {
+            values.append(name: "WARREN_HEADERS_BASE64", value: encoded)
+        }
         return values
     }
 
@@ -82,8 +102,8 @@ struct ExecEnvironment: Sendable {
         return !name.utf8.contains(UInt8(ascii: "=")) && !name.utf8.contains(0)
     }
 
-    /// A C environment string ends at its first NUL. AMQP short strings may contain NUL, so it
-    /// is dropped: a hostile property must not cut or reshape the environment.
+    /// A C environment string ends at its first NUL, so it is dropped from inherited and
+    /// configured values (message values never get here: they follow `SinkText`).
     static func clean(_ value: String) -> String {
         guard value.utf8.contains(0) else { return value }
         return String(String.UnicodeScalarView(value.unicodeScalars.filter { $0 != "\0" }))

@@ -1,3 +1,4 @@
+import AMQP
 import Logging
 
 /// A process's stderr for one run: each line goes to the log with the message's context, so an
@@ -15,7 +16,7 @@ struct StderrCollector: Sendable {
     struct Context: Sendable {
         var queue: String
         var handler: String
-        var messageID: String?
+        var messageID: AMQPString?
         var deliveryTag: UInt64
         var attempt: Int
 

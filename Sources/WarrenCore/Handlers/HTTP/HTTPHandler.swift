@@ -78,12 +78,21 @@ struct HTTPHandler: MessageHandler {
     func request(for input: HandlerInput) -> HTTPClientRequest {
         var request = HTTPClientRequest(url: url)
         request.method = method
-        let contentType = input.properties.contentType.flatMap { $0.isEmpty ? nil : $0 } ?? "application/octet-stream"
-        request.headers.add(name: "Content-Type", value: Self.fieldValue(contentType))
+        // A value a header cannot carry as it is goes in base64 under a `-Base64` name instead
+        // (`SinkText`); a content type that cannot is not sent as one.
+        switch input.properties.contentType.map(SinkText.httpHeader) {
+        case .plain(let text) where !text.isEmpty:
+            request.headers.add(name: "Content-Type", value: text)
+        case .base64(let encoded):
+            request.headers.add(name: "Content-Type", value: "application/octet-stream")
+            request.headers.add(name: "X-Warren-Content-Type-Base64", value: encoded)
+        default:
+            request.headers.add(name: "Content-Type", value: "application/octet-stream")
+        }
         request.headers.add(name: "X-Warren-Queue", value: Self.fieldValue(input.queue))
-        request.headers.add(name: "X-Warren-Routing-Key", value: Self.fieldValue(input.routingKey))
+        Self.add("X-Warren-Routing-Key", input.routingKey, to: &request.headers)
         if let messageID = input.properties.messageID {
-            request.headers.add(name: "X-Warren-Message-Id", value: Self.fieldValue(messageID))
+            Self.add("X-Warren-Message-Id", messageID, to: &request.headers)
         }
         request.headers.add(name: "X-Warren-Attempt", value: String(input.attempt))
         request.headers.add(name: "X-Warren-Redelivered", value: input.redelivered ? "true" : "false")
@@ -93,6 +102,14 @@ struct HTTPHandler: MessageHandler {
         }
         request.body = .bytes(input.body)
         return request
+    }
+
+    /// `name: value`, or `name-Base64: base64(value)` when a header cannot carry the value.
+    static func add(_ name: String, _ value: AMQPString, to headers: inout HTTPHeaders) {
+        switch SinkText.httpHeader(value) {
+        case .plain(let text): headers.add(name: name, value: text)
+        case .base64(let encoded): headers.add(name: "\(name)-Base64", value: encoded)
+        }
     }
 
     private func exchange(

@@ -1,3 +1,4 @@
+import AMQP
 import Synchronization
 
 /// Matches requests with worker processes: a request goes to a running worker that has fewer
@@ -31,7 +32,7 @@ final class PipeDispatcher: Sendable {
         let deadline: ContinuousClock.Instant
         let timeout: Duration
         let queue: String
-        let messageID: String?
+        let messageID: AMQPString?
     }
 
     private struct Request {

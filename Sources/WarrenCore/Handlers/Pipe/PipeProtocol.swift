@@ -36,11 +36,13 @@ enum PipeProtocol {
     /// Encodes request `id` for `input`. Throws only when the message holds a header value JSON
     /// cannot carry (a NaN or infinite float).
     static func request(id: UInt64, _ input: HandlerInput) throws -> Frame {
-        let object: [String: MessageJSON.Value] = [
-            "id": .uint(id), "queue": .string(input.queue), "exchange": .string(input.exchange), "routing_key": .string(input.routingKey),
-            "redelivered": .bool(input.redelivered), "attempt": .int(Int64(input.attempt)),
+        var object: [String: MessageJSON.Value] = [
+            "id": .uint(id), "queue": .string(input.queue), "redelivered": .bool(input.redelivered), "attempt": .int(Int64(input.attempt)),
             "properties": MessageJSON.properties(input.properties), "body_length": .int(Int64(input.body.count)),
         ]
+        // `exchange_base64` / `routing_key_base64` when the bytes are not UTF-8 (`SinkText`).
+        MessageJSON.put("exchange", input.exchange, into: &object)
+        MessageJSON.put("routing_key", input.routingKey, into: &object)
         return Frame(header: try MessageJSON.line(object, sortedKeys: false), body: input.body)
     }
 
@@ -100,10 +102,11 @@ enum PipeProtocol {
             headers = FieldTable(written.keys.sorted().compactMap { key in written[key].map { FieldTable.Entry(key, $0.fieldValue) } })
         }
         let properties = BasicProperties(
-            contentType: wire.contentType, contentEncoding: wire.contentEncoding, headers: headers,
-            deliveryMode: wire.deliveryMode ?? 2, priority: wire.priority, correlationID: wire.correlationID, replyTo: wire.replyTo,
-            expiration: wire.expiration, messageID: wire.messageID, timestamp: wire.timestamp, type: wire.type, userID: wire.userID,
-            appID: wire.appID)
+            contentType: wire.contentType.map { AMQPString($0) }, contentEncoding: wire.contentEncoding.map { AMQPString($0) }, headers: headers,
+            deliveryMode: wire.deliveryMode ?? 2, priority: wire.priority, correlationID: wire.correlationID.map { AMQPString($0) },
+            replyTo: wire.replyTo.map { AMQPString($0) }, expiration: wire.expiration.map { AMQPString($0) },
+            messageID: wire.messageID.map { AMQPString($0) }, timestamp: wire.timestamp, type: wire.type.map { AMQPString($0) },
+            userID: wire.userID.map { AMQPString($0) }, appID: wire.appID.map { AMQPString($0) })
         return OutgoingMessage(exchange: entry.exchange ?? "", routingKey: entry.routingKey, mandatory: true, properties: properties, body: body)
     }
 

@@ -5,7 +5,7 @@ internal import WarrenPlugin
 /// One call of a plugin's `handle`, on a pool thread: builds the `warren_message` view, calls,
 /// and copies the result out of the plugin's memory.
 ///
-/// The view's pointers are valid only during the call (SPEC 5.4): the body is pinned where it
+/// The view's pointers are valid only during the call: the body is pinned where it
 /// is, and the short texts (routing data, properties, headers as JSON) are packed into one
 /// buffer per call, so a call costs one allocation besides the headers' JSON.
 enum PluginInvocation {
@@ -51,6 +51,15 @@ enum PluginInvocation {
             guard let text else { return 0..<0 }
             let start = bytes.count
             bytes.append(contentsOf: text.utf8)
+            return start..<bytes.count
+        }
+
+        /// The exact bytes: the view is pointer and length, so a short string that is not
+        /// UTF-8, or holds NUL, reaches the plugin as it came.
+        mutating func add(_ value: AMQPString?) -> Range<Int> {
+            guard let value else { return 0..<0 }
+            let start = bytes.count
+            value.withBytes { bytes.append(contentsOf: $0) }
             return start..<bytes.count
         }
 

@@ -7,7 +7,14 @@ struct AMQPFrameFilter {
     /// Channels whose current content belongs to a dropped delivery.
     private var droppingContent: Set<UInt16> = []
 
-    mutating func filter(_ bytes: UnsafeRawBufferPointer, dropDeliveries: Bool) -> [UInt8] {
+    /// Channels whose current content follows a `basic.deliver` (not a `basic.return`).
+    private var deliveringContent: Set<UInt16> = []
+
+    /// `mutateDelivery` may rewrite the payload of a delivery's content header (class, weight,
+    /// body size, flags, properties); the frame is re-sized around what it returns.
+    mutating func filter(
+        _ bytes: UnsafeRawBufferPointer, dropDeliveries: Bool, mutateDelivery: (@Sendable ([UInt8]) -> [UInt8]?)? = nil
+    ) -> [UInt8] {
         pending.append(contentsOf: bytes)
         var out: [UInt8] = []
         var offset = 0
@@ -22,6 +29,7 @@ struct AMQPFrameFilter {
             case 1 where size >= 4:
                 let classID = UInt16(pending[offset + 7]) << 8 | UInt16(pending[offset + 8])
                 let methodID = UInt16(pending[offset + 9]) << 8 | UInt16(pending[offset + 10])
+                if classID == 60, methodID == 60 { deliveringContent.insert(channel) } else { deliveringContent.remove(channel) }
                 if dropDeliveries, classID == 60, methodID == 60 {
                     drop = true
                     droppingContent.insert(channel)
@@ -33,7 +41,16 @@ struct AMQPFrameFilter {
             default:
                 break
             }
-            if !drop { out.append(contentsOf: pending[offset..<offset + total]) }
+            if type == 2, !drop, deliveringContent.contains(channel), let mutateDelivery,
+                let mutated = mutateDelivery(Array(pending[offset + 7..<offset + 7 + size]))
+            {
+                out.append(contentsOf: [2, UInt8(channel >> 8), UInt8(channel & 0xFF)])
+                out.append(contentsOf: withUnsafeBytes(of: UInt32(mutated.count).bigEndian) { Array($0) })
+                out.append(contentsOf: mutated)
+                out.append(0xCE)
+            } else if !drop {
+                out.append(contentsOf: pending[offset..<offset + total])
+            }
             offset += total
         }
         pending.removeFirst(offset)

@@ -2,6 +2,7 @@ import AMQP
 import Foundation
 import Logging
 import Synchronization
+import TestSupport
 import Testing
 import WarrenCore
 
@@ -150,17 +151,20 @@ final class EngineHarness: Sendable {
     let configuration: Configuration
     let recorder = Recorder()
     let stop = Latch()
+    /// Where the engine logs at error level and above, when the test wants to read it.
+    let log: CapturedLog?
     let ready = Latch()
     private let task: Mutex<Task<Engine.Outcome, Never>?> = Mutex(nil)
 
     init(
         queueSettings: String = "", extra: String = "", handler: String = "scripted", handlers: String = "",
-        queue: String = TestBroker.uniqueName("engine")
+        queue: String = TestBroker.uniqueName("engine"), brokerURL: String = TestBroker.url, log: CapturedLog? = nil
     ) throws {
+        self.log = log
         self.queue = queue
         let source = """
             [broker]
-            urls = ["\(TestBroker.url)"]
+            urls = ["\(brokerURL)"]
             connection_name = "warren-engine-tests"
             heartbeat = "10s"
 
@@ -185,7 +189,7 @@ final class EngineHarness: Sendable {
     /// Starts the engine; `handler` replaces the scripted handler when given.
     func start(handler: (any MessageHandler)? = nil) async throws {
         let recorder = recorder
-        var logger = Logger(label: "warren.engine-tests")
+        var logger = log?.logger(label: "warren.engine-tests", level: .error) ?? Logger(label: "warren.engine-tests")
         logger.logLevel = .error
         let engine = Engine(configuration: configuration, logger: logger) { entry in
             entry.name == "scripted" ? handler ?? ScriptedHandler(recorder: recorder) : nil

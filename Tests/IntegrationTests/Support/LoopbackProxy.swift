@@ -17,6 +17,7 @@ final class LoopbackProxy: Sendable {
         var frozen = false
         var stopped = false
         var droppingDeliveries = false
+        var mutateDelivery: (@Sendable ([UInt8]) -> [UInt8]?)?
         /// Bumped by `cut()`; a pump whose generation is older closes its connection.
         var generation = 0
     }
@@ -55,6 +56,9 @@ final class LoopbackProxy: Sendable {
     /// swallowed on the way to the client (AMQPFrameFilter).
     func dropDeliveries() { state.withLock { $0.droppingDeliveries = true } }
     func resumeDeliveries() { state.withLock { $0.droppingDeliveries = false } }
+    /// From now on, the content header of every delivery to the client goes through `mutate`
+    /// (nil: unchanged); for what the broker itself would never send.
+    func mutateDeliveryHeaders(_ mutate: (@Sendable ([UInt8]) -> [UInt8]?)?) { state.withLock { $0.mutateDelivery = mutate } }
 
     private var snapshot: State { state.withLock { $0 } }
 
@@ -99,9 +103,11 @@ final class LoopbackProxy: Sendable {
                 if snapshot.frozen { break }
                 let n = buffer.withUnsafeMutableBytes { read(fds[from].fd, $0.baseAddress, $0.count) }
                 if n <= 0 { return }
-                let dropping = snapshot.droppingDeliveries
+                let (dropping, mutate) = self.state.withLock { ($0.droppingDeliveries, $0.mutateDelivery) }
                 let out = from == 1
-                    ? buffer.withUnsafeBytes { filter.filter(UnsafeRawBufferPointer(rebasing: $0[0..<n]), dropDeliveries: dropping) }
+                    ? buffer.withUnsafeBytes {
+                        filter.filter(UnsafeRawBufferPointer(rebasing: $0[0..<n]), dropDeliveries: dropping, mutateDelivery: mutate)
+                    }
                     : Array(buffer[0..<n])
                 var sent = 0
                 while sent < out.count {

@@ -36,11 +36,15 @@ public struct Delivery: Sendable {
     public let exchange: String
     public let routingKey: String
     public let properties: BasicProperties
+    /// Empty when `oversizedBody` is set.
     public let body: [UInt8]
+    /// Set when the content header announced a body over the consumer's `maxBodySize`: the body
+    /// was spooled to a temporary file as it arrived (or dropped, if that failed), not buffered.
+    public let oversizedBody: OversizedBody?
 
     public init(
         tag: DeliveryTag, consumerTag: String, redelivered: Bool, exchange: String, routingKey: String,
-        properties: BasicProperties, body: [UInt8]
+        properties: BasicProperties, body: [UInt8], oversizedBody: OversizedBody? = nil
     ) {
         self.tag = tag
         self.consumerTag = consumerTag
@@ -49,5 +53,6 @@ public struct Delivery: Sendable {
         self.routingKey = routingKey
         self.properties = properties
         self.body = body
+        self.oversizedBody = oversizedBody
     }
 }

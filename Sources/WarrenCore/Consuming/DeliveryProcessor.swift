@@ -84,9 +84,7 @@ struct DeliveryProcessor: Sendable {
         let attempt = RetryPlanner.attempt(headers: delivery.properties.headers)
         var log = MessageLog(logger: logger, queue: queue.name, delivery: delivery, attempt: attempt)
 
-        if delivery.body.count > queue.maxBodySize {
-            let error = "the body of \(delivery.body.count) bytes exceeds max_body_size (\(queue.maxBodySize))"
-            await deadLetter(delivery, .tooLarge, error: error, handler: nil, attempt: attempt, failure: nil, log)
+        if await parkIfOversized(delivery, attempt: attempt, log) {
             return
         }
         guard let names = router.handlers(for: delivery) else {

@@ -1,7 +1,7 @@
 import AMQP
 import Foundation
 
-/// The environment of an `exec` handler's process (SPEC 5.1): warren's own environment, then
+/// The environment of an `exec` handler's process: warren's own environment, then
 /// the handler's configured `env` on top, then the message's `WARREN_*` variables on top of both,
 /// so neither an inherited nor a configured variable can impersonate message metadata.
 ///
@@ -17,6 +17,7 @@ struct ExecEnvironment: Sendable {
     static let messageVariables: Set<String> = [
         "WARREN_QUEUE", "WARREN_EXCHANGE", "WARREN_ROUTING_KEY", "WARREN_MESSAGE_ID", "WARREN_CORRELATION_ID",
         "WARREN_REPLY_TO", "WARREN_CONTENT_TYPE", "WARREN_TYPE", "WARREN_REDELIVERED", "WARREN_ATTEMPT", "WARREN_HEADERS",
+        "WARREN_HEADERS_OMITTED",
     ]
 
     /// Warren's environment merged with the configured `env`.
@@ -62,8 +63,14 @@ struct ExecEnvironment: Sendable {
         values.append(name: "WARREN_TYPE", value: Self.clean(p.type ?? ""))
         values.append(name: "WARREN_REDELIVERED", value: input.redelivered ? "1" : "0")
         values.append(name: "WARREN_ATTEMPT", value: String(input.attempt))
-        // The same JSON shape every handler kind sees (`MessageJSON`).
-        values.append(name: "WARREN_HEADERS", value: String(decoding: MessageJSON.headersJSON(p.headers), as: UTF8.self))
+        // The same JSON shape every handler kind sees (`MessageJSON`), capped so that no message
+        // can push the environment past what exec accepts: whatever room the rest leaves under
+        // the environment budget, at most `HeadersVariable.maxBytes`.
+        let reserved = "WARREN_HEADERS=".utf8.count + 1 + "WARREN_HEADERS_OMITTED=".utf8.count + 21
+        let room = HeadersVariable.maxEnvironmentBytes - values.bytes.count - reserved
+        let (headers, omitted) = HeadersVariable.json(p.headers, limit: min(HeadersVariable.maxBytes, max(room, 2)))
+        values.append(name: "WARREN_HEADERS", value: String(decoding: headers, as: UTF8.self))
+        values.append(name: "WARREN_HEADERS_OMITTED", value: String(omitted))
         return values
     }
 

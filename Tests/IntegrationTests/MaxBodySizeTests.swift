@@ -93,3 +93,32 @@ struct MaxBodySizeTests {
     }
 }
 }
+
+/// The AMQP layer on its own: a consumer opened with a limit gets a body over it in a spool
+/// file, not in memory, and the bodies around it as usual.
+@Suite("Consumer body limit against RabbitMQ", .requiresBroker, .timeLimit(.minutes(2)))
+struct ConsumerBodyLimitTests {
+    @Test func aBodyOverTheConsumersLimitArrivesSpooledAndTheOthersInMemory() async throws {
+        let connection = try await TestBroker.connect()
+        try await TestBroker.withQueue("spool", on: connection) { queue in
+            let publisher = try await connection.openPublisher()
+            let big = EngineSuites.MaxBodySizeTests.body(count: 5 * 131_072 + 11, seed: 4)
+            let bodies = [Array("small".utf8), big, [UInt8](repeating: 1, count: 4096)]
+            for (index, body) in bodies.enumerated() {
+                let outcome = try await publisher.publish(routingKey: queue, body: body, properties: BasicProperties(messageID: "m\(index)"))
+                #expect(outcome == .confirmed)
+            }
+            let consumer = try await connection.consume(ConsumeOptions(queue: queue, prefetch: 8, maxBodySize: 4096))
+            let deliveries = try await collect(3, from: consumer) { consumer.ack($0) }
+            try await consumer.close()
+            #expect(deliveries.map(\.properties.messageID) == ["m0", "m1", "m2"])
+            #expect(deliveries[0].body == bodies[0] && deliveries[0].oversizedBody == nil)
+            #expect(deliveries[2].body == bodies[2] && deliveries[2].oversizedBody == nil, "a body exactly at the limit is in memory")
+            let oversized = try #require(deliveries[1].oversizedBody)
+            #expect(deliveries[1].body.isEmpty)
+            #expect(oversized.size == big.count)
+            #expect(try oversized.spool.get().readAll() == big)
+        }
+        await connection.close()
+    }
+}

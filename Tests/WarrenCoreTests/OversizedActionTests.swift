@@ -34,3 +34,11 @@ struct OversizedActionTests {
         }
     }
 }
+
+@Suite("Consumer options")
+struct ConsumeOptionsTests {
+    @Test func aQueuesConsumerIsOpenedWithItsMaxBodySize() {
+        let queue = RetryAndPolicyTests.queue(retry: nil)
+        #expect(Session.consumeOptions(queue).maxBodySize == queue.maxBodySize)
+    }
+}

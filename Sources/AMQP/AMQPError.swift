@@ -31,6 +31,9 @@ public struct AMQPError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let tls = Code("tls")
         /// librabbitmq reported an internal failure (out of memory, timer failure).
         public static let library = Code("library")
+        /// The body of an oversized delivery could not be kept in a temporary file (no temporary
+        /// directory, disk full).
+        public static let spoolFailed = Code("spool_failed")
     }
 
     public var code: Code

@@ -28,25 +28,48 @@ struct ContentAssembler {
     struct Message: Sendable {
         var start: Start
         var properties: BasicProperties
+        /// Empty when `oversized` is set.
         var body: [UInt8]
+        /// Set when the header announced more than `maxBodySize`: the body went to a spool
+        /// file (or, if that failed, was counted and dropped), never into memory.
+        var oversized: OversizedBody? = nil
     }
 
     private enum Phase {
         case idle
         case awaitingHeader
         case awaitingBody
+        /// An oversized body: its frames are written to `spool` (or only counted once the spool
+        /// failed, `spoolError`) as they arrive.
+        case spoolingBody
     }
 
     /// Never reserve more than this up front: the body size comes from the peer.
     static let maximumUpfrontReservation = 16 << 20
+
+    /// Bodies announced larger than this are not assembled in memory but spooled (`nil`: no
+    /// limit). Set for a consumer's channel from `ConsumeOptions.maxBodySize`.
+    var maxBodySize: Int?
+    /// Creates the spool file for an oversized body of the given size. A seam for tests.
+    var openSpool: (Int) throws(AMQPError) -> SpooledBody = { size throws(AMQPError) in try SpooledBody.create(size: size) }
 
     private var phase: Phase = .idle
     private var start: Start?
     private var properties = BasicProperties()
     private var expectedSize = 0
     private var body: [UInt8] = []
+    /// Bytes of an oversized body received so far.
+    private var spooledCount = 0
+    private var spool: SpooledBody?
+    private var spoolError: AMQPError?
+
+    init(maxBodySize: Int? = nil) {
+        self.maxBodySize = maxBodySize
+    }
 
     var isIdle: Bool { phase == .idle }
+    /// Between the header and the last body frame of an oversized message.
+    var isSpooling: Bool { phase == .spoolingBody }
 
     /// A content-bearing method arrived; its header must come next.
     mutating func begin(_ start: Start) throws(AMQPError) {
@@ -57,7 +80,8 @@ struct ContentAssembler {
         phase = .awaitingHeader
     }
 
-    /// The content header. A zero body size completes the message at once.
+    /// The content header. A zero body size completes the message at once; a size over
+    /// `maxBodySize` sends the body to a spool file instead of memory.
     mutating func header(bodySize: UInt64, properties: BasicProperties) throws(AMQPError) -> Message? {
         guard phase == .awaitingHeader else {
             throw AMQPError(.protocolError, "a content header arrived without a content method before it")
@@ -70,6 +94,19 @@ struct ContentAssembler {
         if expectedSize == 0 {
             return complete()
         }
+        if let maxBodySize, expectedSize > maxBodySize {
+            // Decided here, from the announced size, before any of the body is buffered.
+            spooledCount = 0
+            do {
+                spool = try openSpool(expectedSize)
+                spoolError = nil
+            } catch {
+                spool = nil
+                spoolError = error
+            }
+            phase = .spoolingBody
+            return nil
+        }
         body = []
         body.reserveCapacity(min(expectedSize, Self.maximumUpfrontReservation))
         phase = .awaitingBody
@@ -78,6 +115,9 @@ struct ContentAssembler {
 
     /// One body frame; the bytes are copied before this returns.
     mutating func body(_ bytes: UnsafeRawBufferPointer) throws(AMQPError) -> Message? {
+        if phase == .spoolingBody {
+            return try spoolBody(bytes)
+        }
         guard phase == .awaitingBody else {
             throw AMQPError(.protocolError, "a body frame arrived without a content header before it")
         }
@@ -90,19 +130,56 @@ struct ContentAssembler {
         return body.count == expectedSize ? complete() : nil
     }
 
+    /// One body frame of an oversized message: written to the spool file, never kept here.
+    /// A write that fails (disk full) drops the spool; the rest of the body is only counted, so
+    /// the frame sequence stays in step and the delivery still completes, without its body.
+    private mutating func spoolBody(_ bytes: UnsafeRawBufferPointer) throws(AMQPError) -> Message? {
+        guard bytes.count <= expectedSize - spooledCount else {
+            throw AMQPError(
+                .protocolError,
+                "body frames carried more than the \(expectedSize) bytes their header announced")
+        }
+        spooledCount += bytes.count
+        if let file = spool {
+            do {
+                try file.append(bytes)
+            } catch {
+                spool = nil
+                spoolError = error
+            }
+        }
+        return spooledCount == expectedSize ? complete() : nil
+    }
+
     /// Forget a partial message (its channel closed).
     mutating func reset() {
         phase = .idle
         start = nil
         body = []
+        spool = nil
+        spoolError = nil
+        spooledCount = 0
     }
 
     private mutating func complete() -> Message {
         guard let start else {
             preconditionFailure("ContentAssembler completed a message in phase \(phase) without a start method")
         }
-        let message = Message(start: start, properties: properties, body: body)
+        var oversized: OversizedBody?
+        if phase == .spoolingBody {
+            let kept: Result<SpooledBody, AMQPError>
+            if let spool {
+                kept = .success(spool)
+            } else {
+                kept = .failure(spoolError ?? AMQPError(.spoolFailed, "the body was not spooled"))
+            }
+            oversized = OversizedBody(size: expectedSize, spool: kept)
+        }
+        let message = Message(start: start, properties: properties, body: body, oversized: oversized)
         phase = .idle
+        spool = nil
+        spoolError = nil
+        spooledCount = 0
         self.start = nil
         body = []
         properties = BasicProperties()

@@ -37,11 +37,15 @@ public struct Delivery: Sendable {
     public let exchange: AMQPString
     public let routingKey: AMQPString
     public let properties: BasicProperties
+    /// Empty when `oversizedBody` is set.
     public let body: [UInt8]
+    /// Set when the content header announced a body over the consumer's `maxBodySize`: the body
+    /// was spooled to a temporary file as it arrived (or dropped, if that failed), not buffered.
+    public let oversizedBody: OversizedBody?
 
     public init(
         tag: DeliveryTag, consumerTag: String, redelivered: Bool, exchange: AMQPString, routingKey: AMQPString,
-        properties: BasicProperties, body: [UInt8]
+        properties: BasicProperties, body: [UInt8], oversizedBody: OversizedBody? = nil
     ) {
         self.tag = tag
         self.consumerTag = consumerTag
@@ -50,5 +54,6 @@ public struct Delivery: Sendable {
         self.routingKey = routingKey
         self.properties = properties
         self.body = body
+        self.oversizedBody = oversizedBody
     }
 }

@@ -75,7 +75,12 @@ extension IOLoop {
             guard let channel = channel(frame.channel), channel.isOpen else { return }
             let fragment = frame.payload.body_fragment
             let bytes = UnsafeRawBufferPointer(start: fragment.bytes, count: fragment.len)
+            let spooling = channel.assembler.isSpooling
             assemble(channel) { assembler throws(AMQPError) in try assembler.body(bytes) }
+            // The frame is in the file now. Its pool page goes back at once: pools keep their
+            // high-water mark, and a turn reads up to `maxFramesPerTurn` frames, so an oversized
+            // body would otherwise leave that many pages (of frame_max each) held by the channel.
+            if spooling && isAlive { amqp_maybe_release_buffers_on_channel(connection, frame.channel) }
         default:
             break  // heartbeats are consumed by librabbitmq; nothing else is defined
         }
@@ -100,7 +105,7 @@ extension IOLoop {
             let delivery = Delivery(
                 tag: tag, consumerTag: method.consumerTag, redelivered: method.redelivered,
                 exchange: method.exchange, routingKey: method.routingKey,
-                properties: message.properties, body: message.body)
+                properties: message.properties, body: message.body, oversizedBody: message.oversized)
             if consumer.pending.isEmpty { consumersWithPending.append(consumer) }
             consumer.pending.append(delivery)
         case (.returned(let method), .publisher(let publisher)):

@@ -211,6 +211,7 @@ extension IOLoop {
             }
             let consumer = ConsumerState(queue: options.queue, consumerTag: tag, continuation: continuation, settler: AckSettler(mode: mode))
             let channel = Channel(id: id, role: .consumer(consumer))
+            channel.assembler.maxBodySize = options.maxBodySize
             channels[id] = channel
             // Deliveries may already sit in librabbitmq's queue behind consume-ok.
             dispatchQueuedFrames()

@@ -103,11 +103,15 @@ extension IOLoop {
         let exchange = try arena.shortString(message.exchange, field: "exchange name")
         let routingKey = try arena.shortString(message.routingKey, field: "routing key")
         var properties = try arena.properties(message.properties)
-        return message.body.withUnsafeBytes { body in
+        let send = { (body: UnsafeRawBufferPointer) -> Int32 in
             amqp_basic_publish(
-                connection, channel, exchange, routingKey, message.mandatory ? 1 : 0, 0, &properties,
+                self.connection, channel, exchange, routingKey, message.mandatory ? 1 : 0, 0, &properties,
                 amqp_bytes_t(len: body.count, bytes: UnsafeMutableRawPointer(mutating: body.baseAddress)))
         }
+        if let spooled = message.spooledBody {
+            return try spooled.withMappedBytes(send)
+        }
+        return message.body.withUnsafeBytes(send)
     }
 
     private func reopenPublisher(_ channel: Channel, _ publisher: PublisherState) {

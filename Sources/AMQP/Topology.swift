@@ -77,15 +77,20 @@ public struct ConsumeOptions: Sendable {
     /// `x-priority`, `x-stream-offset`, ...
     public var arguments: FieldTable
     public var settlement: SettlementMode
+    /// Deliveries whose content header announces a larger body are not buffered in memory: the
+    /// body goes to an unnamed temporary file as its frames arrive (`Delivery.oversizedBody`).
+    /// `nil`: no limit.
+    public var maxBodySize: Int?
 
     public init(queue: String, prefetch: UInt16, consumerTag: String = "", exclusive: Bool = false,
-                arguments: FieldTable = [:], settlement: SettlementMode = .default) {
+                arguments: FieldTable = [:], settlement: SettlementMode = .default, maxBodySize: Int? = nil) {
         self.queue = queue
         self.prefetch = prefetch
         self.consumerTag = consumerTag
         self.exclusive = exclusive
         self.arguments = arguments
         self.settlement = settlement
+        self.maxBodySize = maxBodySize
     }
 }
 
@@ -110,19 +115,24 @@ public struct OutgoingMessage: Sendable {
     public var routingKey: AMQPString
     public var mandatory: Bool
     public var properties: BasicProperties
+    /// Ignored when `spooledBody` is set.
     public var body: [UInt8]
+    /// A body kept in a spool file (an oversized delivery's, for its dead-letter copy): it is
+    /// mapped only while the I/O thread sends it, never copied into memory.
+    public var spooledBody: SpooledBody?
 
     public init(exchange: String = "", routingKey: String, mandatory: Bool = true,
-                properties: BasicProperties = BasicProperties(), body: [UInt8]) {
-        self.init(exchange: exchange, routingKey: AMQPString(routingKey), mandatory: mandatory, properties: properties, body: body)
+                properties: BasicProperties = BasicProperties(), body: [UInt8], spooledBody: SpooledBody? = nil) {
+        self.init(exchange: exchange, routingKey: AMQPString(routingKey), mandatory: mandatory, properties: properties, body: body, spooledBody: spooledBody)
     }
 
     public init(exchange: String = "", routingKey: AMQPString, mandatory: Bool = true,
-                properties: BasicProperties = BasicProperties(), body: [UInt8]) {
+                properties: BasicProperties = BasicProperties(), body: [UInt8], spooledBody: SpooledBody? = nil) {
         self.exchange = exchange
         self.routingKey = routingKey
         self.mandatory = mandatory
         self.properties = properties
         self.body = body
+        self.spooledBody = spooledBody
     }
 }

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 #include "CRabbitMQShims.h"
 
 #include <amqp_ssl_socket.h>
@@ -5,6 +6,10 @@
 #include <openssl/ssl.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -166,3 +171,20 @@ static _Thread_local const void *current_loop;
 const void *warren_current_loop(void) { return current_loop; }
 
 void warren_set_current_loop(const void *loop) { current_loop = loop; }
+
+int warren_open_unnamed_tmpfile(const char *dir) {
+  int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd >= 0) return fd;
+  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) return -errno;
+  char path[PATH_MAX];
+  int n = snprintf(path, sizeof path, "%s/warren-spool-XXXXXX", dir);
+  if (n < 0 || (size_t)n >= sizeof path) return -ENAMETOOLONG;
+  fd = mkostemp(path, O_CLOEXEC);
+  if (fd < 0) return -errno;
+  if (unlink(path) != 0) {
+    int saved = errno;
+    close(fd);
+    return -saved;
+  }
+  return fd;
+}

@@ -242,6 +242,20 @@ struct DeliveryDecisionTests {
         #expect(Self.header(copy, "x-warren-reason") == .string("too_large"))
     }
 
+    @Test func aTooLargeMessageWhoseBodyCouldNotBeSpooledIsNeverParkedWithoutIt() {
+        var held = Self.decision(Self.queue())
+        guard case .hold = held.start(.tooLarge(bodySize: 5000, bodyLost: true)) else {
+            Issue.record("a copy without the body would lose the message: held")
+            return
+        }
+        var withDLX = Self.decision(Self.queue(arguments: ["x-dead-letter-exchange": "dlx"]))
+        #expect(Self.settled(withDLX.start(.tooLarge(bodySize: 5000, bodyLost: true)))?.0 == .reject(requeue: false))
+        var broker = Self.decision(Self.queue(deadLetter: .broker))
+        #expect(Self.settled(broker.start(.tooLarge(bodySize: 5000, bodyLost: true)))?.0 == .reject(requeue: false))
+        var drop = Self.decision(Self.queue(deadLetter: .drop))
+        #expect(Self.settled(drop.start(.tooLarge(bodySize: 5000, bodyLost: true)))?.1 == .dropped, "the operator chose to discard")
+    }
+
     @Test func dropAndBrokerTargetsSettleWithoutPublishing() {
         var drop = Self.decision(Self.queue(policy: .rejectOnError, deadLetter: .drop))
         #expect(Self.settled(drop.start(Self.failure))?.1 == .dropped)

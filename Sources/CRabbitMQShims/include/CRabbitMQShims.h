@@ -31,6 +31,12 @@ int warren_poll2(int fd_a, int fd_b, int timeout_ms, int *ready_a, int *ready_b)
 /// segments when uncorked. 0 or -errno.
 int warren_tcp_cork(int fd, int on);
 
+/// An unnamed temporary file in `dir`, open for reading and writing, close-on-exec, mode 0600:
+/// `open(dir, O_TMPFILE)`, or where the file system does not support that, `mkstemp` followed
+/// at once by `unlink`. Either way the file has no name, so its space is returned when the last
+/// descriptor closes, even after a crash. Returns the descriptor or -errno.
+int warren_open_unnamed_tmpfile(const char *dir);
+
 int warren_set_tcp_options(int fd, int keepalive_idle_s, int keepalive_interval_s, int keepalive_count,
                            unsigned int user_timeout_ms);
 

@@ -25,8 +25,9 @@ struct DeliveryDecision {
 
     /// What started the decision.
     enum Trigger {
-        /// The body is above `max_body_size`: parked without running a handler.
-        case tooLarge(bodySize: Int)
+        /// The body is above `max_body_size`: parked without running a handler. `bodyLost`: it
+        /// could not be kept (the spool file failed), so no copy can carry it.
+        case tooLarge(bodySize: Int, bodyLost: Bool = false)
         /// No route matched.
         case unrouted
         /// The handlers ran. `handler` names the one that decided a non-success outcome (or the
@@ -106,8 +107,14 @@ struct DeliveryDecision {
     mutating func start(_ trigger: Trigger) -> Action {
         precondition(isIdle, "DeliveryDecision.start called in state \(state)")
         switch trigger {
-        case .tooLarge(let size):
+        case .tooLarge(let size, let bodyLost):
             let error = "the body of \(size) bytes exceeds max_body_size (\(queue.maxBodySize))"
+            if bodyLost, case .publish(let exchange, let routingKey) = queue.deadLetter {
+                // A copy without the body would lose the message: the broker's own dead-lettering
+                // (which has the body) or nothing.
+                let park = Park(reason: .tooLarge, error: error, handler: nil, failure: nil, exchange: exchange, routingKey: routingKey)
+                return parkingImpossible(park, PublishProblem(.permanent, "the body could not be spooled to a temporary file"))
+            }
             return deadLetter(.tooLarge, error: error, handler: nil, failure: nil)
         case .unrouted:
             guard case .routes(_, let action) = queue.target else {

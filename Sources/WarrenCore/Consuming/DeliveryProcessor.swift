@@ -88,8 +88,8 @@ struct DeliveryProcessor: Sendable {
         var log = MessageLog(logger: logger, queue: queue.name, delivery: delivery, attempt: attempt)
         var decision = DeliveryDecision(.init(queue: queue, delivery: delivery, attempt: attempt))
 
-        if delivery.body.count > queue.maxBodySize {
-            await carryOut(decision.start(.tooLarge(bodySize: delivery.body.count)), &decision, delivery, log)
+        if let (size, bodyLost) = oversized(delivery) {
+            await carryOut(decision.start(.tooLarge(bodySize: size, bodyLost: bodyLost)), &decision, delivery, log)
             return
         }
         guard let names = router.handlers(for: delivery) else {
@@ -145,6 +145,20 @@ struct DeliveryProcessor: Sendable {
         }
         let trigger = DeliveryDecision.Trigger.handled(outcome, handler: failedHandler ?? names.first, outputs: outputs(of: outcome, delivery))
         await carryOut(decision.start(trigger), &decision, delivery, log, afterConfirm: outcome.isSuccess ? recordSuccesses : nil)
+    }
+
+    /// The size of a delivery over `max_body_size`, and whether its body is lost (the spool file
+    /// could not be written); nil for one within the limit. The consumer is opened with the
+    /// queue's limit, so the AMQP layer decides from the content header and spools such a body to
+    /// an unnamed temporary file instead of memory (docs/limits.md).
+    private func oversized(_ delivery: Delivery) -> (size: Int, bodyLost: Bool)? {
+        if let oversized = delivery.oversizedBody {
+            guard oversized.size > queue.maxBodySize else { return nil }
+            if case .failure = oversized.spool { return (oversized.size, true) }
+            return (oversized.size, false)
+        }
+        // A consumer opened without the limit (or with a larger one) buffered it.
+        return delivery.body.count > queue.maxBodySize ? (delivery.body.count, false) : nil
     }
 
     /// Carries out the decision's actions until it settles, holds or finishes the delivery: each

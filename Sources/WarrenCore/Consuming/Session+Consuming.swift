@@ -155,6 +155,6 @@ extension Session {
         if queue.consumerPriority != 0 { arguments["x-priority"] = .int64(Int64(queue.consumerPriority)) }
         return ConsumeOptions(
             queue: queue.name, prefetch: UInt16(clamping: prefetch), arguments: arguments,
-            settlement: queue.ackMode == .immediate ? .immediate : .default)
+            settlement: queue.ackMode == .immediate ? .immediate : .default, maxBodySize: queue.maxBodySize)
     }
 }

@@ -77,7 +77,12 @@ public enum RetryPlanner {
         properties.headers = headers
         // A per-message TTL would let the parked copy expire: parking is for people to look at.
         properties.expiration = nil
-        return OutgoingMessage(exchange: exchange, routingKey: routingKey, mandatory: true, properties: properties, body: delivery.body)
+        // An oversized body was spooled to a file rather than kept in memory: the copy is sent
+        // from there.
+        var spooled: SpooledBody?
+        if case .success(let file) = delivery.oversizedBody?.spool { spooled = file }
+        return OutgoingMessage(
+            exchange: exchange, routingKey: routingKey, mandatory: true, properties: properties, body: delivery.body, spooledBody: spooled)
     }
 
     /// `x-warren-error` holds at most this many bytes (a handler's explanation can be long).

@@ -24,7 +24,7 @@ struct ExecEnvironment: Sendable {
     /// The variables a message may set, whatever the inherited or configured environment says:
     /// none of them is inherited, so a variable that is absent for this message is absent.
     static let messageVariables: Set<String> = Set(
-        ["WARREN_QUEUE", "WARREN_REDELIVERED", "WARREN_ATTEMPT", "WARREN_HEADERS", "WARREN_HEADERS_BASE64"]
+        ["WARREN_QUEUE", "WARREN_REDELIVERED", "WARREN_ATTEMPT", "WARREN_HEADERS", "WARREN_HEADERS_BASE64", "WARREN_HEADERS_OMITTED"]
             + shortStringVariables + shortStringVariables.map { "\($0)_BASE64" })
 
     /// Warren's environment merged with the configured `env`.
@@ -85,12 +85,20 @@ struct ExecEnvironment: Sendable {
         put("WARREN_TYPE", p.type)
         values.append(name: "WARREN_REDELIVERED", value: input.redelivered ? "1" : "0")
         values.append(name: "WARREN_ATTEMPT", value: String(input.attempt))
-        // The same JSON shape every handler kind sees (`MessageJSON`), and the exact table
-        // when the JSON had to leave something out.
+        // The same JSON shape every handler kind sees (`MessageJSON`), capped so that no message
+        // can push the environment past what exec accepts: whatever room the rest leaves under
+        // the environment budget, at most `HeadersVariable.maxBytes`. The exact table, when the
+        // JSON had to leave a binary entry out, only if it fits the same budget.
+        let reserved = "WARREN_HEADERS=".utf8.count + 1 + "WARREN_HEADERS_OMITTED=".utf8.count + 21
+        let room = HeadersVariable.maxEnvironmentBytes - values.bytes.count - reserved
+        let limit = min(HeadersVariable.maxBytes, max(room, 2))
         var lossy = false
-        let headers = MessageJSON.headersJSON(p.headers, lossy: &lossy)
+        let (headers, omitted) = HeadersVariable.json(p.headers, limit: limit, lossy: &lossy)
         values.append(name: "WARREN_HEADERS", value: String(decoding: headers, as: UTF8.self))
-        if lossy, let encoded = MessageJSON.headersBase64(p.headers) {
+        values.append(name: "WARREN_HEADERS_OMITTED", value: String(omitted))
+        if lossy, let encoded = MessageJSON.headersBase64(p.headers),
+            encoded.utf8.count <= min(HeadersVariable.maxBytes, room - headers.count)
+        {
             values.append(name: "WARREN_HEADERS_BASE64", value: encoded)
         }
         return values

@@ -98,14 +98,15 @@ struct PipeWorker: Sendable {
         let output = execution.standardOutput
         let errors = execution.standardError
         let writer = execution.standardInputWriter
+        let stderr = PipeStderr(handler: settings.handler, index: index, pid: pid, logger: logger)
         return await withTaskGroup(of: Event.self) { group in
             group.addTask { .ended(await readResponses(output, serial: serial)) }
-            group.addTask { await writeRequests(frames, to: writer) }
+            group.addTask { await writeRequests(frames, to: writer, stderr: stderr) }
             group.addTask {
                 for await reason in stops { return .ended(.stopped(reason)) }
                 return .done
             }
-            group.addTask { .stderrTail(await PipeStderr(handler: settings.handler, index: index, pid: pid, logger: logger).drain(errors)) }
+            group.addTask { .stderrTail(await stderr.drain(errors)) }
             var ending: Ending?
             var tail = ""
             while let event = await group.next() {
@@ -173,8 +174,10 @@ struct PipeWorker: Sendable {
         return .closed(.stdout, exitedByItself: true)
     }
 
-    private func writeRequests(_ frames: AsyncStream<PipeProtocol.Frame>, to writer: StandardInputWriter) async -> Event {
+    private func writeRequests(_ frames: AsyncStream<PipeProtocol.Frame>, to writer: StandardInputWriter, stderr: PipeStderr) async -> Event {
         for await frame in frames {
+            // Each message sent gives the worker's stderr a new logging allowance.
+            stderr.messageSent()
             do {
                 // A short count means the process has exited (swift-subprocess stops writing).
                 guard try await writer.write(frame.header) == frame.header.count else { return .ended(.closed(.stdin, exitedByItself: true)) }

@@ -1,4 +1,4 @@
-/// What the ack policy says to do with a delivery after its handler ran (SPEC §4 table).
+/// What the ack policy says to do with a delivery after its handler ran (the table in docs/delivery.md).
 /// Pure: the engine turns the action into publishes and a settlement.
 public enum DeliveryAction: Sendable, Hashable {
     case ack

@@ -109,6 +109,32 @@ struct HostileInputTests {
         }
     }
 
+    @Test func whenTheParkCopyNoLongerFitsAFrameAReducedCopyIsParkedWithTheProducersHeadersWhole() async throws {
+        let harness = try EngineHarness(
+            queueSettings: "ack_policy = \"reject_on_error\"", handler: "noisy",
+            handlers: """
+                [handlers.noisy]
+                kind = "exec"
+                command = ["/bin/sh", "-c", "head -c 3000 /dev/zero | tr '\\\\0' e >&2; exit 3"]
+                """)
+        try await Self.withEngine(harness) { connection in
+            // The producer's headers leave 1,200 bytes of the broker's 128 KiB frame: the full
+            // park copy (2 KiB of stderr tail among its headers) cannot fit, the reduced one can.
+            let frameMax = connection.negotiated.frameMax
+            func properties(blob: Int) -> BasicProperties {
+                BasicProperties(headers: ["x-test": "success", "blob": .bytes(Array(repeating: 0xAB, count: blob))], messageID: "brim")
+            }
+            let blob = frameMax - 1200 - properties(blob: 0).headerFrameSize
+            try await harness.publish("brim", headers: ["blob": .bytes(Array(repeating: 0xAB, count: blob))], on: connection)
+            let parked = try await harness.drainParked(expecting: 1, on: connection)
+            #expect(Self.header(parked.first, "x-warren-reason") == .string("failed"))
+            #expect(Self.header(parked.first, "x-warren-exit-code")?.integerValue == 3, "the reduced copy keeps the exit code")
+            #expect(Self.header(parked.first, "x-warren-stderr-tail") == nil, "and drops the stderr tail")
+            #expect(Self.header(parked.first, "blob") == .bytes(Array(repeating: 0xAB, count: blob)), "the producer's headers are whole")
+            #expect(parked.first?.body == Array("payload".utf8))
+        }
+    }
+
     @Test func anHTTPClientErrorIsParkedWithItsStatus() async throws {
         let server = try await TestHTTPServer.start { _, _ in TestHTTPServer.Response(status: 422) }
         let harness = try EngineHarness(

@@ -40,13 +40,19 @@ final class PublishBackOff: Sendable {
         active.store(false, ordering: .releasing)
     }
 
-    /// Waits out the back-off in force, if any, or until `stop` is set. Returns at once when
-    /// there is none.
-    func wait(unless stop: Latch) async {
+    /// Waits out the back-off in force, if any, then for the publisher to be healthy again
+    /// (`healthy`: a publisher connection up and not blocked by the broker), or until `stop` is
+    /// set. Returns at once when there is none. The next delivery is then the probe: its
+    /// confirmed publish ends the back-off, another transient failure doubles it.
+    func wait(unless stop: Latch, healthy: @Sendable () -> Bool) async {
         guard isActive, let until = state.withLock({ $0.until }) else { return }
         let remaining = until - .now
         if remaining > .zero {
             await sleep(for: remaining, unless: stop)
+        }
+        // Neither reconnecting nor a resource alarm has an event to await here: look twice a second.
+        while !healthy() && !stop.isSet {
+            await sleep(for: .milliseconds(500), unless: stop)
         }
     }
 }

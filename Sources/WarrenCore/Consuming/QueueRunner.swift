@@ -80,7 +80,7 @@ struct QueueRunner: Sendable {
             if processor.backOff.isActive {
                 // A copy could not be published for a reason that may pass: wait before
                 // taking the next delivery, so a broker problem never becomes a hot loop.
-                await processor.backOff.wait(unless: draining)
+                await processor.backOff.wait(unless: draining, healthy: processor.publisher.isHealthy)
                 if draining.isSet {
                     consumer.nack(delivery, requeue: true)
                     metrics.count(.requeued)

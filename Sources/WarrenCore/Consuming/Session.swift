@@ -55,7 +55,8 @@ struct Session: Sendable {
             return Session(
                 configuration: configuration, consumerConnection: consumerConnection, link: link,
                 publisher: EnginePublisher(
-                    link: link, mandatory: configuration.publisher.mandatory, confirmTimeout: configuration.publisher.confirmTimeout),
+                    link: link, mandatory: configuration.publisher.mandatory, confirmTimeout: configuration.publisher.confirmTimeout,
+                    isHealthy: { link.isAttached && status.snapshot.connections[.publisher]?.blocked != true }),
                 dedup: dedup, status: status, handlerOverride: handlerOverride,
                 stallCheckInterval: stallCheckInterval, logger: logger)
         } catch {

@@ -9,6 +9,9 @@ struct EnginePublisher: Sendable {
     let confirmTimeout: Duration
     /// `warren_publishes_total{result}`, resolved once per session.
     let metrics = PublishMetrics()
+    /// Whether publishing can work right now: a publisher connection is up and the broker is not
+    /// blocking it. A queue backing off after a transient failure waits for this.
+    var isHealthy: @Sendable () -> Bool = { true }
 
     /// Publishes concurrently; `nil` when every message was confirmed, else the first problem,
     /// a permanent one before any transient one (a message the broker refuses for good decides

@@ -36,6 +36,9 @@ final class PublisherLink: Sendable {
 
     var connection: AMQPConnection? { state.withLock { $0.connection } }
 
+    /// Whether a publisher connection is up right now.
+    var isAttached: Bool { state.withLock { $0.publisher != nil } }
+
     func attach(_ connection: AMQPConnection, _ publisher: Publisher) {
         let available = state.withLock { state -> Latch in
             state.connection = connection

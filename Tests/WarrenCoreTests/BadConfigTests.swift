@@ -426,7 +426,7 @@ struct BadConfigTests {
         BadConfig(
             name: "handler timeout above the broker's consumer timeout",
             toml: "\(broker)\n[[queues]]\nname = \"q\"\nhandler = \"slow\"\n[handlers.slow]\nkind = \"noop\"\ntimeout = \"31m\"",
-            path: "queues[0].handler", message: #"handler "slow" may run for 31m, above the broker's consumer timeout of 30m"#, at: "5:11"),
+            path: "handlers.slow.timeout", message: #"handler "slow" may run for 31m, above the broker's consumer timeout of 30m"#, at: "8:11"),
         BadConfig(
             name: "queue handler_timeout inherited by the handler above the consumer timeout",
             toml: "\(broker)\n[[queues]]\nname = \"q\"\nhandler = \"h\"\nhandler_timeout = \"45m\"\n[handlers.h]\nkind = \"noop\"",

@@ -191,8 +191,9 @@ struct ConfigurationValidation {
         }
         let timeout = handler.timeout ?? queue.handlerTimeout
         if timeout > c.broker.consumerTimeout {
+            // The handler's own `timeout` is the line to change; an inherited one is the queue's.
             d.report(
-                path,
+                handler.timeout == nil ? path : [.key("handlers"), .key(name), .key("timeout")],
                 "handler \"\(name)\" may run for \(timeout.configText), above the broker's consumer timeout of \(c.broker.consumerTimeout.configText): the broker would close the channel under it; lower the timeout or raise consumer_timeout on the broker and in [broker]")
         }
     }

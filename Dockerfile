@@ -5,7 +5,7 @@
 # stage is debian:bookworm-slim with librabbitmq4 and CA certificates, and no toolchain.
 #
 #   docker build -t warren .
-#   docker run --rm -v "$PWD/config:/etc/warren:ro" warren check
+#   docker run --rm -v "$PWD/config:/etc/warren:ro" -e WARREN_CONFIG=/etc/warren/warren.example.toml warren check
 #   docker run -d --name warren -v /srv/warren:/etc/warren:ro -p 9419:9419 warren
 #
 # The configuration is read from $WARREN_CONFIG (default /etc/warren/warren.toml): mount a

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A warren `pipe` worker: a template to copy (SPEC 5.2). Standard library only.
+"""A warren `pipe` worker: a template to copy (the protocol: README, "pipe"). Standard library only.
 
 Warren starts this process once and keeps it running. For each message it writes one JSON line
 to our stdin, followed by exactly `body_length` raw body bytes. We answer each request with one

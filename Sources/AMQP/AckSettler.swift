@@ -3,7 +3,7 @@ import DequeModule
 /// Decides which `basic.ack` / `basic.nack` / `basic.reject` frames to send for one channel
 /// incarnation, given the order in which its deliveries finished.
 ///
-/// The broker's rules (notes §9, EXP-C): a tag may be settled once; `multiple=true` settles every
+/// The broker's rules: a tag may be settled once; `multiple=true` settles every
 /// unsettled tag up to and including its tag, and its own tag must still be unsettled (else 406
 /// closes the channel); tags already settled inside the range are fine. So the settler:
 /// - walks up from the lowest unsettled tag while deliveries are finished, and sends each run of

@@ -3,7 +3,7 @@ import Glibc
 
 // Conversions between librabbitmq's C structures and Warren's Swift values. Everything decoded
 // here is copied: pointers inside a frame are valid only until the next library call on the
-// connection (notes §1, §11).
+// connection.
 
 extension String {
     /// For texts the broker writes (reply texts, consumer tags), never for message data: a

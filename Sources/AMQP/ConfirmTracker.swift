@@ -7,7 +7,7 @@ import DequeModule
 /// - Sequence numbers start at 1 on each channel incarnation and count every `basic.publish`;
 ///   `basic.ack`/`basic.nack` with `multiple` resolve every sequence number up to their tag.
 /// - `basic.return` carries no sequence number, so returns are matched by `message_id` to the
-///   oldest in-flight publish with that id; a return always precedes its publish's ack (notes §0.5).
+///   oldest in-flight publish with that id; a return always precedes its publish's ack.
 /// - Every publish has a deadline from submission. Past it, the outcome is `timedOut`, whether it
 ///   was sent or still waiting; a late confirm for it is ignored.
 /// Pure: time is passed in as monotonic nanoseconds; `Message` is what gets sent, `Waiter` what

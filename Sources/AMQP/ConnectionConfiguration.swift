@@ -1,6 +1,6 @@
 /// TLS settings for `amqps://` endpoints. librabbitmq 0.11 verifies hostnames against DNS names
 /// only (not IP SANs) and does not load the system trust store, so `caFile` is required when
-/// `verifyPeer` is on (notes §7).
+/// `verifyPeer` is on.
 public struct TLSConfiguration: Sendable, Hashable {
     public var caFile: String?
     public var certFile: String?

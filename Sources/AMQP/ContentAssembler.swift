@@ -2,7 +2,7 @@
 /// content header, then body frames) into one message.
 ///
 /// librabbitmq's own `amqp_read_message` waits for the header and body with no timeout and can
-/// drop frames of other channels (notes §0.4, §8), so Warren reads frames one at a time and keeps
+/// drop frames of other channels, so Warren reads frames one at a time and keeps
 /// one assembler per channel. Pure state: frames in, completed messages out.
 struct ContentAssembler {
     struct DeliverMethod: Sendable, Equatable {

@@ -175,7 +175,7 @@ extension IOLoop {
         case AMQP_CHANNEL_CLOSE_METHOD:
             let m = decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
             // close-ok must go out before the id can be opened again, or the broker closes the
-            // whole connection with 504 "second 'channel.open' seen" (notes §6).
+            // whole connection with 504 "second 'channel.open' seen".
             var ok = amqp_channel_close_ok_t()
             sendMethod(id, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok)
             let error = AMQPError(

@@ -8,7 +8,7 @@ internal import CRabbitMQShims
 /// own statuses, but everything the *broker* objects to (no client certificate, a client
 /// certificate it does not trust) arrives as a bare `AMQP_STATUS_SSL_ERROR`, and in TLS 1.3 only
 /// at login, because the server checks the client certificate after the client has finished its
-/// side of the handshake (notes §7, EXP-D 6). The broker's TLS alert is still in the I/O thread's
+/// side of the handshake. The broker's TLS alert is still in the I/O thread's
 /// OpenSSL error queue then, which is what `warren_tls_last_failure` reads. Both calls run on the
 /// I/O thread, so the thread-local queue belongs to this connection attempt.
 extension IOLoop {

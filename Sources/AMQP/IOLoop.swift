@@ -12,7 +12,8 @@ func nextChannelEpoch() -> UInt64 {
     epochSource.add(1, ordering: .relaxed).newValue
 }
 
-/// The owner of one `amqp_connection_state_t`, running on its own thread (notes §0.1, §4).
+/// The owner of one `amqp_connection_state_t`, running on its own thread: librabbitmq's
+/// connection state is not thread-safe (README, "Architecture").
 ///
 /// Every librabbitmq call for the connection happens here. Each turn of `run()`:
 /// 1. drains input with zero-timeout reads (queued frames first), dispatching every frame and
@@ -184,7 +185,7 @@ final class IOLoop {
             }
             for publish in batch.publishes { enqueue(publish) }
             if isAlive { expirePublishes(now: now) }
-            // Every frame is its own send() in librabbitmq (notes §9): corked, the acks and
+            // Every frame is its own send() in librabbitmq: corked, the acks and
             // publishes of one turn leave in as few segments as fit, and the broker is woken
             // once for them rather than once per frame.
             let corked = isAlive && outboundFrames() > 1 && warren_tcp_cork(amqp_get_sockfd(connection), 1) == 0

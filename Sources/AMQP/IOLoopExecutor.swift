@@ -1,7 +1,7 @@
 internal import CRabbitMQShims
 
-/// Runs tasks on a connection's I/O thread, between turns of its loop (notes §4: the thread
-/// that owns the socket).
+/// Runs tasks on a connection's I/O thread, between turns of its loop: the thread
+/// that owns the socket, and the only one that may call librabbitmq for it.
 ///
 /// A consumer whose processing prefers this executor (`withTaskExecutorPreference`) takes its
 /// deliveries, runs short handlers and settles them on the thread that read them: the hand-over

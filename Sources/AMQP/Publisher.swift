@@ -5,7 +5,7 @@ import Synchronization
 /// the message, or when its deadline passes.
 ///
 /// Mandatory publishes need a `message_id` to match a `basic.return` (it carries no delivery
-/// tag, notes §0.5): when the message has none, one is generated (`w.<process>.<n>`) and the
+/// tag): when the message has none, one is generated (`w.<process>.<n>`) and the
 /// consumer sees it.
 public struct Publisher: Sendable {
     public let connection: AMQPConnection

@@ -199,7 +199,7 @@ struct Tally {
 
     var allConfirmed: Bool { returned == 0 && nacked == 0 && timedOut == 0 && failed == 0 }
 
-    /// SPEC §2's line; `failed=` (a channel or connection error, e.g. 404 for a missing
+    /// The summary line `warren publish` prints; `failed=` (a channel or connection error, e.g. 404 for a missing
     /// exchange) is added only when something failed that way.
     var summary: String {
         "confirmed=\(confirmed) returned=\(returned) nacked=\(nacked) timed_out=\(timedOut)" + (failed > 0 ? " failed=\(failed)" : "")

@@ -38,7 +38,7 @@ struct EngineTests {
 
     static let behaviours = ["success", "fail", "verdict:ack", "verdict:reject", "verdict:requeue", "verdict:retry"]
 
-    /// SPEC §4's table: what each policy does with each outcome.
+    /// The ack-policy table of docs/delivery.md: what each policy does with each outcome.
     static func expected(_ policy: AckPolicy, _ behaviour: String) -> End {
         switch (policy, behaviour) {
         case (.ackFirst, _), (_, "success"), (_, "verdict:ack"): .acked

@@ -4,7 +4,7 @@ import Glibc
 import Testing
 import WarrenCore
 
-/// SPEC §6's endpoints on the real binary: `/metrics` parsed by Prometheus' own text-format
+/// The metrics and health endpoints (docs/metrics-endpoint.md) on the real binary: `/metrics` parsed by Prometheus' own text-format
 /// parser after known traffic, `/healthz`, and `/readyz` following the consumer through a
 /// queue deletion and its recovery.
 @Suite(

@@ -60,7 +60,7 @@ struct RecoveryAndReloadTests {
         for name in TopologyPlan(configuration).queues.map(\.declaration.name) { try? await TestBroker.deleteQueue(name) }
     }
 
-    /// SPEC §1.4: a consumer the broker cancels is recovered; the other queues keep consuming on
+    /// A consumer the broker cancels is recovered; the other queues keep consuming on
     /// the same connection (the session is not restarted).
     @Test func aDeletedQueueIsRedeclaredAndResubscribedWhileTheOtherQueueKeepsItsConsumer() async throws {
         let (deleted, other) = (TestBroker.uniqueName("recover-a"), TestBroker.uniqueName("recover-b"))
@@ -107,7 +107,7 @@ struct RecoveryAndReloadTests {
         await Self.delete(configuration)
     }
 
-    /// SPEC §2: a reload starts added queues; the queue that stays loses no message across it.
+    /// A reload starts added queues; the queue that stays loses no message across it.
     @Test func aReloadStartsAnAddedQueueAndLosesNothingOnTheQueueThatStays() async throws {
         let (kept, added) = (TestBroker.uniqueName("reload-kept"), TestBroker.uniqueName("reload-added"))
         let before = try Self.config([kept], file: "before.toml")
@@ -139,7 +139,7 @@ struct RecoveryAndReloadTests {
         await Self.delete(after)
     }
 
-    /// SPEC §2: SIGHUP with an invalid file is logged and ignored; warren keeps consuming.
+    /// SIGHUP with an invalid file is logged and ignored; warren keeps consuming.
     @Test func sighupWithAnInvalidFileKeepsTheRunningConfiguration() async throws {
         let queue = TestBroker.uniqueName("reload-invalid")
         let config = try WarrenProcess.ConfigFile(WarrenProcess.config(queue: queue))

@@ -6,7 +6,7 @@ import TestSupport
 import Testing
 import WarrenCore
 
-/// SPEC §2 reload, applied as a diff while connected: added queues start, removed queues drain,
+/// A reload, applied as a diff while connected: added queues start, removed queues drain,
 /// changed queues restart their consumer with the new settings, unchanged queues and handlers
 /// are not touched, and a file the broker refuses changes nothing.
 @Suite("Reload applies the difference against RabbitMQ", .requiresBroker, .timeLimit(.minutes(2)))

@@ -147,7 +147,7 @@ struct RoutingTests {
         var description: String { rawValue }
     }
 
-    /// SPEC §4: a fan-out message is acked only when every handler succeeded; with dedup on, the
+    /// A fan-out message is acked only when every handler succeeded; with dedup on, the
     /// retry runs only the handler that failed, with dedup off all of them run again.
     @Test(arguments: Dedup.allCases)
     func aFanOutRetryRerunsOnlyTheFailedHandlerWhenDedupIsOn(dedup: Dedup) async throws {

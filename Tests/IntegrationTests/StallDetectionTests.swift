@@ -5,7 +5,7 @@ import TestSupport
 import Testing
 import WarrenCore
 
-/// SPEC §6: a consumer that looks registered but receives nothing while its queue has ready
+/// A consumer that looks registered but receives nothing while its queue has ready
 /// messages is detected and re-subscribed. The stall is real on the broker's side: a proxy
 /// swallows the `basic.deliver` frames, so the broker holds them as delivered and unacked.
 @Suite("Stalled consumers against RabbitMQ", .requiresBroker, .timeLimit(.minutes(2)))

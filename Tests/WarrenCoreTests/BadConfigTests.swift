@@ -792,7 +792,7 @@ struct KnownLoaderBugTests {
             path: "", message: "syntax error", at: "3:1"))
     }
 
-    // MARK: SPEC rules not enforced
+    // MARK: Rules not enforced
 
     @Test
     func enumeratedValuesAndDeadLetterAreInterpolated() throws {

@@ -4,7 +4,7 @@ import Testing
 
 @testable import WarrenCore
 
-@Suite("The pipe protocol: request framing and response decoding (SPEC 5.2)")
+@Suite("The pipe protocol: request framing and response decoding")
 struct PipeProtocolTests {
     static func input(body: [UInt8], properties: BasicProperties = BasicProperties()) -> HandlerInput {
         HandlerInput(

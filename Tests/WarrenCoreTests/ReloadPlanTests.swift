@@ -2,7 +2,7 @@ import Testing
 
 @testable import WarrenCore
 
-/// What a reload changes: the diff between two configurations (SPEC §2).
+/// What a reload changes: the diff between two configurations (docs/configuration.md, "Reload").
 @Suite struct ReloadPlanTests {
     static let base = """
         [broker]

@@ -1,5 +1,5 @@
 /*
- * A Warren handler plugin in C (SPEC 5.4), built by SwiftPM as libWarrenDemoPluginC.so and
+ * A Warren handler plugin in C (README, "plugin"), built by SwiftPM as libWarrenDemoPluginC.so and
  * exercised by the test suite. Outside SwiftPM:
  *
  *     cc -shared -fPIC -O2 -I Sources/WarrenPlugin/include -o libdemo.so Examples/plugins/c/demo_plugin.c

@@ -1,4 +1,4 @@
-// A Warren handler plugin in Swift (SPEC 5.4): the C ABI of warren_plugin.h, exported with
+// A Warren handler plugin in Swift (README, "plugin"): the C ABI of warren_plugin.h, exported with
 // @_cdecl. SwiftPM builds it as libWarrenDemoPluginSwift.so and the test suite exercises it. It
 // behaves like the C example (Examples/plugins/c/demo_plugin.c), with a reply prefix and the
 // same x-demo-* headers:

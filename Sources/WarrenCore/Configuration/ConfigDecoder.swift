@@ -8,6 +8,9 @@ final class ConfigDecoder {
     let locator: SourceLocator
     let environment: [String: String]
     private(set) var issues: [ConfigIssue] = []
+    /// Test-only: told of every key a getter asks for, with the path of its table, so a test can
+    /// list the schema the getters define. `nil` (one branch per key) outside tests.
+    var keyRecorder: ((_ table: [ConfigPathComponent], _ key: String) -> Void)?
 
     init(file: String, source: String, environment: [String: String]) {
         self.file = file
@@ -101,11 +104,13 @@ final class TableReader {
 
     func has(_ key: String) -> Bool {
         known.append(key)
+        decoder.keyRecorder?(path, key)
         return entries[key] != nil
     }
 
     func node(_ key: String) -> ConfigNode? {
         known.append(key)
+        decoder.keyRecorder?(path, key)
         return entries[key]
     }
 

@@ -30,6 +30,12 @@ indirect enum ConfigNode: Sendable {
         }
     }
 
+    /// A whole TOML document, without the loader's preflight and error positions (for tests
+    /// that read the shipped files).
+    init(document source: String) throws {
+        self.init(try TOMLTable(string: source))
+    }
+
     /// "a string", "an integer", ... for "expected X, got Y" messages.
     var kindDescription: String {
         switch self {

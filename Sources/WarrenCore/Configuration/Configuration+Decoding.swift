@@ -2,7 +2,7 @@ import AMQP
 import Foundation
 import Logging
 
-/// Reads the SPEC §3 schema out of the parsed file into `Configuration`, reporting every
+/// Reads the schema of docs/configuration.md out of the parsed file into `Configuration`, reporting every
 /// problem to the decoder. Semantic checks across sections are in `Configuration+Validation`.
 struct ConfigurationDecoding {
     let d: ConfigDecoder

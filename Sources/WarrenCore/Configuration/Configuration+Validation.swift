@@ -30,7 +30,7 @@ public struct FileChecks: Sendable {
         pluginProblem: PluginProbe.problem(loading:))
 }
 
-/// Checks that span sections or touch the machine (SPEC §3, end). Runs after decoding.
+/// Checks that span sections or touch the machine. Runs after decoding.
 struct ConfigurationValidation {
     let d: ConfigDecoder
     let checks: FileChecks

@@ -2,7 +2,7 @@ import AMQP
 import Foundation
 import Logging
 
-/// Everything `warren.toml` describes (SPEC §3), parsed, defaulted and validated.
+/// Everything `warren.toml` describes (docs/configuration.md), parsed, defaulted and validated.
 /// Defaults live here, next to each field, and nowhere else.
 public struct Configuration: Sendable {
     /// The file this was loaded from (for messages).

@@ -1,5 +1,5 @@
 /// What a reload (SIGHUP) changes, worked out from the running and the new configuration
-/// (SPEC §2): added queues start, removed queues drain, changed queues restart their consumer,
+/// (docs/configuration.md, "Reload"): added queues start, removed queues drain, changed queues restart their consumer,
 /// and everything else is left alone, its in-flight messages included. Handlers are rebuilt
 /// only when their own entry (or the pool size derived from the queues that use them) changed.
 ///

@@ -2,7 +2,7 @@ import AMQP
 import Logging
 
 extension Session {
-    /// Applies a reloaded configuration to the running session (SPEC §2): new handlers are
+    /// Applies a reloaded configuration to the running session (docs/configuration.md, "Reload"): new handlers are
     /// built and the new topology declared first, so a file the broker or a handler refuses
     /// changes nothing; then added queues start, removed and changed queues drain (their
     /// deliveries not yet started go back to the broker unrun), changed queues start again with

@@ -46,7 +46,7 @@ struct Session: Sendable {
         do {
             try await TopologyDeclarer(plan: plan, logger: logger).declare(on: consumerConnection)
             // Publishing gets a connection of its own: a broker that blocks publishers (resource
-            // alarm) stops reading their connection, and acks must keep flowing (notes §0.2).
+            // alarm) stops reading their connection, and acks must keep flowing.
             let (publisherConnection, publisher) = try await PublisherLink.connect(configuration, logger: logger)
             logger.info("connected", metadata: [
                 "endpoint": "\(consumerConnection.negotiated.endpoint)", "heartbeat_s": "\(consumerConnection.negotiated.heartbeat)",

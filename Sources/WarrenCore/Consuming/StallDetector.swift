@@ -1,7 +1,7 @@
 import Synchronization
 
 /// Spots a consumer that looks registered but receives nothing while its queue has messages
-/// ready (SPEC §6): a broker-side glitch, a lost `basic.deliver`, a channel the broker forgot.
+/// ready: a broker-side glitch, a lost `basic.deliver`, a channel the broker forgot.
 /// Nothing else in AMQP reports that state, and warren would otherwise sit connected but not
 /// consuming forever. Fed one sample per check interval; a consumer that was idle (nothing
 /// received, nothing in flight) with ready messages waiting at two checks in a row is stalled.

@@ -31,7 +31,7 @@ public struct HandlerInput: Sendable {
     }
 }
 
-/// An explicit decision by the handler (SPEC §4).
+/// An explicit decision by the handler (what each does: docs/delivery.md, "Ack policies").
 public enum Verdict: Sendable, Hashable {
     case ack
     /// Permanent failure: dead-letter with reason `rejected`.

@@ -2,9 +2,8 @@ import AMQP
 
 /// Whether warren is making progress: the one rule behind `/healthz` and systemd's `WATCHDOG=1`.
 ///
-/// SPEC §6 asks for the watchdog "only while every I/O loop and the engine are making
-/// progress", where "a broker outage is not a reason to stop the watchdog; a wedged loop is".
-/// Reconciled with the issue's "only while the I/O loops turn and consumers are alive", the rule
+/// The watchdog is fed only while every I/O loop and the engine are making progress, and while
+/// consumers are alive: a broker outage is not a reason to stop it, a wedged loop is. The rule
 /// is, for every connection whose I/O loop is running:
 ///
 /// 1. the loop turned within `turnLimit` (an idle loop turns every second), or it is inside a

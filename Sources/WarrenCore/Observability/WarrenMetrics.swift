@@ -1,6 +1,6 @@
 import Metrics
 
-/// The Prometheus series of SPEC §6: their names, their fixed label values, and the start-up
+/// The Prometheus series (docs/metrics-endpoint.md): their names, their fixed label values, and the start-up
 /// pre-creation that makes every series of the configured queues read 0 before any traffic
 /// (so `rate()` and alerts work from the first scrape, not from the first failure).
 ///
@@ -107,7 +107,7 @@ public enum HandlerResult: Int, CaseIterable, Sendable {
 public enum PublishResult: Int, CaseIterable, Sendable {
     case confirmed, nacked, returned, timeout
     /// No confirm at all: no publisher connection within the confirm timeout, or the channel or
-    /// connection died under the publish (not in SPEC §6's list, which has no word for it).
+    /// connection died under the publish.
     case failed
 
     public var label: String {

@@ -1,7 +1,7 @@
 import AMQP
 import Foundation
 
-/// Attempt counting and the retry / dead-letter copies (SPEC §4). Pure.
+/// Attempt counting and the retry / dead-letter copies (docs/delivery.md). Pure.
 public enum RetryPlanner {
     public static let attemptHeader = "x-warren-attempt"
     public static let originalExchangeHeader = "x-warren-original-exchange"

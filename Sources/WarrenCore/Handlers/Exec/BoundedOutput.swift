@@ -2,7 +2,7 @@
 /// blocked on a full pipe would never finish) but only counted, so a runaway handler costs
 /// warren at most `limit` bytes of memory per run.
 struct BoundedOutput: Sendable {
-    /// SPEC 5.1: stdout up to 1 MiB becomes the RPC reply.
+    /// Stdout up to 1 MiB becomes the RPC reply.
     static let replyLimit = 1024 * 1024
 
     let limit: Int

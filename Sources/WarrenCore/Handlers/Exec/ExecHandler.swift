@@ -2,7 +2,7 @@ import Foundation
 import Glibc
 import Logging
 
-/// `exec`: one process per message (SPEC 5.1). The body goes to the program's stdin, the
+/// `exec`: one process per message (README, "exec"). The body goes to the program's stdin, the
 /// message's metadata to its environment (`WARREN_*`), and its exit status decides the outcome:
 /// `0` success (stdout, up to 1 MiB, is the RPC reply), `65` (EX_DATAERR) the verdict reject,
 /// `75` (EX_TEMPFAIL) the verdict retry, anything else, a signal or the timeout a failure with
@@ -11,7 +11,7 @@ import Logging
 /// The handler enforces its own timeout: the process group gets SIGTERM, then SIGKILL after
 /// `terminationGrace`, so nothing the handler started outlives its message.
 struct ExecHandler: MessageHandler {
-    /// SPEC 5.1: SIGKILL follows SIGTERM after 5 s.
+    /// SIGKILL follows SIGTERM after 5 s.
     static let defaultTerminationGrace: Duration = .seconds(5)
 
     struct SetupError: Error, CustomStringConvertible {

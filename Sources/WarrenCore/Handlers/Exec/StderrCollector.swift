@@ -7,7 +7,7 @@ import Logging
 /// line), so a chatty or broken handler cannot flood the log: what is left out is counted and
 /// reported in one closing line.
 struct StderrCollector: Sendable {
-    /// SPEC §4: `x-warren-stderr-tail` is the last 2 KiB.
+    /// `x-warren-stderr-tail` (on a dead letter) is the last 2 KiB of stderr.
     static let tailLimit = 2048
     static let maxLoggedLines = 50
     static let maxLineBytes = 1024

@@ -1,6 +1,6 @@
 import Foundation
 
-/// How a webhook's answer becomes a handler outcome (SPEC §4, §5.3). Kept pure (status, the
+/// How a webhook's answer becomes a handler outcome (README, "http"). Kept pure (status, the
 /// `Retry-After` text, the collected body, a clock reading in; an outcome out) so that every
 /// status class is unit-tested without a server.
 ///
@@ -13,7 +13,7 @@ import Foundation
 /// | 3xx | failure (`HTTP 301`): redirects are not followed, see `HTTPClientHolder` |
 /// | anything else (1xx that ends a request, > 599) | failure |
 enum HTTPResponseMapping {
-    /// The largest response body kept as an RPC reply (SPEC §5.1 uses the same bound for stdout).
+    /// The largest response body kept as an RPC reply (the same bound as an exec handler's stdout).
     static let maxReplyBytes = 1 << 20
 
     /// What was read of the response body.

@@ -1,7 +1,7 @@
 import AMQP
 import Foundation
 
-/// The wire protocol between warren and a `pipe` worker (SPEC 5.2), as pure functions so that
+/// The wire protocol between warren and a `pipe` worker (README, "pipe"), as pure functions so that
 /// every framing and validation rule is unit-tested without a process.
 ///
 /// Request: one JSON line (`id`, `queue`, `exchange`, `routing_key`, `redelivered`, `attempt`,
@@ -23,7 +23,7 @@ enum PipeProtocol {
         var outcome: HandlerOutcome
     }
 
-    /// The response line is not what SPEC 5.2 allows. `description` is the detail that follows
+    /// The response line is not what the pipe protocol allows. `description` is the detail that follows
     /// "pipe worker sent an invalid response: ".
     struct Violation: Error, Sendable, Equatable, CustomStringConvertible {
         var description: String

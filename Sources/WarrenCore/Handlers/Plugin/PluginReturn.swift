@@ -22,7 +22,7 @@ struct PluginReturn: Sendable, Hashable {
             reply: result.reply.data.map { Array(UnsafeBufferPointer(start: $0, count: result.reply.len)) })
     }
 
-    /// The verdict mapped onto Warren's outcomes (SPEC §4). The reply goes with an ack only: the
+    /// The verdict mapped onto Warren's outcomes (docs/delivery.md). The reply goes with an ack only: the
     /// engine publishes no output for the other verdicts.
     var outcome: HandlerOutcome {
         switch verdict {

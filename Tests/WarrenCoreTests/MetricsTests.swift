@@ -6,7 +6,7 @@ import Testing
 
 @testable import WarrenCore
 
-/// The series of docs/metrics-endpoint.md against swift-metrics' test backend: what exists before any traffic,
+/// The series of docs/operations.md against swift-metrics' test backend: what exists before any traffic,
 /// how status snapshots map to the state gauges, and what the HTTP endpoints answer.
 @Suite("Metrics and endpoints")
 struct MetricsTests {

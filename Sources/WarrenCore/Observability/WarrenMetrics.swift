@@ -1,6 +1,6 @@
 import Metrics
 
-/// The Prometheus series (docs/metrics-endpoint.md): their names, their fixed label values, and the start-up
+/// The Prometheus series (docs/operations.md): their names, their fixed label values, and the start-up
 /// pre-creation that makes every series of the configured queues read 0 before any traffic
 /// (so `rate()` and alerts work from the first scrape, not from the first failure).
 ///

@@ -94,9 +94,13 @@ if [ "${KEEP_DEBUG:-0}" != "1" ] && command -v strip >/dev/null 2>&1; then
 fi
 "${as_root[@]}" mv -f "$destdir$bindir/.warren.new" "$destdir$bindir/warren"
 
-# The unit names /usr/local/bin/warren and the /usr/local doc path; point them at this prefix.
+# The unit names /usr/local/bin/warren and the /usr/local doc path; point them at this prefix,
+# and name the manual pages installed below (`systemctl help warren` opens them).
+manuals="man:warren.toml(5)"
+if [ -s "$scratch/warren.1.gz" ]; then manuals="man:warren(1) $manuals"; fi
 sed -e "s|/usr/local/bin/warren|$bindir/warren|g" \
-    -e "s|/usr/local/share/doc/warren|$docdir|g" systemd/warren.service > "$scratch/warren.service"
+    -e "s|/usr/local/share/doc/warren|$docdir|g" \
+    -e "s|^Documentation=|Documentation=$manuals |" systemd/warren.service > "$scratch/warren.service"
 stage -m 0644 "$scratch/warren.service" "$destdir$UNITDIR/warren.service"
 
 stage -m 0644 Sources/WarrenPlugin/include/warren_plugin.h "$destdir$prefix/include/warren_plugin.h"

@@ -4,7 +4,7 @@ import WarrenCore
 
 /// `--config PATH`, defaulting to `$WARREN_CONFIG`, then /etc/warren/warren.toml.
 struct ConfigOption: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("The configuration file.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("The configuration file (default: $WARREN_CONFIG, else /etc/warren/warren.toml).", valueName: "path"))
     var config: String?
 
     var path: String {

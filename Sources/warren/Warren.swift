@@ -10,6 +10,24 @@ struct Warren: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "warren",
         abstract: "A RabbitMQ consumer daemon: queues and handlers declared in one TOML file.",
+        // Also the DESCRIPTION of the warren(1) manual page, which is generated from this
+        // definition (scripts/install.sh, MANUAL=1): say here what a reader of the page needs.
+        discussion: """
+            Warren consumes the queues declared in its configuration file and runs a handler for \
+            every message: a process per message, long-lived worker processes, an HTTP request, \
+            a shared library loaded in process, or a built-in. By default a message is \
+            acknowledged once its handler succeeds; failures are retried through delay queues \
+            and then dead-lettered.
+
+            The configuration file is --config, else $WARREN_CONFIG, else \
+            /etc/warren/warren.toml. Its format is described in warren.toml(5); \
+            warren.reference.toml, installed with the documentation (/usr/share/doc/warren from \
+            the Debian package), lists every key with its default.
+
+            Exit statuses follow sysexits.h: 64 bad usage, 69 broker unavailable, 70 internal \
+            error, 78 configuration error (systemd does not restart after 78); `publish` exits \
+            1 when a message was not confirmed.
+            """,
         version: WarrenVersion.current,
         subcommands: [Run.self, Check.self, Publish.self, Version.self])
 

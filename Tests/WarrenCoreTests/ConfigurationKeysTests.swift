@@ -269,4 +269,28 @@ struct ConfigurationKeysTests {
         #expect(schema.keys.contains(Key(table: "handlers.NAME:exec", key: "command")))
         #expect(schema.commonHandlerKeys == ["kind", "timeout"])
     }
+
+    // MARK: docs/man/warren.toml.5
+
+    /// The words set in bold on the manual page's request lines (`.B key`, `.BR a ", " b`,
+    /// `.RB { a ", " b }`), where it names keys, and in its section headings (`.SH "[broker]"`),
+    /// where it names tables.
+    static func boldWords(inManualPage text: String) -> Set<String> {
+        var words: Set<String> = []
+        for line in text.split(separator: "\n") where [".B ", ".BR ", ".RB ", ".SH "].contains(where: { line.hasPrefix($0) }) {
+            for word in line.dropFirst(3).split(whereSeparator: { !($0.isLetter || $0.isNumber || $0 == "_") }) {
+                words.insert(String(word))
+            }
+        }
+        return words
+    }
+
+    @Test func theManualPageNamesEveryKeyTheDecoderReads() throws {
+        let schema = try Self.decoderSchema()
+        let path = RepositoryConfigs.directory.deletingLastPathComponent().appendingPathComponent("docs/man/warren.toml.5").path
+        let named = Self.boldWords(inManualPage: try String(contentsOfFile: path, encoding: .utf8))
+        let missing = Set(schema.keys.map(\.key)).subtracting(named).sorted()
+        #expect(missing.isEmpty, "keys the decoder reads that warren.toml(5) does not name in bold: \(missing)")
+    }
+
 }

@@ -13,7 +13,7 @@ func nextChannelEpoch() -> UInt64 {
 }
 
 /// The owner of one `amqp_connection_state_t`, running on its own thread: librabbitmq's
-/// connection state is not thread-safe (README, "Architecture").
+/// connection state is not thread-safe (docs/architecture.md).
 ///
 /// Every librabbitmq call for the connection happens here. Each turn of `run()`:
 /// 1. drains input with zero-timeout reads (queued frames first), dispatching every frame and

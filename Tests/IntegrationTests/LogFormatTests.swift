@@ -4,7 +4,7 @@ import Glibc
 import Testing
 import WarrenCore
 
-/// Warren's logs (README, "Logs"), read from the real binary's stderr as journald or `docker logs` would get
+/// Warren's logs (docs/operations.md, "Logs"), read from the real binary's stderr as journald or `docker logs` would get
 /// them: one event per line that a logfmt or JSON parser accepts, with `ts`, `level`, `event`
 /// and the message context keys, no colours, and never a password.
 @Suite("Log lines of warren run", .requiresBroker, .timeLimit(.minutes(1)))

@@ -4,7 +4,7 @@ import Glibc
 import Testing
 import WarrenCore
 
-/// systemd notify and the watchdog (README, "systemd notify and watchdog") under systemd (`Type=notify`, `WatchdogSec=`), with the real binary and a
+/// systemd notify and the watchdog (docs/operations.md, "Notify and watchdog") under systemd (`Type=notify`, `WatchdogSec=`), with the real binary and a
 /// `NOTIFY_SOCKET` the test owns: `READY=1` once consumers are up, `WATCHDOG=1` while warren
 /// makes progress, paused while its consumer connection is black-holed (it looks alive but
 /// receives nothing) and resumed once warren notices and reconnects (an outage is not a reason

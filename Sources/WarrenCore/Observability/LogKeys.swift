@@ -1,4 +1,4 @@
-/// Metadata keys of Warren's log events, in one place (README, "Logs").
+/// Metadata keys of Warren's log events, in one place (docs/operations.md, "Logs").
 public enum LogKeys {
     public static let queue = "queue"
     public static let handler = "handler"

@@ -1,5 +1,5 @@
 /*
- * warren_plugin.h: the C ABI of Warren's in-process handler plugins (README, "plugin").
+ * warren_plugin.h: the C ABI of Warren's in-process handler plugins (docs/handlers.md, "plugin").
  *
  * A plugin is a shared library that exports
  *

@@ -2,7 +2,7 @@ import Foundation
 import Glibc
 import Logging
 
-/// `exec`: one process per message (README, "exec"). The body goes to the program's stdin, the
+/// `exec`: one process per message (docs/handlers.md, "exec"). The body goes to the program's stdin, the
 /// message's metadata to its environment (`WARREN_*`), and its exit status decides the outcome:
 /// `0` success (stdout, up to 1 MiB, is the RPC reply), `65` (EX_DATAERR) the verdict reject,
 /// `75` (EX_TEMPFAIL) the verdict retry, anything else, a signal or the timeout a failure with

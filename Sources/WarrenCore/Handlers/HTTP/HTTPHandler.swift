@@ -5,7 +5,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 
-/// `http`: each message becomes one request to a webhook (README, "http"). The body goes out as is,
+/// `http`: each message becomes one request to a webhook (docs/handlers.md, "http"). The body goes out as is,
 /// with the message's `Content-Type` and `X-Warren-*` metadata headers; the answer's status
 /// decides the outcome (`HTTPResponseMapping`), and a 2xx body is the RPC reply.
 ///

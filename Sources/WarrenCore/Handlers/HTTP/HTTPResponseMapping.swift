@@ -1,6 +1,6 @@
 import Foundation
 
-/// How a webhook's answer becomes a handler outcome (README, "http"). Kept pure (status, the
+/// How a webhook's answer becomes a handler outcome (docs/handlers.md, "http"). Kept pure (status, the
 /// `Retry-After` text, the collected body, a clock reading in; an outcome out) so that every
 /// status class is unit-tested without a server.
 ///

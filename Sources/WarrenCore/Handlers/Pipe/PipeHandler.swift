@@ -3,7 +3,7 @@ import Logging
 import Subprocess
 import SystemPackage
 
-/// `pipe`: long-lived worker processes that answer framed requests on stdin/stdout (README, "pipe").
+/// `pipe`: long-lived worker processes that answer framed requests on stdin/stdout (docs/handlers.md, "pipe").
 ///
 /// `run()` keeps `instances` workers alive, restarting any that end with back-off. `handle`
 /// encodes the message, gives it to a worker with room (or waits for one, oldest first) and

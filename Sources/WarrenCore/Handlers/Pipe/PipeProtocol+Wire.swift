@@ -1,6 +1,6 @@
 import AMQP
 
-// The JSON shapes of a worker's response (README, "pipe"), decoded with `JSONDecoder` so that a wrong
+// The JSON shapes of a worker's response (docs/handlers.md, "pipe"), decoded with `JSONDecoder` so that a wrong
 // type is reported with its field path. Unknown keys are ignored: a worker written against a
 // later warren may send more.
 

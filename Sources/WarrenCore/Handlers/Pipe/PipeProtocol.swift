@@ -1,7 +1,7 @@
 import AMQP
 import Foundation
 
-/// The wire protocol between warren and a `pipe` worker (README, "pipe"), as pure functions so that
+/// The wire protocol between warren and a `pipe` worker (docs/handlers.md, "pipe"), as pure functions so that
 /// every framing and validation rule is unit-tested without a process.
 ///
 /// Request: one JSON line (`id`, `queue`, `exchange`, `routing_key`, `redelivered`, `attempt`,

@@ -1,6 +1,6 @@
 import Logging
 
-/// `plugin`: an in-process shared library speaking the C ABI of `warren_plugin.h` (README, "plugin").
+/// `plugin`: an in-process shared library speaking the C ABI of `warren_plugin.h` (docs/handlers.md, "plugin").
 ///
 /// Each message is one `handle` call on the entry's blocking thread pool. A C call cannot be
 /// interrupted, so the timeout is the waiting's, not the call's: at the handler timeout the run

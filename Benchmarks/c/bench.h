@@ -68,7 +68,7 @@ static inline void bench_check_reply(amqp_rpc_reply_t reply, const char *context
 
 /* Connects and logs in to an amqp:// URL, opens channel 1. Heartbeats are off: every tool runs
  * for seconds on localhost, and 0.11's heartbeat path is the one with the infinite-wait bug
- * (notes §2, #780). */
+ * (rabbitmq-c issue #780, fixed in 0.14: a publish past 2x the heartbeat waits for input forever). */
 static inline amqp_connection_state_t bench_connect(const char *url) {
     struct amqp_connection_info info;
     char *copy = strdup(url);

@@ -1,5 +1,5 @@
 /*
- * bench_plugin: the handler plugin that scripts/bench loads into warren (SPEC 5.4), compiled
+ * bench_plugin: the handler plugin that scripts/bench loads into warren (docs/handlers.md, "plugin"), compiled
  * with `cc -shared -fPIC -O2 -I Sources/WarrenPlugin/include`. Two modes, from the entry's
  * `config`:
  *

@@ -92,14 +92,19 @@ struct HostileInputTests {
         }
     }
 
-    @Test func anExecRejectIsParkedWithItsExitCodeAndStderr() async throws {
-        let harness = try EngineHarness(
-            queueSettings: "ack_policy = \"nack_on_error\"", handler: "rejecter",
+    /// A harness whose queue runs one exec handler: `/bin/sh -c script`.
+    static func execHarness(policy: AckPolicy, script: String) throws -> EngineHarness {
+        try EngineHarness(
+            queueSettings: "ack_policy = \"\(policy.rawValue)\"", handler: "sh",
             handlers: """
-                [handlers.rejecter]
+                [handlers.sh]
                 kind = "exec"
-                command = ["/bin/sh", "-c", "echo 'order 7 is malformed' >&2; exit 65"]
+                command = ["/bin/sh", "-c", "\(script)"]
                 """)
+    }
+
+    @Test func anExecRejectIsParkedWithItsExitCodeAndStderr() async throws {
+        let harness = try Self.execHarness(policy: .nackOnError, script: "echo 'order 7 is malformed' >&2; exit 65")
         try await Self.withEngine(harness) { connection in
             try await harness.publish("malformed", on: connection)
             let parked = try await harness.drainParked(expecting: 1, on: connection)
@@ -110,13 +115,7 @@ struct HostileInputTests {
     }
 
     @Test func whenTheParkCopyNoLongerFitsAFrameAReducedCopyIsParkedWithTheProducersHeadersWhole() async throws {
-        let harness = try EngineHarness(
-            queueSettings: "ack_policy = \"reject_on_error\"", handler: "noisy",
-            handlers: """
-                [handlers.noisy]
-                kind = "exec"
-                command = ["/bin/sh", "-c", "head -c 3000 /dev/zero | tr '\\\\0' e >&2; exit 3"]
-                """)
+        let harness = try Self.execHarness(policy: .rejectOnError, script: "head -c 3000 /dev/zero | tr '\\\\0' e >&2; exit 3")
         try await Self.withEngine(harness) { connection in
             // The producer's headers leave 1,200 bytes of the broker's 128 KiB frame: the full
             // park copy (2 KiB of stderr tail among its headers) cannot fit, the reduced one can.

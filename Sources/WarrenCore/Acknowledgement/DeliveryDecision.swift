@@ -20,7 +20,9 @@ struct DeliveryDecision {
         var queue: QueueConfiguration
         var delivery: Delivery
         var attempt: Int
-        var now: Date = Date()
+        /// When the copies are stamped (`x-warren-failed-at`); nil reads the clock when a
+        /// dead-letter copy is made, so a message that is simply handled costs no clock read.
+        var now: Date? = nil
     }
 
     /// What started the decision.
@@ -255,7 +257,7 @@ struct DeliveryDecision {
     private func parkCopy(_ park: Park) -> OutgoingMessage {
         RetryPlanner.deadLetterCopy(
             of: context.delivery, exchange: park.exchange, routingKey: park.routingKey, reason: park.reason, error: park.error,
-            handler: park.handler, attempts: context.attempt, failure: park.failure, now: context.now)
+            handler: park.handler, attempts: context.attempt, failure: park.failure, now: context.now ?? Date())
     }
 
     /// The park copy with warren's own headers cut to what fits anywhere: the producer's headers
@@ -264,7 +266,7 @@ struct DeliveryDecision {
         RetryPlanner.deadLetterCopy(
             of: context.delivery, exchange: park.exchange, routingKey: park.routingKey, reason: park.reason,
             error: RetryPlanner.shortened(park.error, to: RetryPlanner.reducedErrorLimit), handler: park.handler.map { RetryPlanner.shortened($0, to: 64) },
-            attempts: context.attempt, failure: park.failure.map(RetryPlanner.reduced), now: context.now)
+            attempts: context.attempt, failure: park.failure.map(RetryPlanner.reduced), now: context.now ?? Date())
     }
 
     private mutating func parked(_ park: Park) -> Action {

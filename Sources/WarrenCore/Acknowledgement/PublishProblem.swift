@@ -31,7 +31,7 @@ public struct PublishProblem: Sendable, Hashable, CustomStringConvertible {
     public var isPermanent: Bool { kind == .permanent }
     public var description: String { text }
 
-    /// The class of a broker's answer to a publish to `exchange`.
+    /// The class of a broker's answer to a publish; nil when it was confirmed.
     public static func classify(_ outcome: PublishOutcome) -> Kind? {
         switch outcome {
         case .confirmed: nil
@@ -50,7 +50,7 @@ public struct PublishProblem: Sendable, Hashable, CustomStringConvertible {
             return .permanent
         case .channelClosed:
             if error.replyCode == 406 { return .permanent }
-            if !exchange.isEmpty, let text = error.replyText ?? Optional(error.message), text.contains("'\(exchange)'") {
+            if !exchange.isEmpty, (error.replyText ?? error.message).contains("'\(exchange)'") {
                 return .permanent
             }
             return .transient

@@ -122,11 +122,10 @@ public enum RetryPlanner {
     }
 
     /// A failure's forensics for a reduced park copy: the exit code, signal and HTTP status
-    /// stay; the stderr tail goes.
+    /// stay; the stderr tail goes (the error text is shortened by the caller).
     static func reduced(_ failure: HandlerFailure) -> HandlerFailure {
         var reduced = failure
         reduced.stderrTail = nil
-        reduced.error = shortened(failure.error, to: reducedErrorLimit)
         return reduced
     }
 

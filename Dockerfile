@@ -4,7 +4,7 @@
 # scripts/install.sh that installs on a host (.ci/run runs those steps natively); the runtime
 # stage is debian:bookworm-slim with librabbitmq4 and CA certificates, and no toolchain.
 #
-#   docker build -t warren .
+#   docker build -t warren --build-arg WARREN_GIT_COMMIT="$(git rev-parse --short=12 HEAD)" .
 #   docker run --rm -v "$PWD/config:/etc/warren:ro" -e WARREN_CONFIG=/etc/warren/warren.example.toml warren check
 #   docker run -d --name warren -v /srv/warren:/etc/warren:ro -p 9419:9419 warren
 #
@@ -22,6 +22,10 @@ RUN export DEBIAN_FRONTEND=noninteractive \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+# The build context has no .git: the commit `warren version` prints comes from this argument
+# (left empty, the binary says only its version).
+ARG WARREN_GIT_COMMIT=""
+ENV WARREN_GIT_COMMIT=${WARREN_GIT_COMMIT}
 # The cache mount keeps package checkouts and object files between builds of this Dockerfile;
 # the installed tree in /staging is what leaves the stage.
 RUN --mount=type=cache,target=/src/.build \

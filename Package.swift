@@ -5,6 +5,16 @@ import PackageDescription
 // same as a developer's build.
 let strict: [SwiftSetting] = [.treatAllWarnings(as: .error)]
 
+// The commit `warren version` prints: WARREN_GIT_COMMIT from the build's environment (the
+// Dockerfile passes it, since its build context has no .git), else the checkout's own.
+let buildCommit: String = {
+    if let given = Context.environment["WARREN_GIT_COMMIT"], !given.isEmpty {
+        return String(given.filter { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." }.prefix(64))
+    }
+    guard let git = Context.gitInformation else { return "" }
+    return String(git.currentCommit.prefix(12)) + (git.hasUncommittedChanges ? "-dirty" : "")
+}()
+
 let package = Package(
     name: "warren",
     platforms: [.macOS(.v15)],
@@ -53,6 +63,11 @@ let package = Package(
             name: "CSpawn",
             cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]
         ),
+        // The commit the binary was built from, as a C string defined for one file.
+        .target(
+            name: "WarrenBuildInfo",
+            cSettings: [.define("WARREN_GIT_COMMIT", to: "\"\(buildCommit)\"")]
+        ),
         // The public C header of in-process handler plugins (warren_plugin.h).
         .target(name: "WarrenPlugin"),
         .target(
@@ -71,6 +86,7 @@ let package = Package(
                 "AMQP",
                 "CSpawn",
                 "WarrenPlugin",
+                "WarrenBuildInfo",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Subprocess", package: "swift-subprocess"),

@@ -26,7 +26,7 @@ struct Run: AsyncParsableCommand {
         let notifier = SystemdNotifier.fromEnvironment()
         let logger = Bootstrap.logging(configuration.log, override: logLevel.flatMap(Logger.Level.init(rawValue:)))
         logger.info("starting", metadata: [
-            "version": "\(WarrenVersion.current)", "config": "\(options.path)", "queues": "\(configuration.queues.count)",
+            "version": "\(WarrenVersion.description)", "config": "\(options.path)", "queues": "\(configuration.queues.count)",
         ])
         let status = EngineStatus()
         let server = try await Self.observabilityServer(configuration, status: status, logger: logger)

@@ -54,10 +54,11 @@ struct Warren: AsyncParsableCommand {
 }
 
 struct Version: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print Warren's version and librabbitmq's.")
+    static let configuration = CommandConfiguration(
+        abstract: "Print Warren's version, the commit it was built from, and librabbitmq's version.")
 
     func run() {
-        print("warren \(WarrenVersion.current)")
+        print("warren \(WarrenVersion.description)")
         print("librabbitmq \(LibRabbitMQ.version)")
     }
 }

@@ -5,8 +5,10 @@ import PackageDescription
 // same as a developer's build.
 let strict: [SwiftSetting] = [.treatAllWarnings(as: .error)]
 
-// The commit `warren version` prints: WARREN_GIT_COMMIT from the build's environment (the
-// Dockerfile passes it, since its build context has no .git), else the checkout's own.
+// The commit `warren version` prints: WARREN_GIT_COMMIT from the build's environment
+// (scripts/install.sh sets it; the Dockerfile passes it, since its build context has no .git),
+// else the checkout's own. SwiftPM caches this manifest's result until the manifest or the
+// environment changes, so a plain `swift build` after a new commit can name the previous one.
 let buildCommit: String = {
     if let given = Context.environment["WARREN_GIT_COMMIT"], !given.isEmpty {
         return String(given.filter { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." }.prefix(64))

@@ -50,6 +50,13 @@ read -r -a extra_flags <<<"${SWIFT_BUILD_FLAGS:-}"
 # -z now: full RELRO, every symbol bound at start and the GOT then read-only (Debian's default
 # hardening for binaries; a link option only).
 build_flags=(-c release --static-swift-stdlib -Xlinker -z -Xlinker now --product warren "${extra_flags[@]}")
+# The commit `warren version` prints. Package.swift reads WARREN_GIT_COMMIT; it also asks git
+# itself, but SwiftPM caches the manifest's result across commits (not across environments), so
+# the installed binary gets it from here.
+if [ -z "${WARREN_GIT_COMMIT:-}" ] && commit="$(git rev-parse --short=12 HEAD 2>/dev/null)"; then
+  [ -z "$(git status --porcelain 2>/dev/null)" ] || commit="$commit-dirty"
+  export WARREN_GIT_COMMIT="$commit"
+fi
 if [ "${MANUAL:-0}" = "1" ]; then
   # warren(1) from the command-line definition, by swift-argument-parser's GenerateManual plugin.
   # The page's date: SOURCE_DATE_EPOCH, else the commit's, else today (a checkout without git,

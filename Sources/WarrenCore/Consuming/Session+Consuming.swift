@@ -5,15 +5,17 @@ extension Session {
     /// Consumes the slot's queue until it drains, then sets `done`. When the consumer ends on
     /// its own, its in-flight messages finish (their settlements go nowhere: the broker
     /// redelivers them), then the queue is re-declared (if warren owns it) and re-subscribed,
-    /// with back-off. Without a `first` runner it starts by subscribing.
-    func keepConsuming(_ slot: QueueSlot, first: QueueRunner?, consumers: LiveConsumers) async {
+    /// with back-off. Without a `first` runner it starts by subscribing (after a back-off step
+    /// when `retrying`: the session could not declare or subscribe it a moment ago). Each time
+    /// it subscribes and every configured queue has a consumer, it sets `ready`.
+    func keepConsuming(_ slot: QueueSlot, first: QueueRunner?, consumers: LiveConsumers, retrying: Bool = false, ready: Latch? = nil) async {
         defer { slot.done.set() }
         let queue = slot.queue
         var backoff = Backoff(initial: configuration.broker.reconnectInitialDelay, maximum: configuration.broker.reconnectMaxDelay)
         let clock = ContinuousClock()
         var runner = first
         // Re-subscribing after a consumer ended waits a back-off step first; a new slot does not.
-        var resubscribing = false
+        var resubscribing = retrying
         while true {
             if let current = runner {
                 let subscribed = clock.now
@@ -35,7 +37,8 @@ extension Session {
                 do {
                     if queue.declare {
                         let plan = TopologyPlan(slot.configuration).restricted(to: [queue.name])
-                        try await TopologyDeclarer(plan: plan, logger: logger).declare(on: consumerConnection)
+                        let declared = try await TopologyDeclarer(plan: plan, logger: logger).declare(on: consumerConnection)
+                        if let problems = declared.deferred[queue.name] { throw TopologyError(problems: problems) }
                     }
                     runner = try await subscribe(slot, consumers: consumers)
                     // A drain that began while subscribing would miss this consumer.
@@ -43,6 +46,7 @@ extension Session {
                     logger.info(resubscribing ? "consumer up again" : "consumer up", metadata: [
                         LogKeys.queue: "\(queue.name)", "attempts": "\(attempts)",
                     ])
+                    if let ready, status.snapshot.isReady { ready.set() }
                 } catch {
                     let metadata: Logger.Metadata = [LogKeys.queue: "\(queue.name)", LogKeys.error: "\(error)", "attempts": "\(attempts)"]
                     if attempts == 1 {

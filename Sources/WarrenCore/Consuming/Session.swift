@@ -36,6 +36,9 @@ struct Session: Sendable {
     let handlerOverride: HandlerRegistry.Override?
     /// How often an idle consumer is checked for a stall (StallDetector).
     let stallCheckInterval: Duration
+    /// Queues the broker refused for now when the session opened (TopologyDeclarer.Outcome):
+    /// the session starts without them and keeps retrying them while the others consume.
+    var deferred: [String: [TopologyError.Problem]] = [:]
     let logger: Logger
 
     static func open(
@@ -44,7 +47,7 @@ struct Session: Sendable {
     ) async throws -> Session {
         let consumerConnection = try await AMQPConnection.connect(configuration.connectionConfiguration(role: "consumer"), logger: logger)
         do {
-            try await TopologyDeclarer(plan: plan, logger: logger).declare(on: consumerConnection)
+            let declared = try await TopologyDeclarer(plan: plan, logger: logger).declare(on: consumerConnection)
             // Publishing gets a connection of its own: a broker that blocks publishers (resource
             // alarm) stops reading their connection, and acks must keep flowing.
             let (publisherConnection, publisher) = try await PublisherLink.connect(configuration, logger: logger)
@@ -58,7 +61,7 @@ struct Session: Sendable {
                     link: link, mandatory: configuration.publisher.mandatory, confirmTimeout: configuration.publisher.confirmTimeout,
                     isHealthy: { link.isAttached && status.snapshot.connections[.publisher]?.blocked != true }),
                 dedup: dedup, status: status, handlerOverride: handlerOverride,
-                stallCheckInterval: stallCheckInterval, logger: logger)
+                stallCheckInterval: stallCheckInterval, deferred: declared.deferred, logger: logger)
         } catch {
             await consumerConnection.close()
             throw error
@@ -72,9 +75,20 @@ struct Session: Sendable {
         let ending = Latch()
         let lost = Latch()
         let consumers = LiveConsumers()
-        var started: [(slot: QueueSlot, runner: QueueRunner)] = []
+        // A queue without a runner is retried by keepConsuming, with back-off, while the others run.
+        var started: [(slot: QueueSlot, runner: QueueRunner?)] = []
         for queue in start.configuration.queues {
             let slot = QueueSlot(queue: queue, configuration: start.configuration, handlers: start.handlers)
+            if let problems = deferred[queue.name] {
+                for problem in problems {
+                    logger.warning("topology refused for now, retrying", metadata: [
+                        LogKeys.queue: "\(queue.name)", "config": "\(start.configuration.sourceFile)", "problem": "\(problem)",
+                    ])
+                }
+                status.consumer(queue.name, live: false)
+                started.append((slot, nil))
+                continue
+            }
             do {
                 let runner = try await subscribe(slot, consumers: consumers)
                 started.append((slot, runner))
@@ -82,6 +96,12 @@ struct Session: Sendable {
                     LogKeys.queue: "\(queue.name)", "prefetch": "\(queue.prefetch)", "concurrency": "\(queue.concurrency)",
                     "workers": "\(runner.concurrency)",
                 ])
+            } catch let error as AMQPError where error.code == .channelClosed {
+                // The broker refused this queue's consumer (on a cluster: its node or leader is
+                // gone for now); the connection lives, and so do the other queues.
+                logger.warning("cannot subscribe yet; retrying with back-off", metadata: [LogKeys.queue: "\(queue.name)", LogKeys.error: "\(error)"])
+                status.consumer(queue.name, live: false)
+                started.append((slot, nil))
             } catch {
                 logger.error("cannot consume", metadata: [LogKeys.queue: "\(queue.name)", LogKeys.error: "\(error)"])
                 await close(consumers)
@@ -90,13 +110,14 @@ struct Session: Sendable {
                 return (.lost, start)
             }
         }
-        ready.set()
-        logger.info("ready", metadata: ["queues": "\(started.count)"])
+        let consuming = started.filter { $0.runner != nil }.count
+        if consuming == started.count { ready.set() }
+        logger.info("ready", metadata: ["queues": "\(consuming)", "waiting": "\(started.count - consuming)"])
         var slots = started.map(\.slot)
 
         return await withTaskGroup(of: Void.self) { group in
             for (slot, runner) in started {
-                group.addTask { await keepConsuming(slot, first: runner, consumers: consumers) }
+                group.addTask { await keepConsuming(slot, first: runner, consumers: consumers, retrying: runner == nil, ready: ready) }
             }
             group.addTask { await watch(consumerConnection, role: .consumer, lost: lost, status: status, logger: logger) }
             group.addTask { await keepPublisherConnected(ending: ending) }

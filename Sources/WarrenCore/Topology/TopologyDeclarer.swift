@@ -12,9 +12,21 @@ public struct TopologyDeclarer: Sendable {
         self.logger = logger
     }
 
-    /// Declares everything. Throws `TopologyError` listing every contradiction, or the
-    /// `AMQPError` that broke the connection.
-    public func declare(on connection: AMQPConnection) async throws {
+    /// What a declaration left for later: configured queues whose own steps (the queue, its
+    /// retry ladder, its parking queue, its bindings) the broker refused for now, for a reason
+    /// that may pass without any change to the file (a cluster node that holds one of them is
+    /// down, a queue held exclusively by another connection). The rest of the plan is declared.
+    public struct Outcome: Sendable {
+        /// Configured queue name -> the refusals that hold it back.
+        public var deferred: [String: [TopologyError.Problem]] = [:]
+    }
+
+    /// Declares everything it can. Throws `TopologyError` listing every problem when one of them
+    /// is the file's (exit 78), or when a shared step (an exchange) is refused for now; throws
+    /// the `AMQPError` that broke the connection. A queue refused for now is left out and
+    /// returned in `deferred`: the caller consumes the others and retries it.
+    @discardableResult
+    public func declare(on connection: AMQPConnection) async throws -> Outcome {
         var problems: [TopologyError.Problem] = []
         for step in plan.exchanges {
             if let error = try await channelError({ () async throws(AMQPError) in try await connection.declareExchange(step.declaration) }) {
@@ -26,25 +38,49 @@ public struct TopologyDeclarer: Sendable {
         }
         for step in plan.queues {
             if let error = try await channelError({ () async throws(AMQPError) in _ = try await connection.declareQueue(step.declaration) }) {
+                if try await acceptsLegacyLadderQueue(step, error, on: connection) { continue }
                 problems.append(queueProblem(step, error))
             }
         }
-        if problems.isEmpty {
-            for step in plan.bindings {
+        var held = Set(problems.compactMap(\.queue))
+        if problems.allSatisfy(\.isTransient) && problems.allSatisfy({ $0.queue != nil }) {
+            for step in plan.bindings where !held.contains(step.queue) {
                 let bind = { () async throws(AMQPError) in
                     try await connection.bindQueue(step.queue, exchange: step.exchange, routingKey: step.routingKey, arguments: step.arguments)
                 }
                 if let error = try await channelError(bind) {
                     problems.append(.init(
                         configPath: step.configPath, message: "cannot bind queue \"\(step.queue)\" to exchange \"\(step.exchange)\": \(error)",
-                        isTransient: !TopologyError.isConfigurationReply(error.replyCode)))
+                        isTransient: !TopologyError.isConfigurationReply(error.replyCode), queue: step.queue))
+                    held.insert(step.queue)
                 }
             }
         }
-        guard problems.isEmpty else { throw TopologyError(problems: problems) }
+        // The file is wrong somewhere, or something every queue needs is refused: nothing runs.
+        if problems.contains(where: { !$0.isTransient || $0.queue == nil }) { throw TopologyError(problems: problems) }
+        let outcome = Outcome(deferred: Dictionary(grouping: problems, by: { $0.queue ?? "" }))
         logger.info("topology declared", metadata: [
             "exchanges": "\(plan.exchanges.count)", "queues": "\(plan.queues.count)", "bindings": "\(plan.bindings.count)",
+            "deferred": "\(outcome.deferred.count)",
         ])
+        return outcome
+    }
+
+    /// A retry-ladder queue made before ladders of quorum queues were quorum queues themselves:
+    /// a classic queue, which the broker refuses to re-declare as quorum (406). It still works
+    /// (on a single node exactly as before), so it is kept, with a warning that on a cluster it
+    /// depends on its home node (docs/cluster.md says how to migrate).
+    private func acceptsLegacyLadderQueue(_ step: TopologyPlan.QueueStep, _ error: AMQPError, on connection: AMQPConnection) async throws(AMQPError) -> Bool {
+        guard case .retry = step.role, error.replyCode == 406, let parsed = error.replyText.flatMap(Inequivalence.parse),
+            parsed.argument == "x-queue-type", parsed.received == "quorum", parsed.current == "classic"
+        else { return false }
+        var passive = step.declaration
+        passive.passive = true
+        guard try await channelError({ () async throws(AMQPError) in _ = try await connection.declareQueue(passive) }) == nil else { return false }
+        logger.warning("retry queue is a classic queue: kept, but on a cluster it depends on its home node; see docs/cluster.md", metadata: [
+            LogKeys.queue: "\(step.declaration.name)", "config": "\(step.configPath)",
+        ])
+        return true
     }
 
     /// Checks the plan against the broker: what exists must be equivalent, `declare = false`
@@ -72,7 +108,7 @@ public struct TopologyDeclarer: Sendable {
             var passive = step.declaration
             passive.passive = true
             if let error = try await channelError({ () async throws(AMQPError) in _ = try await connection.declareQueue(passive) }) {
-                if error.replyCode == 404 {
+                if error.replyCode == 404 && !TopologyRefusal.isNodeDown(error) {
                     if !step.declare {
                         problems.append(.init(
                             configPath: step.configPath,
@@ -85,6 +121,7 @@ public struct TopologyDeclarer: Sendable {
             }
             guard step.declare else { continue }
             if let error = try await channelError({ () async throws(AMQPError) in _ = try await connection.declareQueue(step.declaration) }) {
+                if try await acceptsLegacyLadderQueue(step, error, on: connection) { continue }
                 problems.append(queueProblem(step, error))
             }
         }
@@ -116,23 +153,9 @@ public struct TopologyDeclarer: Sendable {
     }
 
     private func queueProblem(_ step: TopologyPlan.QueueStep, _ error: AMQPError) -> TopologyError.Problem {
-        let name = step.declaration.name
-        switch error.replyCode {
-        case 406:
-            let argument = error.replyText.flatMap(Inequivalence.parse)?.argument ?? ""
-            let key = Inequivalence.configKey(for: argument, step: step.configPath, typeKey: step.typeKey)
-            return .init(configPath: step.configPath, message: Inequivalence.explain(kind: "queue", name: name, error: error, configKey: key))
-        case 403:
-            return .init(configPath: step.configPath, message: "the broker user may not declare queue \"\(name)\": \(error.replyText ?? "\(error)")")
-        case 404:
-            return .init(configPath: step.configPath, message: "queue \"\(name)\" does not exist, and declare = false says warren must not create it")
-        case 405:
-            return .init(
-                configPath: step.configPath, message: "queue \"\(name)\" is exclusive to another connection: \(error.replyText ?? "\(error)")",
-                isTransient: true)
-        default:
-            return .init(configPath: step.configPath, message: "cannot declare queue \"\(name)\": \(error)", isTransient: true)
-        }
+        var problem = TopologyRefusal.queueProblem(step, error)
+        problem.queue = step.owner
+        return problem
     }
 
     private func exchangeProblem(_ step: TopologyPlan.ExchangeStep, _ error: AMQPError) -> TopologyError.Problem {
@@ -146,6 +169,46 @@ public struct TopologyDeclarer: Sendable {
             return .init(configPath: step.configPath, message: "the broker user may not declare exchange \"\(name)\": \(error.replyText ?? "\(error)")")
         default:
             return .init(configPath: step.configPath, message: "cannot declare exchange \"\(name)\": \(error)", isTransient: true)
+        }
+    }
+}
+
+/// How a refusal of the broker reads: the file's fault, or a state of the broker that passes.
+enum TopologyRefusal {
+    /// RabbitMQ's NOT_FOUND for a queue that exists on a cluster node that is down or cut off
+    /// ("home node 'rabbit@b' of durable queue 'q' in vhost '/' is down or inaccessible"): it
+    /// comes back with the node, and a reconnect may land on a node that can reach it.
+    static func isNodeDown(_ error: AMQPError) -> Bool {
+        guard error.replyCode == 404, let text = error.replyText else { return false }
+        return text.contains("is down or inaccessible")
+    }
+
+    static func queueProblem(_ step: TopologyPlan.QueueStep, _ error: AMQPError) -> TopologyError.Problem {
+        let name = step.declaration.name
+        if isNodeDown(error) {
+            return .init(configPath: step.configPath, message: "queue \"\(name)\" is unavailable for now: \(error.replyText ?? "\(error)")", isTransient: true)
+        }
+        switch error.replyCode {
+        case 406:
+            let argument = error.replyText.flatMap(Inequivalence.parse)?.argument ?? ""
+            let key = Inequivalence.configKey(for: argument, step: step.configPath, typeKey: step.typeKey)
+            return .init(configPath: step.configPath, message: Inequivalence.explain(kind: "queue", name: name, error: error, configKey: key))
+        case 403:
+            return .init(configPath: step.configPath, message: "the broker user may not declare queue \"\(name)\": \(error.replyText ?? "\(error)")")
+        case 404 where step.declaration.passive:
+            return .init(configPath: step.configPath, message: "queue \"\(name)\" does not exist, and declare = false says warren must not create it")
+        case 404:
+            // A declaration that creates cannot find nothing: the broker could not reach the
+            // queue it knows (on a cluster, while a node or a leader is being replaced).
+            return .init(
+                configPath: step.configPath, message: "the broker answered NOT_FOUND to declaring queue \"\(name)\": \(error.replyText ?? "\(error)")",
+                isTransient: true)
+        case 405:
+            return .init(
+                configPath: step.configPath, message: "queue \"\(name)\" is exclusive to another connection: \(error.replyText ?? "\(error)")",
+                isTransient: true)
+        default:
+            return .init(configPath: step.configPath, message: "cannot declare queue \"\(name)\": \(error)", isTransient: true)
         }
     }
 }

@@ -12,7 +12,17 @@ public struct TopologyError: Error, Sendable, CustomStringConvertible {
         /// the broker has not yet noticed is gone), or the broker reported an error of its own.
         /// Such a refusal is retried with back-off, never a configuration error (exit 78).
         public var isTransient = false
+        /// The configured queue the problem holds back (its own declaration, retry ladder,
+        /// parking queue or bindings); nil for what all queues share (exchanges).
+        public var queue: String?
         public var description: String { "\(configPath): \(message)" }
+
+        public init(configPath: String, message: String, isTransient: Bool = false, queue: String? = nil) {
+            self.configPath = configPath
+            self.message = message
+            self.isTransient = isTransient
+            self.queue = queue
+        }
     }
 
     public var problems: [Problem]

@@ -26,6 +26,14 @@ public struct TopologyPlan: Sendable {
         public var configPath: String
         /// The key that sets the queue type, for messages about a type mismatch.
         public var typeKey: String
+
+        /// The configured queue this step is for.
+        public var owner: String {
+            switch role {
+            case .configured: declaration.name
+            case .retry(let owner, _), .parking(let owner): owner
+            }
+        }
     }
 
     public struct BindingStep: Sendable {
@@ -66,15 +74,8 @@ public struct TopologyPlan: Sendable {
                 typeKey: "\(path).type"))
             if let retry = queue.retry {
                 for delay in retry.delaySeries {
-                    let arguments: FieldTable = [
-                        "x-message-ttl": .int64(delay.milliseconds),
-                        "x-dead-letter-exchange": "",
-                        "x-dead-letter-routing-key": .string(queue.name),
-                    ]
                     queues.append(QueueStep(
-                        declaration: QueueDeclaration(
-                            name: QueueConfiguration.retryQueueName(queue.name, delay: delay), durable: queue.durable,
-                            arguments: arguments),
+                        declaration: Self.retryDeclaration(queue, delay: delay),
                         role: .retry(of: queue.name, delay: delay), declare: true, configPath: "\(path).retry",
                         typeKey: "\(path).retry"))
                 }
@@ -103,14 +104,32 @@ public struct TopologyPlan: Sendable {
     /// since re-declaring an existing one is harmless and a changed one must be refused.
     public func restricted(to queueNames: Set<String>) -> TopologyPlan {
         var plan = self
-        plan.queues = queues.filter { step in
-            switch step.role {
-            case .configured: queueNames.contains(step.declaration.name)
-            case .retry(let owner, _), .parking(let owner): queueNames.contains(owner)
-            }
-        }
+        plan.queues = queues.filter { queueNames.contains($0.owner) }
         plan.bindings = bindings.filter { queueNames.contains($0.queue) }
         return plan
+    }
+
+    /// A delay queue of the retry ladder. It is as available as the queue it serves: for a
+    /// quorum queue it is a quorum queue too (replicated, so it does not depend on one cluster
+    /// node), and its expired messages go back with at-least-once dead-lettering (the broker
+    /// keeps each one until the main queue has confirmed it; that strategy needs
+    /// `x-overflow = reject-publish`). A classic queue's ladder is classic and durable like it.
+    static func retryDeclaration(_ queue: QueueConfiguration, delay: Duration) -> QueueDeclaration {
+        var arguments: FieldTable = [
+            "x-message-ttl": .int64(delay.milliseconds),
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": .string(queue.name),
+        ]
+        let name = QueueConfiguration.retryQueueName(queue.name, delay: delay)
+        switch queue.type {
+        case .classic:
+            return QueueDeclaration(name: name, durable: queue.durable, arguments: arguments)
+        case .quorum:
+            arguments["x-queue-type"] = "quorum"
+            arguments["x-dead-letter-strategy"] = "at-least-once"
+            arguments["x-overflow"] = "reject-publish"
+            return QueueDeclaration(name: name, durable: true, arguments: arguments)
+        }
     }
 
     /// The configured queue's own declaration: its arguments plus what `type` and

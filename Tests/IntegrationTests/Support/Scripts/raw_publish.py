@@ -13,7 +13,7 @@ Exits 0 once the broker confirmed the publish (confirm.select), 1 otherwise.
 
 As a module (import it by path, e.g. with importlib), `Connection` offers: `publish` with any
 properties (short strings as str or bytes, headers as a dict or a list of pairs whose values are
-Python values or typed `Field`s), `declare_passive` (message and consumer counts, or None when
+Python values or typed `Field`s), `declare_queue`, `declare_passive` (message and consumer counts, or None when
 the queue does not exist), `delete_queue`, and `get` (basic.get, decoding every content header
 property and the headers table: field types S l I t x F A b B s u i d f T V D).
 """
@@ -407,6 +407,16 @@ class Connection:
                 if got == (60, 120):
                     return "nack"
                 return "returned" if returned else "ack"
+
+    def declare_queue(self, queue, durable=True, arguments=None):
+        """Declares a queue (arguments: a dict of Python values, e.g. {"x-queue-type": "quorum"});
+        returns its message count."""
+        flags = 0x02 if durable else 0x00
+        self.sock.sendall(method(self.channel, 50, 10, struct.pack(">H", 0) + short(queue) + struct.pack("B", flags)
+                                 + table(list((arguments or {}).items()))))
+        r = Reader(self.expect(50, 11))
+        r.short()
+        return r.unpack(">I")
 
     def declare_passive(self, queue):
         """(message count, consumer count), or None when the queue does not exist."""

@@ -241,7 +241,9 @@ extension IOLoop {
             channels[id] = nil
             controlChannel = nil
         }
-        events.yield(.channelClosed(channel: id, error: error))
+        // A refusal of a request (a declaration the broker answers with a channel close) reaches
+        // its caller as the request's error; the event is for closes nobody asked about.
+        if !answeringRPC { events.yield(.channelClosed(channel: id, error: error)) }
     }
 
     func sendMethod(_ channel: UInt16, _ method: UInt32, _ decoded: UnsafeMutableRawPointer) {

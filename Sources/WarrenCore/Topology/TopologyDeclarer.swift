@@ -59,7 +59,8 @@ public struct TopologyDeclarer: Sendable {
         // The file is wrong somewhere, or something every queue needs is refused: nothing runs.
         if problems.contains(where: { !$0.isTransient || $0.queue == nil }) { throw TopologyError(problems: problems) }
         let outcome = Outcome(deferred: Dictionary(grouping: problems, by: { $0.queue ?? "" }))
-        logger.info("topology declared", metadata: [
+        // While a queue is held back this runs at every retry: the caller reports the refusals.
+        logger.log(level: outcome.deferred.isEmpty ? .info : .debug, "topology declared", metadata: [
             "exchanges": "\(plan.exchanges.count)", "queues": "\(plan.queues.count)", "bindings": "\(plan.bindings.count)",
             "deferred": "\(outcome.deferred.count)",
         ])
@@ -67,16 +68,15 @@ public struct TopologyDeclarer: Sendable {
     }
 
     /// A retry-ladder queue made before ladders of quorum queues were quorum queues themselves:
-    /// a classic queue, which the broker refuses to re-declare as quorum (406). It still works
-    /// (on a single node exactly as before), so it is kept, with a warning that on a cluster it
-    /// depends on its home node (docs/cluster.md says how to migrate).
+    /// a classic queue, which the broker refuses to re-declare as quorum (406, naming whichever
+    /// argument it compares first). It still works (on a single node exactly as before), so it
+    /// is kept, with a warning that on a cluster it depends on its home node (docs/cluster.md
+    /// says how to migrate). Recognised by the broker accepting the classic declaration.
     private func acceptsLegacyLadderQueue(_ step: TopologyPlan.QueueStep, _ error: AMQPError, on connection: AMQPConnection) async throws(AMQPError) -> Bool {
-        guard case .retry = step.role, error.replyCode == 406, let parsed = error.replyText.flatMap(Inequivalence.parse),
-            parsed.argument == "x-queue-type", parsed.received == "quorum", parsed.current == "classic"
-        else { return false }
-        var passive = step.declaration
-        passive.passive = true
-        guard try await channelError({ () async throws(AMQPError) in _ = try await connection.declareQueue(passive) }) == nil else { return false }
+        guard case .retry = step.role, error.replyCode == 406, step.declaration.arguments["x-queue-type"] == "quorum" else { return false }
+        var classic = step.declaration
+        for key in TopologyPlan.quorumLadderArguments { classic.arguments[key] = nil }
+        guard try await channelError({ () async throws(AMQPError) in _ = try await connection.declareQueue(classic) }) == nil else { return false }
         logger.warning("retry queue is a classic queue: kept, but on a cluster it depends on its home node; see docs/cluster.md", metadata: [
             LogKeys.queue: "\(step.declaration.name)", "config": "\(step.configPath)",
         ])

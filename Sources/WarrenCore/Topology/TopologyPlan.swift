@@ -132,6 +132,9 @@ public struct TopologyPlan: Sendable {
         }
     }
 
+    /// What a quorum queue's ladder adds to a classic one's arguments.
+    static let quorumLadderArguments = ["x-queue-type", "x-dead-letter-strategy", "x-overflow"]
+
     /// The configured queue's own declaration: its arguments plus what `type` and
     /// `single_active_consumer` mean on the wire.
     static func mainDeclaration(_ queue: QueueConfiguration) -> QueueDeclaration {

@@ -14,6 +14,8 @@ public struct Configuration: Sendable {
     /// `nil`: no metrics endpoint.
     public var metrics: MetricsConfiguration?
     public var dedup = DedupConfiguration()
+    /// Where warren keeps what must survive a restart (stream offsets).
+    public var state = StateConfiguration()
     public var exchanges: [ExchangeConfiguration] = []
     public var queues: [QueueConfiguration] = []
     /// In file order.
@@ -117,6 +119,38 @@ public struct ExchangeConfiguration: Sendable, Hashable {
 public enum QueueType: String, Sendable, CaseIterable {
     case classic
     case quorum
+    /// An append-only log (RabbitMQ 3.9+): consumers read it from an offset, acks are credit,
+    /// nothing is removed or requeued (docs/streams.md).
+    case stream
+}
+
+/// Where a stream queue's consumer starts the first time, when warren has no stored offset for
+/// it (`offset` in the file); afterwards it resumes after the last offset it processed.
+public enum StreamOffset: Sendable, Hashable {
+    /// The oldest message the stream still holds.
+    case first
+    /// The last chunk the stream wrote (RabbitMQ starts at a chunk boundary: a few messages
+    /// before the very last may come too).
+    case last
+    /// Only messages written after the consumer starts (RabbitMQ's default).
+    case next
+    /// This offset (or the first one after it that the stream still holds).
+    case offset(Int64)
+    /// The first message written at or after this time (second precision).
+    case timestamp(Date)
+    /// Messages written in this span before the consumer starts (`offset = "2h ago"`).
+    case ago(Duration)
+}
+
+/// `[state]`: what warren keeps on disk across restarts.
+public struct StateConfiguration: Sendable, Equatable {
+    /// The directory for stream offsets (`<directory>/stream-offsets/`). The shipped systemd
+    /// unit's StateDirectory.
+    public var directory = "/var/lib/warren"
+    /// A stream queue's processed offset is written after this many messages...
+    public var offsetFlushEvery = 1000
+    /// ...or this long after the last write, whichever comes first, and on stop.
+    public var offsetFlushInterval: Duration = .seconds(1)
 }
 
 public struct BindingConfiguration: Sendable, Hashable {
@@ -237,6 +271,8 @@ public struct QueueConfiguration: Sendable, Equatable {
     public var dedup = false
     public var singleActiveConsumer = false
     public var consumerPriority = 0
+    /// For `type = "stream"`: where the consumer starts when no offset is stored.
+    public var streamOffset = StreamOffset.next
     /// `nil`: `retry = false` (failures are nacked with requeue).
     public var retry: RetryPolicy? = RetryPolicy()
     public var deadLetter: DeadLetterTarget

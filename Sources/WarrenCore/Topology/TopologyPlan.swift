@@ -82,9 +82,11 @@ public struct TopologyPlan: Sendable {
             }
             if let parking = queue.parkingQueue {
                 var arguments: FieldTable = [:]
-                if queue.type == .quorum { arguments["x-queue-type"] = "quorum" }
+                // A replicated queue's parking queue is replicated too (a quorum queue: parked
+                // messages are taken one by one, which a stream cannot do).
+                if queue.type != .classic { arguments["x-queue-type"] = "quorum" }
                 queues.append(QueueStep(
-                    declaration: QueueDeclaration(name: parking, durable: queue.durable || queue.type == .quorum, arguments: arguments),
+                    declaration: QueueDeclaration(name: parking, durable: queue.durable || queue.type != .classic, arguments: arguments),
                     role: .parking(of: queue.name), declare: true, configPath: "\(path).dead_letter", typeKey: "\(path).type"))
             } else if case .publish(let exchange, _) = queue.deadLetter {
                 reference(exchange, "\(path).dead_letter.exchange")
@@ -124,7 +126,9 @@ public struct TopologyPlan: Sendable {
         switch queue.type {
         case .classic:
             return QueueDeclaration(name: name, durable: queue.durable, arguments: arguments)
-        case .quorum:
+        case .quorum, .stream:
+            // A stream's ladder too: RabbitMQ's at-most-once dead-lettering into a stream
+            // loses messages; at-least-once from a quorum queue delivers them.
             arguments["x-queue-type"] = "quorum"
             arguments["x-dead-letter-strategy"] = "at-least-once"
             arguments["x-overflow"] = "reject-publish"

@@ -17,6 +17,9 @@ struct DeliveryProcessor: Sendable {
     let connection: AMQPConnection
     /// Set when the queue has `dedup = true`.
     let dedup: (any DedupStore)?
+    /// Set for a stream queue: its read position and the consumer to end when a delivery must
+    /// be read again (a stream takes nothing back).
+    let stream: StreamReading?
     let logger: Logger
     /// This queue's series, resolved here, once per consumer, rather than per message.
     let metrics: QueueMetrics
@@ -36,7 +39,7 @@ struct DeliveryProcessor: Sendable {
 
     init(
         queue: QueueConfiguration, router: Router, handlers: HandlerRegistry, handlerConfigurations: [String: HandlerConfiguration],
-        publisher: EnginePublisher, connection: AMQPConnection, dedup: (any DedupStore)?, logger: Logger
+        publisher: EnginePublisher, connection: AMQPConnection, dedup: (any DedupStore)?, stream: StreamReading? = nil, logger: Logger
     ) {
         self.queue = queue
         self.router = router
@@ -45,6 +48,7 @@ struct DeliveryProcessor: Sendable {
         self.publisher = publisher
         self.connection = connection
         self.dedup = dedup
+        self.stream = stream
         self.logger = logger
         let metrics = QueueMetrics(queue: queue)
         self.metrics = metrics
@@ -100,10 +104,11 @@ struct DeliveryProcessor: Sendable {
         if queue.ackPolicy.acksBeforeHandling {
             settle(delivery, .ack, .acked)
         }
-        let input = HandlerInput(
+        var input = HandlerInput(
             queue: queue.name, exchange: delivery.exchange, routingKey: delivery.routingKey, redelivered: delivery.redelivered,
             attempt: attempt, properties: delivery.properties, body: delivery.body, deliveryTag: delivery.tag.value,
             timeout: queue.handlerTimeout)
+        if stream != nil { input.streamOffset = StreamPosition.offset(of: delivery) }
         let dedupID = dedup == nil || !queue.dedup ? nil : delivery.properties.messageID.flatMap { $0.isEmpty ? nil : $0 }
         var runs: [(name: String, outcome: HandlerOutcome)] = []
         let (outcome, failedHandler): (HandlerOutcome, String?)
@@ -200,6 +205,8 @@ struct DeliveryProcessor: Sendable {
             case .hold(let event):
                 metrics.count(.held)
                 log.event(event)
+                // A stream keeps nothing unacked for later: its next consumer reads it again.
+                if stream != nil { readAgain(delivery) }
                 return
             }
         }
@@ -319,8 +326,36 @@ struct DeliveryProcessor: Sendable {
     /// Every settlement goes through here, so `warren_messages_total` counts each delivery once,
     /// by what warren decided (a settlement of a channel that died meanwhile still counts).
     private func settle(_ delivery: Delivery, _ disposition: Disposition, _ outcome: MessageOutcome) {
-        connection.settle(delivery.tag, disposition)
         metrics.count(outcome)
+        guard let stream else {
+            connection.settle(delivery.tag, disposition)
+            return
+        }
+        // A stream refuses basic.nack and basic.reject by closing the connection: a delivery is
+        // acked (credit) and either done with or read again by the next consumer.
+        if disposition == .ack {
+            connection.settle(delivery.tag, .ack)
+            if let offset = StreamPosition.offset(of: delivery) { stream.position.processed(offset) }
+        } else {
+            readAgain(delivery)
+        }
+    }
+
+    /// Gives a delivery back: `basic.nack` with requeue on a queue, on a stream a read again
+    /// from its offset by the next consumer (this one is ended). What the queue's workers do
+    /// with deliveries they will not start (draining).
+    func putBack(_ delivery: Delivery, endingConsumer: Bool = true) {
+        guard let stream else {
+            connection.settle(delivery.tag, .nack(requeue: true))
+            return
+        }
+        connection.settle(delivery.tag, .ack)
+        if let offset = StreamPosition.offset(of: delivery) { stream.position.abandoned(offset) }
+        if endingConsumer { stream.endConsumer() }
+    }
+
+    private func readAgain(_ delivery: Delivery) {
+        putBack(delivery)
     }
 
     /// The reply (to `reply_to`, with the request's correlation id) and the handler's publishes.

@@ -56,8 +56,15 @@ struct QueueRunner: Sendable {
             }
             var ended: (any Error)?
             do {
+                let position = processor.stream?.position
                 for try await batch in consumer.deliveries.batches {
                     activity.received(batch.count)
+                    // Arrival order, which the stream's watermark follows.
+                    if let position {
+                        for delivery in batch {
+                            if let offset = StreamPosition.offset(of: delivery) { position.delivered(offset) }
+                        }
+                    }
                     feed.push(batch)
                 }
             } catch {
@@ -73,7 +80,7 @@ struct QueueRunner: Sendable {
         let metrics = processor.metrics
         while let delivery = await feed.next() {
             if draining.isSet {
-                consumer.nack(delivery, requeue: true)
+                processor.putBack(delivery, endingConsumer: false)
                 metrics.count(.requeued)
                 continue
             }
@@ -82,7 +89,7 @@ struct QueueRunner: Sendable {
                 // taking the next delivery, so a broker problem never becomes a hot loop.
                 await processor.backOff.wait(unless: draining, healthy: processor.publisher.isHealthy)
                 if draining.isSet {
-                    consumer.nack(delivery, requeue: true)
+                    processor.putBack(delivery, endingConsumer: false)
                     metrics.count(.requeued)
                     continue
                 }

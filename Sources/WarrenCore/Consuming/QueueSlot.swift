@@ -1,4 +1,5 @@
 import AMQP
+import Logging
 import Synchronization
 
 /// One consumed queue inside a session: the configuration it was started with (a reload that
@@ -13,11 +14,17 @@ final class QueueSlot: Sendable {
     let draining = Latch()
     /// Set when every delivery the slot started is processed.
     let done = Latch()
+    /// For a stream queue: where its consumers read, across re-subscriptions.
+    let streamPosition: StreamPosition?
 
-    init(queue: QueueConfiguration, configuration: Configuration, handlers: HandlerRegistry) {
+    init(queue: QueueConfiguration, configuration: Configuration, handlers: HandlerRegistry, logger: Logger) {
         self.queue = queue
         self.configuration = configuration
         self.handlers = handlers
+        streamPosition = queue.type == .stream
+            ? StreamPosition(
+                queue: queue, state: configuration.state, vhost: configuration.broker.endpoints.first?.vhost ?? "/", logger: logger)
+            : nil
     }
 
     var name: String { queue.name }

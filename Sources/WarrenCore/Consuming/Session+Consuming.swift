@@ -20,6 +20,8 @@ extension Session {
             if let current = runner {
                 let subscribed = clock.now
                 let error = await consume(current, slot)
+                // Everything it delivered is processed or abandoned: where the next one starts.
+                slot.streamPosition?.flush()
                 if slot.draining.isSet { return }
                 status.consumer(queue.name, live: false)
                 logger.warning("consumer ended; re-subscribing", metadata: [
@@ -105,14 +107,17 @@ extension Session {
 
     /// Starts a consumer on the slot's queue and records it as the queue's live one.
     func subscribe(_ slot: QueueSlot, consumers: LiveConsumers) async throws -> QueueRunner {
-        let consumer = try await consumerConnection.consume(Self.consumeOptions(slot.queue))
+        var options = Self.consumeOptions(slot.queue)
+        if let position = slot.streamPosition { options.arguments["x-stream-offset"] = position.consumeArgument() }
+        let consumer = try await consumerConnection.consume(options)
         consumers.set(consumer, for: slot.name)
         status.consumer(slot.name, live: true)
         let handlerConfigurations = Dictionary(
             slot.configuration.handlers.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         let processor = DeliveryProcessor(
             queue: slot.queue, router: Router(slot.queue.target), handlers: slot.handlers, handlerConfigurations: handlerConfigurations,
-            publisher: publisher, connection: consumerConnection, dedup: slot.queue.dedup ? dedup : nil, logger: logger)
+            publisher: publisher, connection: consumerConnection, dedup: slot.queue.dedup ? dedup : nil,
+            stream: slot.streamPosition.map { StreamReading(position: $0, consumer: consumer) }, logger: logger)
         return QueueRunner(consumer: consumer, processor: processor, concurrency: ConsumerWindow(slot.queue).workers, draining: slot.draining)
     }
 

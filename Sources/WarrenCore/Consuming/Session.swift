@@ -78,7 +78,7 @@ struct Session: Sendable {
         // A queue without a runner is retried by keepConsuming, with back-off, while the others run.
         var started: [(slot: QueueSlot, runner: QueueRunner?)] = []
         for queue in start.configuration.queues {
-            let slot = QueueSlot(queue: queue, configuration: start.configuration, handlers: start.handlers)
+            let slot = QueueSlot(queue: queue, configuration: start.configuration, handlers: start.handlers, logger: logger)
             if let problems = deferred[queue.name] {
                 for problem in problems {
                     logger.warning("topology refused for now, retrying", metadata: [

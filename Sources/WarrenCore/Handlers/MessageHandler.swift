@@ -16,6 +16,8 @@ public struct HandlerInput: Sendable {
     /// The effective handler timeout: the handler's own `timeout`, else the queue's
     /// `handler_timeout`. Handlers that enforce their own timeout read it from here.
     public var timeout: Duration
+    /// For a stream queue: the message's offset in the stream (`x-stream-offset`).
+    public var streamOffset: Int64?
 
     public init(queue: String, exchange: AMQPString, routingKey: AMQPString, redelivered: Bool, attempt: Int,
                 properties: BasicProperties, body: [UInt8], deliveryTag: UInt64, timeout: Duration = .seconds(30)) {

@@ -5,10 +5,10 @@ import Foundation
 /// every framing and validation rule is unit-tested without a process.
 ///
 /// Request: one JSON line (`id`, `queue`, `exchange`, `routing_key`, `redelivered`, `attempt`,
-/// `properties`, `body_length`) followed by exactly `body_length` raw body bytes. Response: one
-/// JSON line per request, matched by `id`. Anything else the worker writes on stdout is a
-/// protocol violation: the worker can no longer be trusted to answer the right request, so the
-/// handler fails its in-flight requests and replaces it.
+/// `properties`, `body_length`, and `stream_offset` for a stream queue) followed by exactly
+/// `body_length` raw body bytes. Response: one JSON line per request, matched by `id`. Anything
+/// else the worker writes on stdout is a protocol violation: the worker can no longer be trusted
+/// to answer the right request, so the handler fails its in-flight requests and replaces it.
 enum PipeProtocol {
     /// One request as written to the worker's stdin: the JSON line (with its newline), then the
     /// body. Kept apart so the body is written as it is, without a copy.
@@ -43,6 +43,7 @@ enum PipeProtocol {
         // `exchange_base64` / `routing_key_base64` when the bytes are not UTF-8 (`SinkText`).
         MessageJSON.put("exchange", input.exchange, into: &object)
         MessageJSON.put("routing_key", input.routingKey, into: &object)
+        if let offset = input.streamOffset { object["stream_offset"] = .int(offset) }
         return Frame(header: try MessageJSON.line(object, sortedKeys: false), body: input.body)
     }
 

@@ -89,7 +89,7 @@ final class StreamOffsetStore: Sendable {
     /// The stored watermark; nil when there is no file yet. Remembered, so an unchanged
     /// watermark is not written again.
     /// - Throws: `StoreError` naming the file when it cannot be read or is corrupt (the caller
-    ///   logs it and starts from the configured offset).
+    ///   logs it and starts from the configured offset; the next write replaces the file).
     func load() throws(StoreError) -> Int64? {
         let value = try read()
         state.withLock { $0.stored = value }

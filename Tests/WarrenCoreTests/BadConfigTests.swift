@@ -586,6 +586,10 @@ struct BadConfigTests {
             toml: "\(broker)\n[[queues]]\nname = \"q\"\nhandler = \"h\"\ntype = \"quorum\"\noffset = \"nope\"\n[handlers.h]\nkind = \"noop\"",
             path: "queues[0].offset", message: #"offset applies to stream queues only (type = "stream")"#, at: "7:10"),
         BadConfig(
+            name: "offset on a queue whose type is misspelt: only the type is reported",
+            toml: "\(broker)\n[[queues]]\nname = \"q\"\nhandler = \"h\"\ntype = \"steam\"\noffset = \"first\"\n[handlers.h]\nkind = \"noop\"",
+            path: "queues[0].type", message: #"got "steam" (did you mean "stream"?)"#, at: "6:8"),
+        BadConfig(
             name: "offset in [defaults]",
             toml: "\(broker)\n[defaults]\noffset = \"first\"",
             path: "defaults.offset", message: #"unknown key "offset""#, at: "4:1"),

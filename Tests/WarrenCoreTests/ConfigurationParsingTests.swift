@@ -988,6 +988,19 @@ struct ConfigurationParsingTests {
         ])
     }
 
+    /// The machine's check: a directory warren can write in, not a missing path or a file.
+    /// (Tests run as root here, so a read-only directory cannot be shown refused.)
+    @Test func liveWritableDirectoryCheckRefusesMissingPathsAndFiles() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("warren-state-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("offsets")
+        try Data("x".utf8).write(to: file)
+        #expect(FileChecks.live.isWritableDirectory(directory.path))
+        #expect(!FileChecks.live.isWritableDirectory(file.path))
+        #expect(!FileChecks.live.isWritableDirectory(directory.appendingPathComponent("missing").path))
+    }
+
     /// The default directory is checked too; the issue then points at the top of the file.
     @Test func defaultStateDirectoryMissingIsAnIssueAtStateDirectory() throws {
         var machine = FakeMachine.standard

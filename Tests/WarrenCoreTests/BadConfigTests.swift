@@ -28,6 +28,16 @@ private let broker = """
     url = "amqp://warren:Sup3rS3cret@rabbit/"
     """
 
+/// A stream queue `s` whose line 7 is `line`.
+private func stream(_ line: String) -> String {
+    "\(broker)\n[[queues]]\nname = \"s\"\nhandler = \"h\"\ntype = \"stream\"\n\(line)\n[handlers.h]\nkind = \"noop\""
+}
+
+/// A quorum queue `q` whose line 7 is `line`.
+private func quorum(_ line: String) -> String {
+    "\(broker)\n[[queues]]\nname = \"q\"\nhandler = \"h\"\ntype = \"quorum\"\n\(line)\n[handlers.h]\nkind = \"noop\""
+}
+
 @Suite("Bad configurations")
 struct BadConfigTests {
     static let cases: [BadConfig] = [
@@ -92,6 +102,10 @@ struct BadConfigTests {
             name: "date in queue arguments",
             toml: "\(broker)\n[[queues]]\nname = \"q\"\nhandler = \"h\"\narguments = { \"x-expires\" = 1979-05-27 }\n[handlers.h]\nkind = \"noop\"",
             path: "queues[0].arguments.x-expires", message: "dates and times are not supported here", at: "6:29"),
+        BadConfig(
+            name: "offset date-time in queue arguments, quoted as written",
+            toml: "\(broker)\n[[queues]]\nname = \"q\"\nhandler = \"h\"\narguments = { \"x-expires\" = 1979-05-27T07:32:00.5-07:00 }\n[handlers.h]\nkind = \"noop\"",
+            path: "queues[0].arguments.x-expires", message: "dates and times are not supported here, got 1979-05-27T07:32:00.5-07:00", at: "6:29"),
         BadConfig(
             name: "retry multiplier below 1",
             toml: "\(broker)\n[[queues]]\nname = \"q\"\nhandler = \"h\"\nretry = { multiplier = 0.5 }\n[handlers.h]\nkind = \"noop\"",
@@ -344,7 +358,7 @@ struct BadConfigTests {
         BadConfig(
             name: "x-queue-type in arguments",
             toml: "\(broker)\n[[queues]]\nname = \"q\"\nhandler = \"h\"\narguments = { \"x-queue-type\" = \"quorum\" }\n[handlers.h]\nkind = \"noop\"",
-            path: "queues[0].arguments.x-queue-type", message: "set the queue type with type = \"classic\" or \"quorum\", not in arguments", at: "6:32"),
+            path: "queues[0].arguments.x-queue-type", message: "set the queue type with type = \"classic\", \"quorum\" or \"stream\", not in arguments", at: "6:32"),
         BadConfig(
             name: "both handler and routes",
             toml: "\(broker)\n[[queues]]\nname = \"q\"\nhandler = \"h\"\nroutes = [{ match = {}, handlers = [\"h\"] }]\n[handlers.h]\nkind = \"noop\"",
@@ -403,8 +417,8 @@ struct BadConfigTests {
             path: "handlers.out.fsync", message: #"expected one of "always", "batch", "never", got "sometimes""#, at: "6:9"),
         BadConfig(
             name: "queue type",
-            toml: "\(broker)\n[[queues]]\nname = \"q\"\nhandler = \"h\"\ntype = \"stream\"\n[handlers.h]\nkind = \"noop\"",
-            path: "queues[0].type", message: #"expected one of "classic", "quorum", got "stream""#, at: "6:8"),
+            toml: "\(broker)\n[[queues]]\nname = \"q\"\nhandler = \"h\"\ntype = \"streem\"\n[handlers.h]\nkind = \"noop\"",
+            path: "queues[0].type", message: #"expected one of "classic", "quorum", "stream", got "streem" (did you mean "stream"?)"#, at: "6:8"),
         BadConfig(
             name: "sqlite dedup store in a missing directory",
             toml: "\(broker)\n[dedup]\nstore = \"sqlite\"\npath = \"/nowhere/dedup.sqlite\"\n[[queues]]\nname = \"q\"\nhandler = \"h\"\ndedup = true\n[handlers.h]\nkind = \"noop\"",
@@ -522,6 +536,134 @@ struct BadConfigTests {
             toml: "\(broker)\n[broker.tls]\ncert_file = \"/etc/warren/client.pem\"",
             path: "broker.tls", message: "a client certificate needs both cert_file and key_file", at: "3:1"),
 
+        // MARK: stream queues: offset
+        BadConfig(
+            name: "offset that is no known word",
+            toml: stream(#"offset = "beginning""#),
+            path: "queues[0].offset",
+            message: #"expected "first", "last", "next", an offset (an integer, 0 or more), a date-time with a time zone such as 2026-12-01T00:00:00Z, or a duration followed by " ago" such as "2h ago", got "beginning""#,
+            at: "7:10"),
+        BadConfig(
+            name: "offset word with did-you-mean",
+            toml: stream(#"offset = "First""#),
+            path: "queues[0].offset", message: #"got "First" (did you mean "first"?)"#, at: "7:10"),
+        BadConfig(
+            name: "negative offset",
+            toml: stream("offset = -1"),
+            path: "queues[0].offset", message: "expected an offset of 0 or more, got -1", at: "7:10"),
+        BadConfig(
+            name: "offset given as a number with a fraction",
+            toml: stream("offset = 1.5"),
+            path: "queues[0].offset", message: #"or a duration followed by " ago" such as "2h ago", got 1.5"#, at: "7:10"),
+        BadConfig(
+            name: "offset given as a boolean",
+            toml: stream("offset = true"),
+            path: "queues[0].offset", message: #"expected "first", "last", "next", an offset"#, at: "7:10"),
+        BadConfig(
+            name: "offset date-time without a time zone",
+            toml: stream("offset = 2026-12-01T00:00:00"),
+            path: "queues[0].offset",
+            message: "the date-time 2026-12-01T00:00:00 has no time zone: give a time zone, e.g. 2026-12-01T00:00:00Z", at: "7:10"),
+        BadConfig(
+            name: "offset given as a date alone",
+            toml: stream("offset = 2026-12-01"),
+            path: "queues[0].offset", message: #"such as "2h ago", got a date/time"#, at: "7:10"),
+        BadConfig(
+            name: "offset ago with words for a duration",
+            toml: stream(#"offset = "two hours ago""#),
+            path: "queues[0].offset",
+            message: #"expected a duration with a unit before " ago", such as "2h ago" or "90m ago", got "two hours ago""#, at: "7:10"),
+        BadConfig(
+            name: "offset ago of zero",
+            toml: stream(#"offset = "0s ago""#),
+            path: "queues[0].offset", message: #"expected a duration above zero before " ago", got "0s ago""#, at: "7:10"),
+        BadConfig(
+            name: "offset on a classic queue",
+            toml: "\(broker)\n[[queues]]\nname = \"q\"\nhandler = \"h\"\noffset = \"first\"\n[handlers.h]\nkind = \"noop\"",
+            path: "queues[0].offset", message: #"offset applies to stream queues only (type = "stream")"#, at: "6:10"),
+        BadConfig(
+            name: "offset on a quorum queue, even a bad one",
+            toml: "\(broker)\n[[queues]]\nname = \"q\"\nhandler = \"h\"\ntype = \"quorum\"\noffset = \"nope\"\n[handlers.h]\nkind = \"noop\"",
+            path: "queues[0].offset", message: #"offset applies to stream queues only (type = "stream")"#, at: "7:10"),
+        BadConfig(
+            name: "offset on a queue whose type is misspelt: only the type is reported",
+            toml: "\(broker)\n[[queues]]\nname = \"q\"\nhandler = \"h\"\ntype = \"steam\"\noffset = \"first\"\n[handlers.h]\nkind = \"noop\"",
+            path: "queues[0].type", message: #"got "steam" (did you mean "stream"?)"#, at: "6:8"),
+        BadConfig(
+            name: "offset in [defaults]",
+            toml: "\(broker)\n[defaults]\noffset = \"first\"",
+            path: "defaults.offset", message: #"unknown key "offset""#, at: "4:1"),
+
+        // MARK: stream queues: what RabbitMQ refuses
+        BadConfig(
+            name: "stream queue with durable = false",
+            toml: stream("durable = false"),
+            path: "queues[0].durable",
+            message: #"stream queues are always durable: RabbitMQ refuses durable = false ("PRECONDITION_FAILED - invalid property 'non-durable' for queue 's' ...")"#,
+            at: "7:11"),
+        BadConfig(
+            name: "stream queue with dead_letter = broker",
+            toml: stream(#"dead_letter = "broker""#),
+            path: "queues[0].dead_letter",
+            message: #"("NOT_IMPLEMENTED - basic.nack and basic.reject not supported by stream queues"); remove dead_letter to park them in s.dead, or set dead_letter = { exchange = "..." }"#,
+            at: "7:15"),
+        BadConfig(
+            name: "stream queue with a single active consumer",
+            toml: stream("single_active_consumer = true"),
+            path: "queues[0].single_active_consumer",
+            message: #"RabbitMQ 3.10 refuses the declaration ("PRECONDITION_FAILED - invalid arg 'x-single-active-consumer' for queue 's' ... of queue type rabbit_stream_queue"); remove it"#,
+            at: "7:26"),
+
+        // MARK: quorum queues: what RabbitMQ refuses or ignores
+        BadConfig(
+            name: "quorum queue with priorities",
+            toml: quorum(#"arguments = { "x-max-priority" = 10 }"#),
+            path: "queues[0].arguments.x-max-priority",
+            message: #"quorum queues have no priorities: RabbitMQ refuses the declaration ("PRECONDITION_FAILED - invalid arg 'x-max-priority' for queue 'q' ... of queue type rabbit_quorum_queue"); remove it or use type = "classic""#,
+            at: "7:34"),
+        BadConfig(
+            name: "quorum queue with a string delivery limit",
+            toml: quorum(#"arguments = { "x-delivery-limit" = "5" }"#),
+            path: "queues[0].arguments.x-delivery-limit",
+            message: #"x-delivery-limit is a string ("5"): RabbitMQ 3.10 accepts it and ignores it, so no limit applies; give a number, e.g. "x-delivery-limit" = 5"#,
+            at: "7:36"),
+        BadConfig(
+            name: "quorum queue with a fractional delivery limit",
+            toml: quorum(#"arguments = { "x-delivery-limit" = 2.5 }"#),
+            path: "queues[0].arguments.x-delivery-limit", message: "expected an integer", at: "7:36"),
+        BadConfig(
+            name: "quorum delivery limit below the retry attempts",
+            toml: quorum(#"arguments = { "x-delivery-limit" = 3 }"#),
+            path: "queues[0].arguments.x-delivery-limit",
+            message: "x-delivery-limit 3 is below retry.max_attempts 5: the broker would drop (or dead-letter) a message requeued more than 3 times before warren parks it; raise it above max_attempts, remove it, or lower max_attempts",
+            at: "7:36"),
+
+        // MARK: [state]
+        BadConfig(
+            name: "state directory that is relative",
+            toml: "\(broker)\n[state]\ndirectory = \"var/lib/warren\"",
+            path: "state.directory", message: #"expected an absolute path (starting with /), got "var/lib/warren""#, at: "4:13"),
+        BadConfig(
+            name: "offset_flush_every of zero",
+            toml: "\(broker)\n[state]\noffset_flush_every = 0",
+            path: "state.offset_flush_every", message: "expected a positive integer, got 0", at: "4:22"),
+        BadConfig(
+            name: "offset_flush_interval of zero",
+            toml: "\(broker)\n[state]\noffset_flush_interval = \"0s\"",
+            path: "state.offset_flush_interval", message: #"expected a duration above zero, got "0s""#, at: "4:25"),
+        BadConfig(
+            name: "unknown key in [state] with did-you-mean",
+            toml: "\(broker)\n[state]\noffset_flush_evry = 10",
+            path: "state.offset_flush_evry", message: #"unknown key "offset_flush_evry" (did you mean "offset_flush_every"?)"#, at: "4:1"),
+        BadConfig(
+            name: "state directory missing with a stream queue",
+            toml: "\(broker)\n[state]\ndirectory = \"/nowhere\"\n[[queues]]\nname = \"s\"\nhandler = \"h\"\ntype = \"stream\"\n[handlers.h]\nkind = \"noop\"",
+            path: "state.directory", message: "the state directory /nowhere does not exist (stream queues keep their offsets in it)", at: "4:13"),
+        BadConfig(
+            name: "state directory not writable with a stream queue",
+            toml: "\(broker)\n[state]\ndirectory = \"/srv/read-only\"\n[[queues]]\nname = \"s\"\nhandler = \"h\"\ntype = \"stream\"\n[handlers.h]\nkind = \"noop\"",
+            path: "state.directory", message: "warren cannot write in the state directory /srv/read-only", at: "4:13"),
+
         // MARK: TOML syntax
         BadConfig(
             name: "unterminated string",
@@ -565,6 +707,25 @@ struct BadConfigTests {
             error.issues.allSatisfy { $0.file == ConfigFixture.file && $0.position.line >= 1 && $0.position.column >= 1 },
             sourceLocation: sourceLocation)
         #expect(!error.description.contains(secret), "a password leaked:\n\(error.description)", sourceLocation: sourceLocation)
+    }
+
+    /// Each argument a stream refuses, at the argument, with the broker's reply and what to do.
+    @Test(arguments: ConfigurationValidation.argumentsRefusedByStreams.keys.sorted())
+    func streamQueueRefusesArgument(_ name: String) {
+        let value = name == "x-single-active-consumer" ? "true" : name.hasPrefix("x-dead-letter") || name == "x-overflow" ? "\"v\"" : "5"
+        Self.expectRefused(BadConfig(
+            name: "stream queue with \(name)",
+            toml: stream("arguments = { \"\(name)\" = \(value) }"),
+            path: "queues[0].arguments.\(name)",
+            message: "stream queues do not take \(name): RabbitMQ refuses the declaration (\"PRECONDITION_FAILED - invalid arg '\(name)' for queue 's' ... of queue type rabbit_stream_queue\"); remove it (",
+            at: "7:\(name.count + 20)"))
+    }
+
+    @Test func streamRefusesTheArgumentsRabbitMQRefuses() {
+        #expect(Set(ConfigurationValidation.argumentsRefusedByStreams.keys) == [
+            "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-message-ttl", "x-max-length", "x-max-priority", "x-overflow",
+            "x-expires", "x-delivery-limit", "x-single-active-consumer",
+        ])
     }
 
     @Test func thereAreAtLeastFortyFiveBadConfigurations() {

@@ -30,6 +30,7 @@ struct ConfigurationKeysTests {
         [metrics]
         listen = "127.0.0.1:9419"
         [dedup]
+        [state]
 
         [[exchanges]]
         name = "orders"

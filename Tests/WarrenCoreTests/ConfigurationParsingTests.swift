@@ -13,6 +13,8 @@ struct FakeMachine: Sendable {
     var readableFiles: Set<String> = []
     var executables: Set<String> = []
     var directories: Set<String> = []
+    /// Directories (among `directories`) warren cannot write in.
+    var readOnlyDirectories: Set<String> = []
     /// Readable text files (password files), path -> content.
     var texts: [String: String] = [:]
     /// Plugin library -> why it is not usable. Libraries not listed here are usable plugins.
@@ -22,6 +24,7 @@ struct FakeMachine: Sendable {
         let readable = readableFiles.union(texts.keys)
         let executables = executables
         let directories = directories
+        let readOnly = readOnlyDirectories
         let texts = texts
         let pluginProblems = pluginProblems
         return FileChecks(
@@ -29,7 +32,8 @@ struct FakeMachine: Sendable {
             isExecutableFile: { executables.contains($0) },
             isDirectory: { directories.contains($0) },
             readText: { texts[$0] },
-            pluginProblem: { pluginProblems[$0] })
+            pluginProblem: { pluginProblems[$0] },
+            isWritableDirectory: { directories.contains($0) && !readOnly.contains($0) })
     }
 
     /// Every file exists and is readable, every program is executable, every plugin loads.
@@ -41,7 +45,8 @@ struct FakeMachine: Sendable {
     static let standard = FakeMachine(
         readableFiles: ["/etc/warren/ca.pem", "/etc/warren/client.pem", "/etc/warren/client.key"],
         executables: ["/bin/cat", "/usr/bin/python3", "/usr/local/bin/bill", "/opt/tools/frob"],
-        directories: ["/", "/var/lib/warren", "/opt/audit", "/srv/warren"],
+        directories: ["/", "/var/lib/warren", "/opt/audit", "/srv/warren", "/srv/read-only"],
+        readOnlyDirectories: ["/srv/read-only"],
         texts: ["/run/secrets/amqp": "Fil3Passw0rd\n"],
         pluginProblems: [
             "/usr/lib/warren/plugins/libbad.so": "/usr/lib/warren/plugins/libbad.so does not export warren_plugin_v1; is it a Warren plugin?"
@@ -420,6 +425,11 @@ struct ConfigurationParsingTests {
         #expect(q.retry == RetryPolicy(maxAttempts: 5, delay: .seconds(1), multiplier: 2.0, maxDelay: .seconds(300)))
         #expect(q.deadLetter == .publish(exchange: "", routingKey: "jobs.dead"))
         #expect(q.parkingQueue == "jobs.dead")
+        #expect(q.streamOffset == .next)
+
+        #expect(c.state.directory == "/var/lib/warren")
+        #expect(c.state.offsetFlushEvery == 1000)
+        #expect(c.state.offsetFlushInterval == .seconds(1))
 
         #expect(c.handlers == [HandlerConfiguration(name: "work", kind: .noop, timeout: nil)])
     }
@@ -851,4 +861,176 @@ struct ConfigurationParsingTests {
         #expect(!error.issues.isEmpty)
         #expect(!error.description.contains(Self.secret), "\(error.description)")
     }
+
+    // MARK: stream queues and [state]
+
+    /// A stream queue whose `offset` line is `offsetLine` (nothing when empty).
+    static func streamQueue(offsetLine: String, state: String = "") -> String {
+        """
+        [broker]
+        url = "amqp://rabbit"
+        \(state)
+        [[queues]]
+        name = "orders.log"
+        type = "stream"
+        handler = "h"
+        \(offsetLine)
+        [handlers.h]
+        kind = "noop"
+        """
+    }
+
+    @Test(arguments: [
+        (#"offset = "first""#, StreamOffset.first),
+        (#"offset = "last""#, .last),
+        (#"offset = "next""#, .next),
+        ("offset = 0", .offset(0)),
+        ("offset = 123456789", .offset(123_456_789)),
+        ("offset = 9223372036854775807", .offset(Int64.max)),
+        ("offset = 2026-12-01T00:00:00Z", .timestamp(Date(timeIntervalSince1970: 1_796_083_200))),
+        ("offset = 2026-12-01T09:30:00+01:00", .timestamp(Date(timeIntervalSince1970: 1_796_113_800))),
+        ("offset = 2026-12-01 00:00:00-08:30", .timestamp(Date(timeIntervalSince1970: 1_796_113_800))),
+        ("offset = 2026-06-30T23:59:59.000Z", .timestamp(Date(timeIntervalSince1970: 1_782_863_999))),
+        (#"offset = "2h ago""#, .ago(.seconds(7200))),
+        (#"offset = "90m ago""#, .ago(.seconds(5400))),
+        (#"offset = "1m30s ago""#, .ago(.seconds(90))),
+        (#"offset = "250ms ago""#, .ago(.milliseconds(250))),
+        ("", .next),
+    ])
+    func streamOffsetForms(line: String, expected: StreamOffset) throws {
+        let c = try ConfigFixture.parse(Self.streamQueue(offsetLine: line))
+        let queue = try #require(c.queues.first)
+        #expect(queue.type == .stream)
+        #expect(queue.streamOffset == expected)
+    }
+
+    @Test func streamOffsetMayComeFromTheEnvironment() throws {
+        let c = try ConfigFixture.parse(
+            Self.streamQueue(offsetLine: #"offset = "${START}""#), environment: ["START": "6h ago"])
+        #expect(c.queues.first?.streamOffset == .ago(.seconds(6 * 3600)))
+    }
+
+    @Test func stateSectionSetsEveryKey() throws {
+        let c = try ConfigFixture.parse(Self.streamQueue(offsetLine: "", state: """
+            [state]
+            directory = "/srv/warren"
+            offset_flush_every = 50
+            offset_flush_interval = "250ms"
+            """))
+        #expect(c.state == StateConfiguration(directory: "/srv/warren", offsetFlushEvery: 50, offsetFlushInterval: .milliseconds(250)))
+    }
+
+    /// What a stream accepts: its own retention arguments, ack_first, dedup, a retry ladder and
+    /// its parking queue (the engine declares both as quorum queues).
+    @Test func streamQueueAcceptsItsRetentionArgumentsAndWarrenKeys() throws {
+        let c = try ConfigFixture.parse("""
+            [broker]
+            url = "amqp://rabbit"
+            [[queues]]
+            name = "orders.log"
+            type = "stream"
+            handler = "h"
+            ack_policy = "ack_first"
+            prefetch = 1
+            concurrency = 1
+            dedup = true
+            offset = "first"
+            arguments = { "x-max-age" = "7D", "x-max-length-bytes" = 20000000000, "x-stream-max-segment-size-bytes" = 100000000, "x-initial-cluster-size" = 3, "x-queue-leader-locator" = "balanced" }
+            retry = { max_attempts = 3 }
+            dead_letter = { exchange = "parked" }
+            [handlers.h]
+            kind = "noop"
+            """)
+        let queue = try #require(c.queues.first)
+        #expect(queue.type == .stream)
+        #expect(queue.ackPolicy == .ackFirst)
+        #expect(queue.arguments.count == 5)
+        #expect(queue.deadLetter == .publish(exchange: "parked", routingKey: "orders.log.dead"))
+    }
+
+    /// A quorum queue's numeric delivery limit at or above max_attempts is consistent, and
+    /// without warren's ladder any limit is.
+    @Test func quorumDeliveryLimitsConsistentWithRetryAreAccepted() throws {
+        let c = try ConfigFixture.parse("""
+            [broker]
+            url = "amqp://rabbit"
+            [[queues]]
+            name = "a"
+            type = "quorum"
+            handler = "h"
+            arguments = { "x-delivery-limit" = 5 }
+            [[queues]]
+            name = "b"
+            type = "quorum"
+            handler = "h"
+            arguments = { "x-delivery-limit" = 1 }
+            retry = false
+            [[queues]]
+            name = "c"
+            type = "classic"
+            handler = "h"
+            arguments = { "x-max-priority" = 10 }
+            [handlers.h]
+            kind = "noop"
+            """)
+        #expect(c.queues.map(\.arguments) == [["x-delivery-limit": 5], ["x-delivery-limit": 1], ["x-max-priority": 10]])
+    }
+
+    /// Without a stream queue, [state] directory is not looked at on the machine.
+    @Test func stateDirectoryIsCheckedOnlyWithAStreamQueue() throws {
+        let state = "[state]\ndirectory = \"/nowhere\""
+        let classic = try ConfigFixture.parse(Self.minimal + "\n" + state)
+        #expect(classic.state.directory == "/nowhere")
+
+        let error = try #require(ConfigFixture.issues(Self.streamQueue(offsetLine: "", state: state)))
+        #expect(error.issues.map(\.description) == [
+            "test/warren.toml:4:13: state.directory: the state directory /nowhere does not exist (stream queues keep their offsets in it); create it or set [state] directory"
+        ])
+    }
+
+    /// The machine's check: a directory warren can write in, not a missing path or a file.
+    /// (Tests run as root here, so a read-only directory cannot be shown refused.)
+    @Test func liveWritableDirectoryCheckRefusesMissingPathsAndFiles() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("warren-state-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("offsets")
+        try Data("x".utf8).write(to: file)
+        #expect(FileChecks.live.isWritableDirectory(directory.path))
+        #expect(!FileChecks.live.isWritableDirectory(file.path))
+        #expect(!FileChecks.live.isWritableDirectory(directory.appendingPathComponent("missing").path))
+    }
+
+    /// The default directory is checked too; the issue then points at the top of the file.
+    @Test func defaultStateDirectoryMissingIsAnIssueAtStateDirectory() throws {
+        var machine = FakeMachine.standard
+        machine.directories.remove("/var/lib/warren")
+        let error = try #require(ConfigFixture.issues(Self.streamQueue(offsetLine: ""), checks: machine.checks))
+        #expect(error.issues.map(\.description) == [
+            "test/warren.toml:1:1: state.directory: the state directory /var/lib/warren does not exist (stream queues keep their offsets in it); create it or set [state] directory"
+        ])
+    }
+
+    /// Every problem of a stream queue in one pass, each at its own key.
+    @Test func streamQueueReportsEveryRefusedSettingAtItsKey() throws {
+        let error = try #require(ConfigFixture.issues("""
+            [broker]
+            url = "amqp://rabbit"
+            [[queues]]
+            name = "s"
+            type = "stream"
+            handler = "h"
+            durable = false
+            single_active_consumer = true
+            dead_letter = "broker"
+            arguments = { "x-max-length" = 5, "x-message-ttl" = 1000, "x-max-age" = "1D" }
+            [handlers.h]
+            kind = "noop"
+            """))
+        #expect(error.issues.map(\.path) == [
+            "queues[0].durable", "queues[0].single_active_consumer", "queues[0].dead_letter",
+            "queues[0].arguments.x-max-length", "queues[0].arguments.x-message-ttl",
+        ])
+    }
+
 }

@@ -318,7 +318,7 @@ extension ConfigDecoder {
                 table[key] = value
             }
             return .table(table)
-        case .other:
+        case .dateTime, .other:
             report(path, "dates and times are not supported here, got \(node.rendered)")
             return nil
         }

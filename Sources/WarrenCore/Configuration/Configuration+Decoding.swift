@@ -15,6 +15,7 @@ struct ConfigurationDecoding {
         if let log = root.table("log") { configuration.log = decodeLog(log) }
         if let metrics = root.table("metrics") { configuration.metrics = decodeMetrics(metrics) }
         if let dedup = root.table("dedup") { configuration.dedup = decodeDedup(dedup) }
+        if let state = root.table("state") { configuration.state = decodeState(state) }
         configuration.exchanges = root.tables("exchanges").map(decodeExchange)
         configuration.handlers = decodeHandlers(root.table("handlers"))
         configuration.queues = root.tables("queues").map { decodeQueue($0, defaults: configuration.defaults) }
@@ -77,7 +78,7 @@ struct ConfigurationDecoding {
         return broker
     }
 
-    // MARK: [publisher] [defaults] [log] [metrics] [dedup]
+    // MARK: [publisher] [defaults] [log] [metrics] [dedup] ([state]: ConfigurationDecoding+Streams)
 
     private func decodePublisher(_ table: TableReader) -> PublisherConfiguration {
         var p = PublisherConfiguration()
@@ -204,6 +205,8 @@ struct ConfigurationDecoding {
         if let v = table.bool("declare") { queue.declare = v }
         if let v = table.bool("durable") { queue.durable = v }
         if let v = table.enumeration("type", QueueType.self) { queue.type = v }
+        let typeBroken = d.hasIssue(under: table.at("type"))
+        if let v = decodeStreamOffset(table, type: queue.type, typeBroken: typeBroken) { queue.streamOffset = v }
         if let v = table.fieldTable("arguments") { queue.arguments = v }
         queue.bindings = table.tables("bindings").compactMap(decodeBinding)
         if let v = table.enumeration("ack_policy", AckPolicy.self) { queue.ackPolicy = v }

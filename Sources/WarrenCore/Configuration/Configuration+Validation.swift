@@ -10,6 +10,9 @@ public struct FileChecks: Sendable {
     public var readText: @Sendable (String) -> String?
     /// `nil` if the library is a usable plugin, else why not.
     public var pluginProblem: @Sendable (String) -> String?
+    /// Whether warren can create files in this directory (write and search permission). Last,
+    /// with a default, so that a seam written before it still compiles.
+    public var isWritableDirectory: @Sendable (String) -> Bool = { _ in true }
 
     public static let live = FileChecks(
         isReadableFile: { path in
@@ -27,7 +30,12 @@ public struct FileChecks: Sendable {
             return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
         },
         readText: { path in try? String(contentsOfFile: path, encoding: .utf8) },
-        pluginProblem: PluginProbe.problem(loading:))
+        pluginProblem: PluginProbe.problem(loading:),
+        isWritableDirectory: { path in
+            var isDirectory: ObjCBool = false
+            return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
+                && FileManager.default.isWritableFile(atPath: path) && FileManager.default.isExecutableFile(atPath: path)
+        })
 }
 
 /// Checks that span sections or touch the machine. Runs after decoding.
@@ -43,6 +51,7 @@ struct ConfigurationValidation {
                 d.report([.key("dedup"), .key("path")], "the directory \(directory) does not exist (the sqlite dedup store is created in it)")
             }
         }
+        validateStateDirectory(c)
         // Decoding problems in [defaults], before this pass adds its own.
         let defaultsBroken = d.hasIssue(under: [.key("defaults"), .key("concurrency")]) || d.hasIssue(under: [.key("defaults"), .key("prefetch")])
         validateDefaults(c.defaults, c.queues)
@@ -130,12 +139,10 @@ struct ConfigurationValidation {
                 path + [.key(setsConcurrency ? "concurrency" : "prefetch")],
                 "concurrency \(queue.concurrency) is above prefetch \(queue.prefetch): at most prefetch deliveries are ever in flight, so the extra workers would idle; raise prefetch or lower concurrency")
         }
-        if queue.type == .quorum && !queue.durable {
-            d.report(path + [.key("durable")], "quorum queues are always durable; remove durable = false or use type = \"classic\"")
-        }
         if queue.arguments["x-queue-type"] != nil {
-            d.report(path + [.key("arguments"), .key("x-queue-type")], "set the queue type with type = \"classic\" or \"quorum\", not in arguments")
+            d.report(path + [.key("arguments"), .key("x-queue-type")], "set the queue type with type = \"classic\", \"quorum\" or \"stream\", not in arguments")
         }
+        validateQueueType(queue, at: path)
         switch queue.target {
         case .handler(let name):
             checkHandlerReference(name, at: path + [.key("handler")], queue: queue, in: c)

@@ -608,6 +608,12 @@ struct BadConfigTests {
             message: #"("NOT_IMPLEMENTED - basic.nack and basic.reject not supported by stream queues"); remove dead_letter to park them in s.dead, or set dead_letter = { exchange = "..." }"#,
             at: "7:15"),
         BadConfig(
+            name: "stream queue rejecting unrouted messages",
+            toml: "\(broker)\n[[queues]]\nname = \"s\"\ntype = \"stream\"\nunrouted = \"reject\"\nroutes = [{ match = { type = \"x\" }, handlers = [\"h\"] }]\n[handlers.h]\nkind = \"noop\"",
+            path: "queues[0].unrouted",
+            message: #"RabbitMQ refuses basic.reject on a stream and closes the connection ("NOT_IMPLEMENTED - basic.nack and basic.reject not supported by stream queues"); use "dead_letter" (the default) or "ack""#,
+            at: "6:12"),
+        BadConfig(
             name: "stream queue with a single active consumer",
             toml: stream("single_active_consumer = true"),
             path: "queues[0].single_active_consumer",

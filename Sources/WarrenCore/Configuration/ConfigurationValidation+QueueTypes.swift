@@ -72,6 +72,11 @@ extension ConfigurationValidation {
                 path + [.key("dead_letter")],
                 "a stream queue has no dead-lettering: dead_letter = \"broker\" rejects failed messages, and RabbitMQ refuses basic.reject on a stream and closes the connection (\"NOT_IMPLEMENTED - basic.nack and basic.reject not supported by stream queues\"); remove dead_letter to park them in \(QueueConfiguration.parkingQueueName(queue.name)), or set dead_letter = { exchange = \"...\" }")
         }
+        if case .routes(_, unrouted: .reject) = queue.target {
+            d.report(
+                path + [.key("unrouted")],
+                "unrouted = \"reject\" rejects unrouted messages, and RabbitMQ refuses basic.reject on a stream and closes the connection (\"NOT_IMPLEMENTED - basic.nack and basic.reject not supported by stream queues\"); use \"dead_letter\" (the default) or \"ack\"")
+        }
         if queue.singleActiveConsumer {
             d.report(
                 path + [.key("single_active_consumer")],

@@ -84,7 +84,10 @@ extension Session {
     }
 
     private func watchForStall(_ runner: QueueRunner, _ slot: QueueSlot) async {
-        guard !slot.queue.singleActiveConsumer else { return }
+        // A standby single-active consumer is idle by design. A stream's message count is not
+        // a backlog (RabbitMQ 3.10 answers 0; a count of the whole log would make every idle
+        // stream consumer look stalled).
+        guard !slot.queue.singleActiveConsumer, slot.queue.type != .stream else { return }
         var detector = StallDetector()
         while true {
             await sleep(for: stallCheckInterval, unless: slot.draining)

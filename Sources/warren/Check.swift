@@ -46,6 +46,29 @@ struct Check: AsyncParsableCommand {
             printError("\(options.path): the live broker contradicts the configuration (\(problems.count) problem\(problems.count == 1 ? "" : "s"))")
             throw WarrenExit.config
         }
+        await adviseOnDeliveryLimits(configuration)
         print("\(options.path): OK (\(summary)); the broker at \(connection.negotiated.endpoint) agrees")
+    }
+
+    /// Warnings (not problems: the exit status stays 0) about the delivery limits of quorum
+    /// queues, whose policies only the management API can tell (docs/cluster.md).
+    private func adviseOnDeliveryLimits(_ configuration: Configuration) async {
+        let quorum = configuration.queues.enumerated().filter { $0.element.type == .quorum }
+        guard !quorum.isEmpty, let endpoint = configuration.broker.endpoints.first else { return }
+        guard let base = configuration.broker.managementURL else {
+            printError("\(options.path): note: delivery limits set by policies on quorum queues are not checked; set broker.management_url to check them")
+            return
+        }
+        let api = QueuePolicies(baseURL: base, user: endpoint.user, password: endpoint.password)
+        for (index, queue) in quorum {
+            do {
+                guard let facts = try await api.facts(queue: queue.name, vhost: endpoint.vhost) else { continue }
+                for warning in DeliveryLimitCheck.warnings(for: queue, at: "queues[\(index)]", facts: facts) {
+                    printError("\(options.path): warning: \(warning)")
+                }
+            } catch {
+                printError("\(options.path): warning: the policies of queue \"\(queue.name)\" were not checked: \(error)")
+            }
+        }
     }
 }

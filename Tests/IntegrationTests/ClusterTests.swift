@@ -176,4 +176,47 @@ struct ClusterTests {
         #expect(await instance.stop() == 0)
         await TestCluster.deleteQueues(Self.warrenQueues(legacy) + Self.warrenQueues(fresh))
     }
+
+    /// A delivery limit set by a policy is invisible to AMQP: `check --connect` reads it from the
+    /// management API and warns when it is below max_attempts or has no dead-letter exchange.
+    @Test func checkConnectWarnsAboutADeliveryLimitSetByAPolicy() async throws {
+        let queue = TestBroker.uniqueName("cluster-limit")
+        let policy = "warren-test-limit-\(UUID().uuidString.prefix(8).lowercased())"
+        let node1 = try await TestCluster.connect(1)
+        try await node1.declareQueue(QueueDeclaration(name: queue, durable: true, arguments: ["x-queue-type": "quorum"]))
+        await node1.close()
+        try await TestCluster.control([
+            "ctl", "1", "set_policy", policy, "^\(NSRegularExpression.escapedPattern(for: queue))$", #"{"delivery-limit":2}"#, "--apply-to", "queues",
+        ])
+        let management = try await TestCluster.control(["management-url", "1"])
+        // The management API reports a queue's policy from its statistics, refreshed every 5 s.
+        let api = QueuePolicies(baseURL: management, user: "guest", password: "guest")
+        let deadline = ContinuousClock.now + .seconds(30)
+        while (try? await api.facts(queue: queue, vhost: "/"))??.policyName != policy, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        let config = try WarrenProcess.ConfigFile("""
+            [broker]
+            urls = \(TestCluster.urls([1]))
+            management_url = "\(management)"
+
+            [[queues]]
+            name = "\(queue)"
+            type = "quorum"
+            handler = "h"
+            retry = { max_attempts = 5 }
+
+            [handlers.h]
+            kind = "noop"
+            """)
+        let result = try await WarrenProcess.run(["check", "--config", config.path, "--connect"])
+        config.remove()
+        _ = try? await TestCluster.control(["ctl", "1", "clear_policy", policy])
+        await TestCluster.deleteQueues(Self.warrenQueues(queue))
+
+        #expect(result.status == 0, "warnings do not fail the check: \(result.stderr)")
+        #expect(result.stderr.contains(
+            "warning: queues[0]: the queue's delivery limit is 2 (policy \"\(policy)\"), below retry.max_attempts 5"), "\(result.stderr)")
+        #expect(result.stderr.contains("and it has no dead-letter exchange: the broker drops a message requeued more than 2 times"))
+    }
 }

@@ -63,6 +63,13 @@ struct ConfigurationDecoding {
         if let v = table.duration("reconnect_max_delay") { broker.reconnectMaxDelay = v }
         if let v = table.duration("consumer_timeout") { broker.consumerTimeout = v }
         if let v = table.string("connection_name") { broker.connectionName = v }
+        if let v = table.string("management_url") {
+            if let url = URL(string: v), ["http", "https"].contains(url.scheme ?? ""), url.host != nil, url.user == nil {
+                broker.managementURL = v.hasSuffix("/") ? String(v.dropLast()) : v
+            } else {
+                d.report(table.at("management_url"), "expected an http:// or https:// URL without credentials (the broker URL's user and password are used), e.g. \"http://127.0.0.1:15672\"")
+            }
+        }
         broker.connectionName = broker.connectionName.replacingOccurrences(of: "%h", with: ProcessInfo.processInfo.hostName)
         if let tls = table.table("tls") {
             var settings = TLSSettings()

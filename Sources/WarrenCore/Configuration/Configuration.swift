@@ -41,6 +41,9 @@ public struct BrokerConfiguration: Sendable, Equatable {
     /// the channel, so no handler timeout may exceed it.
     public var consumerTimeout: Duration = .seconds(30 * 60)
     public var tls: TLSSettings?
+    /// RabbitMQ's management HTTP API (`http://host:15672`), which `warren check --connect`
+    /// asks for what AMQP cannot tell: the policies in effect on a queue. nil: not asked.
+    public var managementURL: String?
 }
 
 public struct TLSSettings: Sendable, Hashable {

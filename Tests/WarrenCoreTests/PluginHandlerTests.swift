@@ -107,6 +107,31 @@ struct PluginHandlerTests {
         await handler.shutdown()
     }
 
+    /// ABI version 2 appended `stream_offset`: a stream delivery's offset, -1 for other queues.
+    @Test func aPluginSeesTheStreamOffsetOfAStreamDeliveryAndMinusOneOtherwise() async throws {
+        let library = try ExamplePlugins.compile("""
+            #include <stdio.h>
+            #include "warren_plugin.h"
+            static __thread char text[32];
+            static int init(const char *c, void **s) { (void)c; *s = 0; return 0; }
+            static void handle(void *s, const warren_message *m, warren_result *r) {
+                (void)s;
+                int n = snprintf(text, sizeof text, "%lld", (long long)m->stream_offset);
+                r->reply.data = (const uint8_t *)text;
+                r->reply.len = (size_t)n;
+            }
+            static void destroy(void *s) { (void)s; }
+            static const warren_plugin_v1_t table = { 2u, init, handle, destroy };
+            const warren_plugin_v1_t *warren_plugin_v1(void) { return &table; }
+            """)
+        let handler = PluginHandler(try PluginInstance(name: "offset", library: library, configJSON: "{}", threads: 1, logger: Self.logger))
+        var input = Self.input()
+        input.streamOffset = 1_234_567_890_123
+        #expect(Self.reply(await handler.handle(input)) == "1234567890123")
+        #expect(Self.reply(await handler.handle(Self.input())) == "-1")
+        await handler.shutdown()
+    }
+
     @Test func aPluginThatSetsNothingAcksWithoutAReply() async throws {
         // Like a plugin built before `reply` was appended to warren_result: Warren zero-fills it.
         let library = try ExamplePlugins.compile("""

@@ -13,7 +13,12 @@ struct PluginProbeTests {
     @Test func anotherABIVersionIsRefusedWithBothVersionsNamed() throws {
         let problem = PluginProbe.problem(loading: try ExamplePlugins.compile(ExamplePlugins.minimalSource(abi: "7u")))
         #expect(problem?.contains("ABI version 7") == true)
-        #expect(problem?.contains("speaks version 1") == true)
+        #expect(problem?.contains("speaks versions 1 to 2") == true)
+    }
+
+    /// A version only appends fields a plugin of an older version never reads.
+    @Test func aLibraryOfTheOldestVersionIsStillAccepted() throws {
+        #expect(PluginProbe.problem(loading: try ExamplePlugins.compile(ExamplePlugins.minimalSource(abi: "1u"))) == nil)
     }
 
     @Test func aLibraryWithoutTheEntryPointIsRefused() throws {

@@ -38,7 +38,7 @@ public struct TopologyDeclarer: Sendable {
         }
         for step in plan.queues {
             if let error = try await channelError({ () async throws(AMQPError) in _ = try await connection.declareQueue(step.declaration) }) {
-                if try await acceptsLegacyLadderQueue(step, error, on: connection) { continue }
+                if try await acceptsEarlierDeclaration(step, error, on: connection) { continue }
                 problems.append(queueProblem(step, error))
             }
         }
@@ -67,19 +67,23 @@ public struct TopologyDeclarer: Sendable {
         return outcome
     }
 
-    /// A retry-ladder queue made before ladders of quorum queues were quorum queues themselves:
-    /// a classic queue, which the broker refuses to re-declare as quorum (406, naming whichever
-    /// argument it compares first). It still works (on a single node exactly as before), so it
-    /// is kept, with a warning that on a cluster it depends on its home node (docs/cluster.md
-    /// says how to migrate). Recognised by the broker accepting the classic declaration.
-    private func acceptsLegacyLadderQueue(_ step: TopologyPlan.QueueStep, _ error: AMQPError, on connection: AMQPConnection) async throws(AMQPError) -> Bool {
-        guard case .retry = step.role, error.replyCode == 406, step.declaration.arguments["x-queue-type"] == "quorum" else { return false }
-        var classic = step.declaration
-        for key in TopologyPlan.quorumLadderArguments { classic.arguments[key] = nil }
-        guard try await channelError({ () async throws(AMQPError) in _ = try await connection.declareQueue(classic) }) == nil else { return false }
-        logger.warning("retry queue is a classic queue: kept, but on a cluster it depends on its home node; see docs/cluster.md", metadata: [
-            LogKeys.queue: "\(step.declaration.name)", "config": "\(step.configPath)",
-        ])
+    /// A queue declared by an earlier warren with fewer of warren's own arguments
+    /// (`TopologyPlan.Earlier`), which the broker refuses to re-declare with them (406, naming
+    /// whichever argument it compares first). It still works as before, so it is kept, with a
+    /// warning saying what it lacks (docs/cluster.md says how to migrate). Recognised by the
+    /// broker accepting the earlier declaration.
+    private func acceptsEarlierDeclaration(_ step: TopologyPlan.QueueStep, _ error: AMQPError, on connection: AMQPConnection) async throws(AMQPError) -> Bool {
+        guard error.replyCode == 406, step.declare, let earlier = step.earlier else { return false }
+        guard try await channelError({ () async throws(AMQPError) in _ = try await connection.declareQueue(earlier.declaration) }) == nil else {
+            return false
+        }
+        let metadata: Logger.Metadata = [LogKeys.queue: "\(step.declaration.name)", "config": "\(step.configPath)"]
+        switch earlier.kind {
+        case .classicLadder:
+            logger.warning("retry queue is a classic queue: kept, but on a cluster it depends on its home node; see docs/cluster.md", metadata: metadata)
+        case .atMostOnceDeadLettering:
+            logger.warning("queue was declared with at-most-once dead-lettering: kept; see docs/cluster.md to make it at-least-once", metadata: metadata)
+        }
         return true
     }
 
@@ -121,7 +125,7 @@ public struct TopologyDeclarer: Sendable {
             }
             guard step.declare else { continue }
             if let error = try await channelError({ () async throws(AMQPError) in _ = try await connection.declareQueue(step.declaration) }) {
-                if try await acceptsLegacyLadderQueue(step, error, on: connection) { continue }
+                if try await acceptsEarlierDeclaration(step, error, on: connection) { continue }
                 problems.append(queueProblem(step, error))
             }
         }

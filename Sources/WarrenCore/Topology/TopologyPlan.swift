@@ -27,6 +27,10 @@ public struct TopologyPlan: Sendable {
         /// The key that sets the queue type, for messages about a type mismatch.
         public var typeKey: String
 
+        /// What an earlier warren declared for this queue, with fewer of warren's arguments:
+        /// accepted when the broker refuses `declaration` for an existing queue (TopologyDeclarer).
+        public var earlier: Earlier?
+
         /// The configured queue this step is for.
         public var owner: String {
             switch role {
@@ -34,6 +38,19 @@ public struct TopologyPlan: Sendable {
             case .retry(let owner, _), .parking(let owner): owner
             }
         }
+    }
+
+    public struct Earlier: Sendable {
+        public enum Kind: Sendable {
+            /// A quorum queue's retry queue made before ladders were quorum queues: classic.
+            case classicLadder
+            /// A quorum queue with `dead_letter = "broker"` made before warren declared
+            /// at-least-once dead-lettering for it.
+            case atMostOnceDeadLettering
+        }
+
+        public var declaration: QueueDeclaration
+        public var kind: Kind
     }
 
     public struct BindingStep: Sendable {
@@ -69,15 +86,26 @@ public struct TopologyPlan: Sendable {
 
         for (index, queue) in configuration.queues.enumerated() {
             let path = "queues[\(index)]"
+            let main = Self.mainDeclaration(queue)
+            var earlierMain: Earlier?
+            let added = Self.brokerDeadLetterArguments(queue)
+            if !added.isEmpty {
+                var declaration = main
+                for entry in added { declaration.arguments[entry.key] = nil }
+                earlierMain = Earlier(declaration: declaration, kind: .atMostOnceDeadLettering)
+            }
             queues.append(QueueStep(
-                declaration: Self.mainDeclaration(queue), role: .configured, declare: queue.declare, configPath: path,
-                typeKey: "\(path).type"))
+                declaration: main, role: .configured, declare: queue.declare, configPath: path,
+                typeKey: "\(path).type", earlier: earlierMain))
             if let retry = queue.retry {
                 for delay in retry.delaySeries {
+                    let declaration = Self.retryDeclaration(queue, delay: delay)
+                    var classic = declaration
+                    for key in Self.quorumLadderArguments { classic.arguments[key] = nil }
                     queues.append(QueueStep(
-                        declaration: Self.retryDeclaration(queue, delay: delay),
-                        role: .retry(of: queue.name, delay: delay), declare: true, configPath: "\(path).retry",
-                        typeKey: "\(path).retry"))
+                        declaration: declaration, role: .retry(of: queue.name, delay: delay), declare: true,
+                        configPath: "\(path).retry", typeKey: "\(path).retry",
+                        earlier: queue.type == .classic ? nil : Earlier(declaration: classic, kind: .classicLadder)))
                 }
             }
             if let parking = queue.parkingQueue {
@@ -136,6 +164,17 @@ public struct TopologyPlan: Sendable {
         }
     }
 
+    /// For a quorum queue whose dead letters are the broker's (`dead_letter = "broker"`), what
+    /// makes that dead-lettering at-least-once: the broker keeps a rejected message until the
+    /// dead-letter queue confirmed it, and applies that strategy only with `x-overflow =
+    /// reject-publish`. Left out when the file sets either argument itself.
+    static func brokerDeadLetterArguments(_ queue: QueueConfiguration) -> FieldTable {
+        guard queue.type == .quorum, queue.deadLetter == .broker,
+            queue.arguments["x-dead-letter-strategy"] == nil, queue.arguments["x-overflow"] == nil
+        else { return [:] }
+        return ["x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"]
+    }
+
     /// What a quorum queue's ladder adds to a classic one's arguments.
     static let quorumLadderArguments = ["x-queue-type", "x-dead-letter-strategy", "x-overflow"]
 
@@ -147,6 +186,7 @@ public struct TopologyPlan: Sendable {
         // as inequivalent instead of being silently accepted.
         arguments["x-queue-type"] = .string(queue.type.rawValue)
         if queue.singleActiveConsumer { arguments["x-single-active-consumer"] = .boolean(true) }
+        for entry in brokerDeadLetterArguments(queue) { arguments[entry.key] = entry.value }
         return QueueDeclaration(name: queue.name, durable: queue.durable, passive: !queue.declare, arguments: arguments)
     }
 }

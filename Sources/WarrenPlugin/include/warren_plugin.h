@@ -5,7 +5,9 @@
  *
  *     const warren_plugin_v1_t *warren_plugin_v1(void);
  *
- * returning a table whose abi_version is WARREN_PLUGIN_ABI_VERSION. Warren loads it with
+ * returning a table whose abi_version is the WARREN_PLUGIN_ABI_VERSION it was built against
+ * (Warren loads every version from WARREN_PLUGIN_ABI_VERSION_OLDEST up to its own: a version
+ * only appends fields at the end of the structs, which older plugins never read). Warren loads it with
  * dlopen(RTLD_NOW | RTLD_LOCAL), calls init once per [handlers.NAME] entry at start-up with the
  * entry's `config` table as a JSON object (a non-zero return stops warren with exit status 78),
  * handle for each message, and destroy at shutdown.
@@ -36,7 +38,9 @@
 extern "C" {
 #endif
 
-#define WARREN_PLUGIN_ABI_VERSION 1u
+/* 2: warren_message.stream_offset. */
+#define WARREN_PLUGIN_ABI_VERSION 2u
+#define WARREN_PLUGIN_ABI_VERSION_OLDEST 1u
 
 /* A byte string that is not NUL-terminated; data may be NULL when len is 0. */
 typedef struct warren_bytes {
@@ -60,6 +64,8 @@ typedef struct warren_message {
     warren_bytes headers_json;  /* the headers as a JSON object; an entry JSON cannot carry
                                    (a key or long string that is not UTF-8) is left out:
                                    see docs/message-bytes.md */
+    /* Since ABI version 2. */
+    int64_t stream_offset;      /* the message's offset in a stream queue; -1 for other queues */
 } warren_message;
 
 typedef enum warren_verdict {

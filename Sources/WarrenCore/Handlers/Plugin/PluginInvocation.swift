@@ -31,7 +31,7 @@ enum PluginInvocation {
                     routing_key: view(routingKey), redelivered: input.redelivered ? 1 : 0, attempt: UInt32(clamping: input.attempt),
                     message_id: view(messageID), correlation_id: view(correlationID), reply_to: view(replyTo),
                     content_type: view(contentType), type: view(type), timestamp: p.timestamp.map { Int64(clamping: $0) } ?? -1,
-                    headers_json: view(headers))
+                    headers_json: view(headers), stream_offset: input.streamOffset ?? -1)
                 // Zero-filled: a plugin that sets nothing acks, and one built before `reply` was
                 // appended to the struct leaves it empty.
                 var result = warren_result()

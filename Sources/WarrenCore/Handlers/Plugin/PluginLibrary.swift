@@ -48,10 +48,10 @@ struct PluginLibrary: @unchecked Sendable {
         // Only the version may be read before it is known to match: a table of another ABI
         // version may have another layout.
         let version = table.pointee.abi_version
-        guard version == WARREN_PLUGIN_ABI_VERSION else {
+        guard (WARREN_PLUGIN_ABI_VERSION_OLDEST...WARREN_PLUGIN_ABI_VERSION).contains(version) else {
             throw LoadError(description: """
-                \(path) was built for plugin ABI version \(version), but this warren speaks version \
-                \(WARREN_PLUGIN_ABI_VERSION); rebuild it against this warren's warren_plugin.h
+                \(path) was built for plugin ABI version \(version), but this warren speaks versions \
+                \(WARREN_PLUGIN_ABI_VERSION_OLDEST) to \(WARREN_PLUGIN_ABI_VERSION); rebuild it against this warren's warren_plugin.h
                 """)
         }
         guard let initialize = table.pointee.`init`, let handleFunction = table.pointee.handle, let destroy = table.pointee.destroy else {

@@ -620,6 +620,20 @@ struct BadConfigTests {
             message: #"RabbitMQ 3.10 refuses the declaration ("PRECONDITION_FAILED - invalid arg 'x-single-active-consumer' for queue 's' ... of queue type rabbit_stream_queue"); remove it"#,
             at: "7:26"),
 
+        // MARK: rate_limit
+        BadConfig(
+            name: "rate limit without a unit",
+            toml: quorum(#"rate_limit = "50""#),
+            path: "queues[0].rate_limit",
+            message: #"expected runs per unit of time: "50/s", "600/m" or "1000/h" (a positive number, at least one a day), got "50""#,
+            at: "7:14"),
+        BadConfig(
+            name: "rate limit so slow a prefetched message passes the consumer timeout",
+            toml: quorum(#"rate_limit = "1/m""#),
+            path: "queues[0].rate_limit",
+            message: "at 1/m, a prefetched message may wait 32m for its turn, which with handler_timeout 30s passes the broker's consumer timeout of 30m",
+            at: "7:14"),
+
         // MARK: quorum queues: what RabbitMQ refuses or ignores
         BadConfig(
             name: "quorum queue with priorities",

@@ -226,6 +226,13 @@ struct ConfigurationDecoding {
         if let v = table.bool("dedup") { queue.dedup = v }
         if let v = table.bool("single_active_consumer") { queue.singleActiveConsumer = v }
         if let v = table.int("consumer_priority", in: -1_000_000...1_000_000, "an integer") { queue.consumerPriority = v }
+        if let text = table.string("rate_limit") {
+            if let limit = RateLimit.parse(text) {
+                queue.rateLimit = limit
+            } else {
+                d.report(table.at("rate_limit"), "expected runs per unit of time: \"50/s\", \"600/m\" or \"1000/h\" (a positive number, at least one a day), got \"\(text)\"")
+            }
+        }
         if let node = table.node("retry") {
             switch node {
             case .boolean(false): queue.retry = nil

@@ -139,6 +139,16 @@ struct ConfigurationValidation {
                 path + [.key(setsConcurrency ? "concurrency" : "prefetch")],
                 "concurrency \(queue.concurrency) is above prefetch \(queue.prefetch): at most prefetch deliveries are ever in flight, so the extra workers would idle; raise prefetch or lower concurrency")
         }
+        if let limit = queue.rateLimit {
+            // A prefetched message may wait for its turn up to prefetch runs at the limit, then
+            // run; the broker counts both against its consumer timeout.
+            let wait = limit.interval * queue.prefetch
+            if wait + queue.handlerTimeout > c.broker.consumerTimeout {
+                d.report(
+                    path + [.key("rate_limit")],
+                    "at \(limit.text), a prefetched message may wait \(wait.configText) for its turn, which with handler_timeout \(queue.handlerTimeout.configText) passes the broker's consumer timeout of \(c.broker.consumerTimeout.configText): the broker would close the channel; raise the rate or lower prefetch")
+            }
+        }
         if queue.arguments["x-queue-type"] != nil {
             d.report(path + [.key("arguments"), .key("x-queue-type")], "set the queue type with type = \"classic\", \"quorum\" or \"stream\", not in arguments")
         }

@@ -274,6 +274,8 @@ public struct QueueConfiguration: Sendable, Equatable {
     public var dedup = false
     public var singleActiveConsumer = false
     public var consumerPriority = 0
+    /// `rate_limit`: how many handler runs may start per second; nil: no limit.
+    public var rateLimit: RateLimit?
     /// For `type = "stream"`: where the consumer starts when no offset is stored.
     public var streamOffset = StreamOffset.next
     /// `nil`: `retry = false` (failures are nacked with requeue).

@@ -43,6 +43,7 @@ struct QueueRunner: Sendable {
         let workers = max(1, concurrency)
         let threading = processor.threading
         let threads = threading == .ownThread ? (0..<workers).map { _ in WorkerThread(name: "warren-worker") } : []
+        let limiter = processor.queue.rateLimit.map { RateLimiter($0, burst: workers) }
         defer { for thread in threads { thread.stop() } }
         return await withTaskGroup(of: Void.self) { group in
             for index in 0..<workers {
@@ -52,7 +53,7 @@ struct QueueRunner: Sendable {
                 case .ownThread: threads[index]
                 case .sharedPool: globalConcurrentExecutor
                 }
-                group.addTask(executorPreference: preference) { await work(feed) }
+                group.addTask(executorPreference: preference) { await work(feed, limiter: limiter) }
             }
             var ended: (any Error)?
             do {
@@ -76,7 +77,7 @@ struct QueueRunner: Sendable {
         }
     }
 
-    private nonisolated(nonsending) func work(_ feed: DeliveryFeed) async {
+    private nonisolated(nonsending) func work(_ feed: DeliveryFeed, limiter: RateLimiter?) async {
         let metrics = processor.metrics
         while let delivery = await feed.next() {
             if draining.isSet {
@@ -94,7 +95,19 @@ struct QueueRunner: Sendable {
                     continue
                 }
             }
+            // Counted as started while it waits for a rate-limit slot: a queue that waits for
+            // its rate is busy, not stalled.
             activity.started()
+            if let limiter {
+                // `rate_limit`: the delivery waits for its slot here, within the prefetch window.
+                await limiter.acquire(unless: draining)
+                if draining.isSet {
+                    processor.putBack(delivery, endingConsumer: false)
+                    metrics.count(.requeued)
+                    activity.finished()
+                    continue
+                }
+            }
             metrics.inflight.increment()
             await processor.process(delivery)
             metrics.inflight.decrement()

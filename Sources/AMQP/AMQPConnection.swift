@@ -149,6 +149,14 @@ public final class AMQPConnection: Sendable {
         return Publisher(connection: self, channel: channel, confirmTimeout: options.confirmTimeout)
     }
 
+    /// Opens a channel for reading queues message by message with `basic.get` (see
+    /// `GetChannel`). Bodies announced larger than `maxBodySize` bytes (nil: no limit) are
+    /// spooled to a temporary file as they arrive, never buffered in memory.
+    public func openGetChannel(maxBodySize: Int? = nil) async throws(AMQPError) -> GetChannel {
+        let (channel, epoch) = try await perform { loop throws(AMQPError) in try loop.openGetChannel(maxBodySize: maxBodySize) }
+        return GetChannel(connection: self, channel: channel, epoch: epoch)
+    }
+
     /// Queues a settlement for the I/O thread; returns at once. Settlements of a channel
     /// incarnation that has closed (or of a dead connection) are dropped: the broker has already
     /// requeued those deliveries.

@@ -116,6 +116,8 @@ extension IOLoop {
                     "channel": "\(channel.id)", "routing_key": "\(method.routingKey)",
                 ])
             }
+        case (_, .getter(let getter)):
+            getCompleted(message, on: channel, getter)
         default:
             logger.debug("content on a channel that does not expect it", metadata: ["channel": "\(channel.id)"])
         }
@@ -237,6 +239,8 @@ extension IOLoop {
         case .publisher(let publisher):
             // The id stays reserved for this publisher; the next publish reopens it.
             publisher.tracker.channelLost(error, into: &resolutions)
+        case .getter(let getter):
+            getChannelLost(id, getter, error)
         case .control:
             channels[id] = nil
             controlChannel = nil

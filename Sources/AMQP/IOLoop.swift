@@ -75,6 +75,8 @@ final class IOLoop {
         case control
         case consumer(ConsumerState)
         case publisher(PublisherState)
+        /// A channel for `basic.get` (IOLoop+Get).
+        case getter(GetState)
     }
 
     final class Channel {
@@ -289,6 +291,8 @@ final class IOLoop {
                 consumer.finish(throwing: error)
             case .publisher(let publisher):
                 publisher.tracker.failAll(error, into: &resolutions)
+            case .getter(let getter):
+                getter.fail(error)
             case .control:
                 break
             }

@@ -1,0 +1,120 @@
+import AMQP
+import Foundation
+
+/// A message found in a parking queue, read from its headers (docs/delivery.md lists them):
+/// what `warren dead-letters` lists, selects and replays. Every header is untrusted (anyone can
+/// publish to a parking queue): a missing or ill-typed one reads as absent.
+public struct ParkedMessage: Sendable {
+    public let delivery: Delivery
+
+    public init(_ delivery: Delivery) {
+        self.delivery = delivery
+    }
+
+    private var headers: FieldTable? { delivery.properties.headers }
+
+    private func text(_ key: String) -> String? {
+        switch headers?[key] {
+        case .string(let value): value
+        case .nonUTF8String(let bytes), .bytes(let bytes): String(decoding: bytes, as: UTF8.self)
+        default: nil
+        }
+    }
+
+    /// Parked by warren: it carries `x-warren-reason`.
+    public var isWarrens: Bool { text("x-warren-reason") != nil }
+    /// `x-warren-reason`, or `unknown` for a message warren did not park.
+    public var reason: String { text("x-warren-reason") ?? "unknown" }
+    public var handler: String? { text("x-warren-handler") }
+    public var attempts: Int64? { headers?["x-warren-attempts"]?.integerValue }
+    public var failedAt: String? { text("x-warren-failed-at") }
+    /// The error's first line, at most 200 characters.
+    public var errorLine: String? {
+        guard let error = text("x-warren-error") else { return nil }
+        let line = error.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        return line.count > 200 ? String(line.prefix(200)) + "..." : line
+    }
+    public var error: String? { text("x-warren-error") }
+    public var originalExchange: String? { text(RetryPlanner.originalExchangeHeader) }
+    public var originalRoutingKey: String? { text(RetryPlanner.originalRoutingKeyHeader) }
+    public var messageID: AMQPString? { delivery.properties.messageID }
+    public var bodyBytes: Int { delivery.oversizedBody?.size ?? delivery.body.count }
+
+    /// When it was parked, parsed from `x-warren-failed-at`; nil when absent or not RFC 3339.
+    public var failedAtDate: Date? {
+        guard let failedAt else { return nil }
+        let format = ISO8601DateFormatter()
+        format.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let date = format.date(from: failedAt) { return date }
+        format.formatOptions = [.withInternetDateTime]
+        return format.date(from: failedAt)
+    }
+
+    /// The headers removed from a replayed copy: warren's forensic and attempt headers, and the
+    /// broker's delivery count (a quorum parking queue raises it each time the message is
+    /// looked at), so the replay's attempts start again at 1.
+    public static func isStrippedOnReplay(_ key: String) -> Bool {
+        (key.hasPrefix("x-warren-") && key != replaysHeader) || key == "x-delivery-count"
+    }
+
+    public static let replaysHeader = "x-warren-replays"
+
+    /// The copy a replay publishes: same body and properties, to its original exchange and
+    /// routing key (or `toQueue` through the default exchange), without warren's forensic and
+    /// attempt headers, with `x-warren-replays` one more than before. Nil when it has no
+    /// original destination and no `toQueue` was given, or when its body was too large to keep
+    /// and could not be spooled (only the broker has it: it stays parked).
+    public func replayCopy(toQueue: String? = nil) -> OutgoingMessage? {
+        var spooled: SpooledBody?
+        if let oversized = delivery.oversizedBody {
+            guard case .success(let body) = oversized.spool else { return nil }
+            spooled = body
+        }
+        let exchange: String
+        let routingKey: String
+        if let toQueue {
+            (exchange, routingKey) = ("", toQueue)
+        } else if let originalExchange, let originalRoutingKey {
+            (exchange, routingKey) = (originalExchange, originalRoutingKey)
+        } else {
+            return nil
+        }
+        var properties = delivery.properties
+        let previous = headers?[Self.replaysHeader]?.integerValue ?? 0
+        var kept = FieldTable((headers?.entries ?? []).filter { entry in
+            let key = entry.key.text ?? ""
+            return !Self.isStrippedOnReplay(key) && key != Self.replaysHeader
+        })
+        kept[Self.replaysHeader] = .int64(previous == .max ? previous : max(0, previous) + 1)
+        properties.headers = kept
+        return OutgoingMessage(
+            exchange: exchange, routingKey: routingKey, mandatory: true, properties: properties, body: delivery.body, spooledBody: spooled)
+    }
+}
+
+/// Which parked messages a `dead-letters` command acts on: every filter given must match (AND).
+public struct ParkedSelection: Sendable {
+    public var reason: String?
+    public var handler: String?
+    public var messageID: String?
+    /// `purge --older-than`: parked before this time (messages without a readable
+    /// `x-warren-failed-at` never match).
+    public var parkedBefore: Date?
+
+    public init(reason: String? = nil, handler: String? = nil, messageID: String? = nil, parkedBefore: Date? = nil) {
+        self.reason = reason
+        self.handler = handler
+        self.messageID = messageID
+        self.parkedBefore = parkedBefore
+    }
+
+    public func matches(_ message: ParkedMessage) -> Bool {
+        if let reason, message.reason != reason { return false }
+        if let handler, message.handler != handler { return false }
+        if let messageID, message.messageID?.text != messageID { return false }
+        if let parkedBefore {
+            guard let at = message.failedAtDate, at < parkedBefore else { return false }
+        }
+        return true
+    }
+}

@@ -29,7 +29,7 @@ struct Warren: AsyncParsableCommand {
             1 when a message was not confirmed.
             """,
         version: WarrenVersion.current,
-        subcommands: [Run.self, Check.self, Publish.self, Version.self])
+        subcommands: [Run.self, Check.self, Publish.self, DeadLetters.self, Version.self])
 
     /// ArgumentParser's own `main`, except that an error nothing handled exits 70 (EX_SOFTWARE)
     /// rather than 1, which `publish` uses for unconfirmed messages.

@@ -118,3 +118,50 @@ public struct ParkedSelection: Sendable {
         return true
     }
 }
+
+extension ParkedMessage {
+    /// One JSON object for `dead-letters list --json` (keys sorted, ended by a newline). Throws
+    /// only for a header value JSON cannot carry (a NaN or infinite float).
+    public func jsonLine() throws -> [UInt8] {
+        var lossy = false
+        func string(_ value: String?) -> MessageJSON.Value { value.map { .string($0) } ?? .null }
+        var object: [String: MessageJSON.Value] = [
+            "reason": .string(reason),
+            "handler": string(handler),
+            "attempts": attempts.map { .int($0) } ?? .null,
+            "failed_at": string(failedAt),
+            "error": string(error),
+            "original_exchange": string(originalExchange),
+            "original_routing_key": string(originalRoutingKey),
+            "body_bytes": .int(Int64(bodyBytes)),
+            "headers": MessageJSON.headers(delivery.properties.headers, lossy: &lossy),
+        ]
+        // `message_id_base64` instead when it is not UTF-8, as everywhere else.
+        object["message_id"] = .null
+        MessageJSON.put("message_id", messageID, into: &object)
+        return try MessageJSON.line(object)
+    }
+
+    /// One line for `dead-letters list`: `key=value` pairs, values quoted when they hold a space,
+    /// the error cut to its first line.
+    public var textLine: String {
+        func pair(_ key: String, _ value: String?) -> String {
+            let text = value ?? "-"
+            let needsQuotes = text.isEmpty || text.contains { $0 == " " || $0 == "\"" || $0 == "=" || $0.isNewline }
+            return "\(key)=" + (needsQuotes ? "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" : text)
+        }
+        return [
+            pair("message_id", messageID.map { $0.text ?? "base64:" + Data($0.bytes).base64EncodedString() }), pair("reason", reason), pair("handler", handler),
+            pair("attempts", attempts.map(String.init)), pair("failed_at", failedAt), pair("error", errorLine),
+        ].joined(separator: " ")
+    }
+}
+
+/// Where `warren dead-letters QUEUE` finds the parked copies: a configured queue's parking
+/// queue (`QUEUE.dead`), else the queue named (any queue holding parked copies, such as the one
+/// a custom `dead_letter` destination routes to).
+public enum ParkingQueues {
+    public static func holding(_ name: String, in configuration: Configuration) -> String {
+        configuration.queues.first { $0.name == name }?.parkingQueue ?? name
+    }
+}

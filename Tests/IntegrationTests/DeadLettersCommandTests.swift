@@ -1,0 +1,62 @@
+import AMQP
+import Foundation
+import Testing
+
+@testable import WarrenCore
+
+/// `warren dead-letters` against RabbitMQ.
+@Suite("warren dead-letters against RabbitMQ", .requiresBroker, .timeLimit(.minutes(2)))
+struct DeadLettersCommandTests {
+    @Test func listPrintsEveryParkedMessageAndLeavesThemInPlaceInOrder() async throws {
+        let queue = TestBroker.uniqueName("dl-list")
+        let parking = "\(queue).dead"
+        let connection = try await TestBroker.connect()
+        try await connection.declareQueue(QueueDeclaration(name: parking, durable: true))
+        let publisher = try await connection.openPublisher()
+        for index in 0..<3 {
+            let headers: FieldTable = [
+                "x-warren-reason": "failed", "x-warren-handler": "billing", "x-warren-attempts": .int64(5),
+                "x-warren-error": "exit code 3: boom\nmore", "x-warren-failed-at": "2026-12-07T04:14:58.416Z",
+                "x-warren-original-exchange": "", "x-warren-original-routing-key": .string(queue),
+            ]
+            #expect(try await publisher.publish(
+                routingKey: parking, body: Array("b\(index)".utf8),
+                properties: BasicProperties(headers: headers, messageID: AMQPString("m\(index)"))) == .confirmed)
+        }
+        #expect(try await publisher.publish(routingKey: parking, body: [0xFF], properties: BasicProperties(messageID: "x1")) == .confirmed)
+        let config = try WarrenProcess.ConfigFile(WarrenProcess.config(queue: queue))
+        defer { config.remove() }
+
+        var listings: [[[String: Any]]] = []
+        for _ in 0..<2 {
+            let result = try await WarrenProcess.run(["dead-letters", "list", queue, "--json", "--config", config.path])
+            #expect(result.status == 0, "\(result.stderr)")
+            listings.append(result.stdout.split(separator: "\n").compactMap {
+                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            })
+            // The broker requeues the walk's messages when its channel closes, asynchronously.
+            let deadline = ContinuousClock.now + .seconds(10)
+            while (try await connection.declareQueue(QueueDeclaration(name: parking, passive: true))).messageCount < 4,
+                ContinuousClock.now < deadline
+            {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        for listing in listings {
+            #expect(listing.map { $0["message_id"] as? String } == ["m0", "m1", "m2", "x1"], "the same messages, in the same order")
+            #expect(listing.map { $0["reason"] as? String } == ["failed", "failed", "failed", "unknown"])
+            #expect(listing.first?["attempts"] as? Int == 5)
+            #expect(listing.first?["original_routing_key"] as? String == queue)
+            #expect(listing.last?["body_bytes"] as? Int == 1)
+        }
+        #expect(try await connection.declareQueue(QueueDeclaration(name: parking, passive: true)).messageCount == 4, "listing removed nothing")
+
+        let limited = try await WarrenProcess.run(["dead-letters", "list", queue, "--limit", "2", "--config", config.path])
+        #expect(limited.stdout.split(separator: "\n") == [
+            #"message_id=m0 reason=failed handler=billing attempts=5 failed_at=2026-12-07T04:14:58.416Z error="exit code 3: boom""#,
+            #"message_id=m1 reason=failed handler=billing attempts=5 failed_at=2026-12-07T04:14:58.416Z error="exit code 3: boom""#,
+        ])
+        await connection.close()
+        await CommandLineTests.deleteWarrenQueues(queue)
+    }
+}

@@ -11,7 +11,39 @@ struct DeadLetters: AsyncParsableCommand {
             QUEUE is a configured queue (its parked messages are in QUEUE.dead) or the name of any \
             queue holding parked copies. The broker settings come from --config.
             """,
-        subcommands: [List.self])
+        subcommands: [List.self, Purge.self])
+
+    /// Reads the parked messages of `queue` one by one with basic.get, at most as many as the
+    /// queue held at the first read (a producer adding to it does not keep the walk going);
+    /// `visit` acks what it is done with and returns false to stop. What is not acked goes
+    /// back in place when the channel closes.
+    static func walk(
+        _ queue: String, options: ConfigOption, verb: String,
+        _ visit: (ParkedMessage, GetChannel) async throws -> Bool
+    ) async throws {
+        let configuration = try options.load()
+        let logger = Bootstrap.logging(configuration.log, override: .warning)
+        let parking = ParkingQueues.holding(queue, in: configuration)
+        let connection = try await connectOnce(configuration, role: "dead-letters", logger: logger)
+        do {
+            let channel = try await connection.openGetChannel(maxBodySize: configuration.defaults.maxBodySize)
+            var remaining: Int?
+            while remaining.map({ $0 > 0 }) ?? true, let got = try await channel.get(parking) {
+                remaining = (remaining ?? Int(got.messageCount) + 1) - 1
+                if try await !visit(ParkedMessage(got.delivery), channel) { break }
+            }
+            try await channel.close()
+        } catch let error as AMQPError {
+            await connection.close()
+            if error.replyCode == 404 {
+                printError("queue \"\(parking)\" does not exist")
+                throw WarrenExit.config
+            }
+            printError("lost the broker while \(verb): \(error)")
+            throw WarrenExit.unavailable
+        }
+        await connection.close()
+    }
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -31,37 +63,60 @@ struct DeadLetters: AsyncParsableCommand {
             if let limit, limit < 1 {
                 throw ValidationError("--limit must be at least 1")
             }
-            let configuration = try options.load()
-            let logger = Bootstrap.logging(configuration.log, override: .warning)
-            let parking = ParkingQueues.holding(queue, in: configuration)
-            let connection = try await connectOnce(configuration, role: "dead-letters", logger: logger)
-            do {
-                let channel = try await connection.openGetChannel(maxBodySize: configuration.defaults.maxBodySize)
-                // At most what the queue held at the first get: a producer adding to it while
-                // we walk does not keep the walk going.
-                var remaining: Int?
-                var listed = 0
-                while listed < (limit ?? .max), remaining.map({ $0 > 0 }) ?? true, let got = try await channel.get(parking) {
-                    remaining = (remaining ?? Int(got.messageCount) + 1) - 1
-                    let message = ParkedMessage(got.delivery)
-                    if json {
-                        FileHandle.standardOutput.write(Data(try message.jsonLine()))
-                    } else {
-                        print(message.textLine)
-                    }
-                    listed += 1
+            var listed = 0
+            try await DeadLetters.walk(queue, options: options, verb: "listing") { message, _ in
+                if json {
+                    FileHandle.standardOutput.write(Data(try message.jsonLine()))
+                } else {
+                    print(message.textLine)
                 }
-                try await channel.close()
-            } catch let error as AMQPError {
-                await connection.close()
-                if error.replyCode == 404 {
-                    printError("queue \"\(parking)\" does not exist")
-                    throw WarrenExit.config
-                }
-                printError("lost the broker while listing: \(error)")
-                throw WarrenExit.unavailable
+                listed += 1
+                return listed < (limit ?? .max)
             }
-            await connection.close()
+        }
+    }
+
+    struct Purge: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Delete the selected parked messages (needs --yes).",
+            discussion: """
+                Filters combine: every one given must match. A message without a readable \
+                x-warren-failed-at never matches --older-than. Prints purged=N kept=M. Without \
+                --yes nothing is deleted and the exit status is 64.
+                """)
+
+        @OptionGroup var options: ConfigOption
+        @Argument(help: "The configured queue, or the queue holding the parked copies.") var queue: String
+        @Option(help: "Only messages parked with this reason (failed, rejected, attempts_exhausted, unrouted, too_large, publish_failed, unknown).")
+        var reason: String?
+        @Option(name: .customLong("older-than"), help: "Only messages parked longer ago than this (e.g. 7d, 12h).")
+        var olderThan: String?
+        @Flag(help: "Really delete them.") var yes = false
+
+        func run() async throws {
+            var selection = ParkedSelection(reason: reason)
+            if let olderThan {
+                guard let cutoff = ParkedSelection.cutoff(olderThan: olderThan) else {
+                    throw ValidationError("--older-than expects a duration such as 12h or 7d, got \"\(olderThan)\"")
+                }
+                selection.parkedBefore = cutoff
+            }
+            guard yes else {
+                printError("purge deletes parked messages for good: add --yes to do it (nothing was deleted)")
+                throw WarrenExit.usage
+            }
+            var purged = 0
+            var kept = 0
+            try await DeadLetters.walk(queue, options: options, verb: "purging") { message, channel in
+                if selection.matches(message) {
+                    try await channel.ack(message.delivery)
+                    purged += 1
+                } else {
+                    kept += 1
+                }
+                return true
+            }
+            print("purged=\(purged) kept=\(kept)")
         }
     }
 }

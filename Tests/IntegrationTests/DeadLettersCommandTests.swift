@@ -56,7 +56,33 @@ struct DeadLettersCommandTests {
             #"message_id=m0 reason=failed handler=billing attempts=5 failed_at=2026-12-07T04:14:58.416Z error="exit code 3: boom""#,
             #"message_id=m1 reason=failed handler=billing attempts=5 failed_at=2026-12-07T04:14:58.416Z error="exit code 3: boom""#,
         ])
+
+        // purge: nothing without --yes; then only what the filters select.
+        let refused = try await WarrenProcess.run(["dead-letters", "purge", queue, "--reason", "unknown", "--config", config.path])
+        #expect(refused.status == 64)
+        #expect(refused.stderr.contains("add --yes"))
+        let recent = try await WarrenProcess.run(["dead-letters", "purge", queue, "--older-than", "3650d", "--yes", "--config", config.path])
+        #expect(recent.stdout == "purged=0 kept=4\n", "\(recent.stdout) \(recent.stderr)")
+        await waitForCount(4, parking, connection)
+        let purged = try await WarrenProcess.run(["dead-letters", "purge", queue, "--reason", "unknown", "--yes", "--config", config.path])
+        #expect(purged.status == 0, "\(purged.stderr)")
+        #expect(purged.stdout == "purged=1 kept=3\n")
+        await waitForCount(3, parking, connection)
+        let after = try await WarrenProcess.run(["dead-letters", "list", queue, "--json", "--config", config.path])
+        #expect(after.stdout.split(separator: "\n").count == 3)
+        #expect(!after.stdout.contains("\"x1\""), "the foreign message is gone, the parked ones stay")
+
         await connection.close()
         await CommandLineTests.deleteWarrenQueues(queue)
+    }
+
+    /// The broker requeues a walk's unacked messages when its channel closes, asynchronously.
+    private func waitForCount(_ count: UInt32, _ queue: String, _ connection: AMQPConnection) async {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ((try? await connection.declareQueue(QueueDeclaration(name: queue, passive: true)))?.messageCount ?? 0) != count,
+            ContinuousClock.now < deadline
+        {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
     }
 }

@@ -165,3 +165,13 @@ public enum ParkingQueues {
         configuration.queues.first { $0.name == name }?.parkingQueue ?? name
     }
 }
+
+extension ParkedSelection {
+    /// `--older-than 2h`: parked before `now` minus the duration (the configuration's duration
+    /// syntax); nil when the text is not a duration.
+    public static func cutoff(olderThan text: String, now: Date = Date()) -> Date? {
+        guard let duration = DurationText.parse(text) else { return nil }
+        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        return now.addingTimeInterval(-seconds)
+    }
+}

@@ -12,9 +12,12 @@ struct SignalTests {
         let queue: String
         let fifo: String
         let config: WarrenProcess.ConfigFile
+        /// The metrics listener's port: `warren_inflight_messages` tells when the handler runs.
+        let metricsPort: Int
 
         init() throws {
             queue = TestBroker.uniqueName("signals")
+            metricsPort = try MetricsScrape.freePort()
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("warren-fifo-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             fifo = directory.appendingPathComponent("out.fifo").path
@@ -22,6 +25,8 @@ struct SignalTests {
             config = try WarrenProcess.ConfigFile("""
                 [broker]
                 urls = ["\(TestBroker.url)"]
+                [metrics]
+                listen = "127.0.0.1:\(metricsPort)"
                 [[queues]]
                 name = "\(queue)"
                 durable = false
@@ -53,11 +58,23 @@ struct SignalTests {
             for index in 0..<5 {
                 #expect(try await publisher.publish(routingKey: queue, body: Array("m\(index)".utf8)) == .confirmed)
             }
+            // Delivered to warren is not enough: a delivery no worker has taken yet when the
+            // stop begins goes back to the broker unrun. Wait until all five runs have started.
             let deadline = ContinuousClock.now + .seconds(20)
-            while try await connection.declareQueue(QueueDeclaration(name: queue, passive: true)).messageCount > 0, ContinuousClock.now < deadline {
+            while await inflight() < 5, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(20))
             }
+            #expect(await inflight() == 5, "five handler runs in flight")
             return warren
+        }
+
+        /// `warren_inflight_messages{queue}`, 0 while it cannot be read.
+        func inflight() async -> Int {
+            guard let (_, body) = try? await MetricsScrape.get("http://127.0.0.1:\(metricsPort)/metrics") else { return 0 }
+            for line in body.split(separator: "\n") where line.hasPrefix("warren_inflight_messages{") && line.contains("\"\(queue)\"") {
+                if let value = line.split(separator: " ").last, let number = Double(value) { return Int(number) }
+            }
+            return 0
         }
     }
 

@@ -11,7 +11,7 @@ struct DeadLetters: AsyncParsableCommand {
             QUEUE is a configured queue (its parked messages are in QUEUE.dead) or the name of any \
             queue holding parked copies. The broker settings come from --config.
             """,
-        subcommands: [List.self, Purge.self])
+        subcommands: [List.self, Replay.self, Purge.self])
 
     /// Reads the parked messages of `queue` one by one with basic.get, at most as many as the
     /// queue held at the first read (a producer adding to it does not keep the walk going);
@@ -117,6 +117,80 @@ struct DeadLetters: AsyncParsableCommand {
                 return true
             }
             print("purged=\(purged) kept=\(kept)")
+        }
+    }
+
+    struct Replay: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Publish the selected parked messages again to where they were first published.",
+            discussion: """
+                Each selected message is republished to its x-warren-original-exchange and \
+                routing key (or to --to-queue), with confirms and mandatory routing, the same body \
+                and properties, without warren's x-warren-* headers (its attempts start again at \
+                1) and with x-warren-replays counting replays. Its parked copy is removed only once \
+                the broker confirmed the replay: a replay that is returned, nacked or not \
+                confirmed leaves it parked. Killed at any moment, nothing is lost (a message may be \
+                replayed twice). Prints replayed=N kept=M failed=K; exits 0 when K = 0, else 1.
+                """)
+
+        @OptionGroup var options: ConfigOption
+        @Argument(help: "The configured queue, or the queue holding the parked copies.") var queue: String
+        @Option(help: "Only messages parked with this reason.") var reason: String?
+        @Option(help: "Only messages whose last handler was this one.") var handler: String?
+        @Option(name: .customLong("message-id"), help: "Only the message with this message_id.") var messageID: String?
+        @Option(name: .customLong("to-queue"), help: "Publish to this queue (through the default exchange) instead of the original destination.")
+        var toQueue: String?
+        @Option(help: "Replay at most this many.") var limit: Int?
+        @Flag(name: .customLong("dry-run"), help: "List what would be replayed; change nothing.") var dryRun = false
+
+        func run() async throws {
+            if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+            let selection = ParkedSelection(reason: reason, handler: handler, messageID: messageID)
+            let configuration = try options.load()
+            var publisher: Publisher?
+            var (replayed, kept, failed) = (0, 0, 0)
+            try await DeadLetters.walk(queue, options: options, verb: "replaying") { message, channel in
+                // A message warren did not park has no original destination of its own: only
+                // when asked for by id, or sent to a named queue.
+                guard selection.matches(message), message.isWarrens || messageID != nil || toQueue != nil,
+                    replayed + failed < (limit ?? .max)
+                else {
+                    kept += 1
+                    return true
+                }
+                guard let copy = message.replayCopy(toQueue: toQueue) else {
+                    printError("\(message.textLine): no original destination (give --to-queue); kept")
+                    failed += 1
+                    return true
+                }
+                if dryRun {
+                    print("would replay \(message.textLine) to exchange=\"\(copy.exchange)\" routing_key=\"\(copy.routingKey.text ?? "")\"")
+                    replayed += 1
+                    return true
+                }
+                if publisher == nil {
+                    publisher = try await channel.connection.openPublisher(PublisherOptions(confirmTimeout: configuration.publisher.confirmTimeout))
+                }
+                guard let publisher else { return false }
+                let outcome: PublishOutcome
+                do {
+                    outcome = try await publisher.publish(copy)
+                } catch {
+                    printError("\(message.textLine): replay not published (\(error)); kept")
+                    failed += 1
+                    return true
+                }
+                guard outcome == .confirmed else {
+                    printError("\(message.textLine): replay \(outcome); kept")
+                    failed += 1
+                    return true
+                }
+                try await channel.ack(message.delivery)
+                replayed += 1
+                return true
+            }
+            print(dryRun ? "would replay=\(replayed) kept=\(kept) failed=\(failed)" : "replayed=\(replayed) kept=\(kept) failed=\(failed)")
+            if failed > 0 { throw WarrenExit.failure }
         }
     }
 }

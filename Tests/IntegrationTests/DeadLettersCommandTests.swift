@@ -1,5 +1,6 @@
 import AMQP
 import Foundation
+import Glibc
 import Testing
 
 @testable import WarrenCore
@@ -72,6 +73,107 @@ struct DeadLettersCommandTests {
         #expect(after.stdout.split(separator: "\n").count == 3)
         #expect(!after.stdout.contains("\"x1\""), "the foreign message is gone, the parked ones stay")
 
+        await connection.close()
+        await CommandLineTests.deleteWarrenQueues(queue)
+    }
+
+    /// Parks `count` messages (as warren does) whose original destination is `target`, in
+    /// `parking`.
+    private func park(_ count: Int, in parking: String, target: String, on connection: AMQPConnection, idPrefix: String = "m") async throws {
+        let publisher = try await connection.openPublisher()
+        for index in 0..<count {
+            let headers: FieldTable = [
+                "x-warren-reason": "failed", "x-warren-handler": "billing", "x-warren-attempts": .int64(5), "x-warren-attempt": .int64(5),
+                "x-warren-error": "exit code 3", "x-warren-failed-at": "2026-12-07T04:14:58.416Z",
+                "x-warren-original-exchange": "", "x-warren-original-routing-key": .string(target), "x-kind": "refund",
+            ]
+            let receipt = try publisher.submit(OutgoingMessage(
+                routingKey: parking, properties: BasicProperties(headers: headers, deliveryMode: 2, messageID: AMQPString("\(idPrefix)\(index)")),
+                body: Array("\(idPrefix)\(index)".utf8)))
+            if index % 200 == 199 || index == count - 1 { #expect(try await receipt.outcome() == .confirmed) }
+        }
+    }
+
+    @Test func replayPublishesEachParkedMessageToItsOriginalDestinationAndRemovesItOnlyOnceConfirmed() async throws {
+        let queue = TestBroker.uniqueName("dl-replay")
+        let parking = "\(queue).dead"
+        let connection = try await TestBroker.connect()
+        try await connection.declareQueue(QueueDeclaration(name: parking, durable: true))
+        try await connection.declareQueue(QueueDeclaration(name: queue, durable: true))
+        try await park(3, in: parking, target: queue, on: connection)
+        // One whose original routing key reaches no queue: returned, so it stays parked.
+        try await park(1, in: parking, target: "\(queue).nowhere", on: connection, idPrefix: "gone")
+        let config = try WarrenProcess.ConfigFile(WarrenProcess.config(queue: queue))
+        defer { config.remove() }
+
+        let dry = try await WarrenProcess.run(["dead-letters", "replay", queue, "--dry-run", "--config", config.path])
+        #expect(dry.stdout.hasSuffix("would replay=4 kept=0 failed=0\n"), "\(dry.stdout)")
+        await waitForCount(4, parking, connection)
+        #expect(try await connection.declareQueue(QueueDeclaration(name: queue, passive: true)).messageCount == 0, "a dry run publishes nothing")
+
+        let result = try await WarrenProcess.run(["dead-letters", "replay", queue, "--config", config.path])
+        #expect(result.status == 1, "one replay was returned: \(result.stderr)")
+        #expect(result.stdout == "replayed=3 kept=0 failed=1\n", "\(result.stdout)")
+        #expect(result.stderr.contains("message_id=gone0"))
+        await waitForCount(1, parking, connection)
+        let walk = try await connection.openGetChannel()
+        var replayed: [Delivery] = []
+        while let got = try await walk.get(queue) { replayed.append(got.delivery) }
+        let parked = try await walk.get(parking)
+        try await walk.close()
+        #expect(replayed.map { $0.properties.messageID?.text } == ["m0", "m1", "m2"])
+        let headers = try #require(replayed.first?.properties.headers)
+        #expect(headers.entries.map { $0.key.text ?? "" }.sorted() == ["x-kind", "x-warren-replays"], "warren's forensic and attempt headers removed")
+        #expect(headers["x-warren-replays"] == .int64(1))
+        #expect(replayed.first?.body == Array("m0".utf8))
+        #expect(parked?.delivery.properties.messageID?.text == "gone0", "the returned one is still parked")
+        await connection.close()
+        await CommandLineTests.deleteWarrenQueues(queue)
+    }
+
+    @Test func aReplayKilledMidwayLosesNothing() async throws {
+        let queue = TestBroker.uniqueName("dl-kill")
+        let parking = "\(queue).dead"
+        let connection = try await TestBroker.connect()
+        try await connection.declareQueue(QueueDeclaration(name: parking, durable: true))
+        try await connection.declareQueue(QueueDeclaration(name: queue, durable: true))
+        try await park(2000, in: parking, target: queue, on: connection)
+        let config = try WarrenProcess.ConfigFile(WarrenProcess.config(queue: queue))
+        defer { config.remove() }
+
+        let process = Process()
+        process.executableURL = WarrenProcess.executable
+        process.arguments = ["dead-letters", "replay", queue, "--config", config.path]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // Killed once it has replayed some, before it is done.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while (try await connection.declareQueue(QueueDeclaration(name: queue, passive: true))).messageCount < 100, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+
+        // Every message is replayed or still parked (possibly both: a duplicate, never a loss).
+        // The parked copies the killed walk held come back once the broker sees it gone.
+        func total() async throws -> UInt32 {
+            try await connection.declareQueue(QueueDeclaration(name: queue, passive: true)).messageCount
+                + connection.declareQueue(QueueDeclaration(name: parking, passive: true)).messageCount
+        }
+        let settle = ContinuousClock.now + .seconds(10)
+        while try await total() < 2000, ContinuousClock.now < settle { try await Task.sleep(for: .milliseconds(50)) }
+        let stillParked = try await connection.declareQueue(QueueDeclaration(name: parking, passive: true)).messageCount
+        #expect(stillParked > 0, "the replay was killed before it finished")
+        var seen: Set<String> = []
+        let walk = try await connection.openGetChannel()
+        for name in [queue, parking] {
+            while let got = try await walk.get(name) {
+                if let id = got.delivery.properties.messageID?.text { seen.insert(id) }
+            }
+        }
+        try await walk.close()
+        #expect(seen.count == 2000, "\(2000 - seen.count) messages lost")
         await connection.close()
         await CommandLineTests.deleteWarrenQueues(queue)
     }

@@ -18,10 +18,9 @@ struct DeadLetters: AsyncParsableCommand {
     /// `visit` acks what it is done with and returns false to stop. What is not acked goes
     /// back in place when the channel closes.
     static func walk(
-        _ queue: String, options: ConfigOption, verb: String,
+        _ queue: String, configuration: Configuration, verb: String,
         _ visit: (ParkedMessage, GetChannel) async throws -> Bool
     ) async throws {
-        let configuration = try options.load()
         let logger = Bootstrap.logging(configuration.log, override: .warning)
         let parking = ParkingQueues.holding(queue, in: configuration)
         let connection = try await connectOnce(configuration, role: "dead-letters", logger: logger)
@@ -41,6 +40,9 @@ struct DeadLetters: AsyncParsableCommand {
             }
             printError("lost the broker while \(verb): \(error)")
             throw WarrenExit.unavailable
+        } catch {
+            await connection.close()
+            throw error
         }
         await connection.close()
     }
@@ -64,7 +66,7 @@ struct DeadLetters: AsyncParsableCommand {
                 throw ValidationError("--limit must be at least 1")
             }
             var listed = 0
-            try await DeadLetters.walk(queue, options: options, verb: "listing") { message, _ in
+            try await DeadLetters.walk(queue, configuration: try options.load(), verb: "listing") { message, _ in
                 if json {
                     FileHandle.standardOutput.write(Data(try message.jsonLine()))
                 } else {
@@ -107,7 +109,7 @@ struct DeadLetters: AsyncParsableCommand {
             }
             var purged = 0
             var kept = 0
-            try await DeadLetters.walk(queue, options: options, verb: "purging") { message, channel in
+            try await DeadLetters.walk(queue, configuration: try options.load(), verb: "purging") { message, channel in
                 if selection.matches(message) {
                     try await channel.ack(message.delivery)
                     purged += 1
@@ -149,7 +151,7 @@ struct DeadLetters: AsyncParsableCommand {
             let configuration = try options.load()
             var publisher: Publisher?
             var (replayed, kept, failed) = (0, 0, 0)
-            try await DeadLetters.walk(queue, options: options, verb: "replaying") { message, channel in
+            try await DeadLetters.walk(queue, configuration: configuration, verb: "replaying") { message, channel in
                 // A message warren did not park has no original destination of its own: only
                 // when asked for by id, or sent to a named queue.
                 guard selection.matches(message), message.isWarrens || messageID != nil || toQueue != nil,

@@ -206,7 +206,7 @@ struct DeliveryProcessor: Sendable {
                 metrics.count(.held)
                 log.event(event)
                 // A stream keeps nothing unacked for later: its next consumer reads it again.
-                if stream != nil { readAgain(delivery) }
+                if stream != nil { putBack(delivery) }
                 return
             }
         }
@@ -337,7 +337,7 @@ struct DeliveryProcessor: Sendable {
             connection.settle(delivery.tag, .ack)
             if let offset = StreamPosition.offset(of: delivery) { stream.position.processed(offset) }
         } else {
-            readAgain(delivery)
+            putBack(delivery)
         }
     }
 
@@ -354,9 +354,6 @@ struct DeliveryProcessor: Sendable {
         if endingConsumer { stream.endConsumer() }
     }
 
-    private func readAgain(_ delivery: Delivery) {
-        putBack(delivery)
-    }
 
     /// The reply (to `reply_to`, with the request's correlation id) and the handler's publishes.
     private func outputs(of outcome: HandlerOutcome, _ delivery: Delivery) -> [OutgoingMessage] {

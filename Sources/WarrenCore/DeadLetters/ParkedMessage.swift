@@ -52,9 +52,10 @@ public struct ParkedMessage: Sendable {
 
     /// The headers removed from a replayed copy: warren's forensic and attempt headers, and the
     /// broker's delivery count (a quorum parking queue raises it each time the message is
-    /// looked at), so the replay's attempts start again at 1.
+    /// looked at), so the replay's attempts start again at 1. (`x-warren-replays` is written
+    /// anew, one higher.)
     public static func isStrippedOnReplay(_ key: String) -> Bool {
-        (key.hasPrefix("x-warren-") && key != replaysHeader) || key == "x-delivery-count"
+        key.hasPrefix("x-warren-") || key == "x-delivery-count"
     }
 
     public static let replaysHeader = "x-warren-replays"
@@ -81,10 +82,7 @@ public struct ParkedMessage: Sendable {
         }
         var properties = delivery.properties
         let previous = headers?[Self.replaysHeader]?.integerValue ?? 0
-        var kept = FieldTable((headers?.entries ?? []).filter { entry in
-            let key = entry.key.text ?? ""
-            return !Self.isStrippedOnReplay(key) && key != Self.replaysHeader
-        })
+        var kept = FieldTable((headers?.entries ?? []).filter { !Self.isStrippedOnReplay($0.key.text ?? "") })
         kept[Self.replaysHeader] = .int64(previous == .max ? previous : max(0, previous) + 1)
         properties.headers = kept
         return OutgoingMessage(

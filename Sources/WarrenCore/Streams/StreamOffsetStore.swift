@@ -248,7 +248,7 @@ final class StreamOffsetStore: Sendable {
     private static func describe(_ bytes: [UInt8]) -> String {
         if bytes.isEmpty { return "an empty file" }
         let shown = bytes.prefix(longestContent).map { byte -> String in
-            (0x20..<0x7F).contains(byte) && byte != UInt8(ascii: "\\") ? String(UnicodeScalar(byte)) : "\\x" + hex(byte)
+            (0x20..<0x7F).contains(byte) && byte != UInt8(ascii: "\\") ? String(UnicodeScalar(byte)) : "\\x" + PercentEncoding.hex(byte)
         }
         return "\"" + shown.joined() + (bytes.count > longestContent ? "\"..." : "\"")
     }
@@ -285,9 +285,7 @@ final class StreamOffsetStore: Sendable {
     ///   no complete encoding does, so a cut name's directory can never be another name's file.
     static func components(_ name: String) -> [String] {
         var tokens: [String] = []
-        for byte in name.utf8 {
-            tokens.append(isPlain(byte) ? String(UnicodeScalar(byte)) : "%" + hex(byte))
-        }
+        for byte in name.utf8 { tokens.append(PercentEncoding.token(byte)) }
         if tokens.isEmpty { return ["%"] }
         var chunks: [[String]] = [[]]
         var length = 0
@@ -306,21 +304,5 @@ final class StreamOffsetStore: Sendable {
             if text.hasPrefix(".") { text = "%2E" + text.dropFirst() }
             return index == chunks.count - 1 ? text : text + "%"
         }
-    }
-
-    private static func isPlain(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            return true
-        case UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
-            return true
-        default:
-            return false
-        }
-    }
-
-    private static func hex(_ byte: UInt8) -> String {
-        let digits = Array("0123456789ABCDEF".utf8)
-        return String(decoding: [digits[Int(byte >> 4)], digits[Int(byte & 0x0F)]], as: UTF8.self)
     }
 }

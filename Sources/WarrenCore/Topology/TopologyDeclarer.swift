@@ -39,11 +39,13 @@ public struct TopologyDeclarer: Sendable {
         for step in plan.queues {
             if let error = try await channelError({ () async throws(AMQPError) in _ = try await connection.declareQueue(step.declaration) }) {
                 if try await acceptsEarlierDeclaration(step, error, on: connection) { continue }
-                problems.append(queueProblem(step, error))
+                problems.append(TopologyRefusal.queueProblem(step, error))
             }
         }
+        // The file is wrong somewhere, or something every queue needs is refused: nothing runs.
+        let stopsEverything = { (problem: TopologyError.Problem) in !problem.isTransient || problem.queue == nil }
         var held = Set(problems.compactMap(\.queue))
-        if problems.allSatisfy(\.isTransient) && problems.allSatisfy({ $0.queue != nil }) {
+        if !problems.contains(where: stopsEverything) {
             for step in plan.bindings where !held.contains(step.queue) {
                 let bind = { () async throws(AMQPError) in
                     try await connection.bindQueue(step.queue, exchange: step.exchange, routingKey: step.routingKey, arguments: step.arguments)
@@ -56,8 +58,7 @@ public struct TopologyDeclarer: Sendable {
                 }
             }
         }
-        // The file is wrong somewhere, or something every queue needs is refused: nothing runs.
-        if problems.contains(where: { !$0.isTransient || $0.queue == nil }) { throw TopologyError(problems: problems) }
+        if problems.contains(where: stopsEverything) { throw TopologyError(problems: problems) }
         let outcome = Outcome(deferred: Dictionary(grouping: problems, by: { $0.queue ?? "" }))
         // While a queue is held back this runs at every retry: the caller reports the refusals.
         logger.log(level: outcome.deferred.isEmpty ? .info : .debug, "topology declared", metadata: [
@@ -119,14 +120,14 @@ public struct TopologyDeclarer: Sendable {
                             message: "queue \"\(step.declaration.name)\" does not exist, and declare = false says warren must not create it"))
                     }
                 } else {
-                    problems.append(queueProblem(step, error))
+                    problems.append(TopologyRefusal.queueProblem(step, error))
                 }
                 continue
             }
             guard step.declare else { continue }
             if let error = try await channelError({ () async throws(AMQPError) in _ = try await connection.declareQueue(step.declaration) }) {
                 if try await acceptsEarlierDeclaration(step, error, on: connection) { continue }
-                problems.append(queueProblem(step, error))
+                problems.append(TopologyRefusal.queueProblem(step, error))
             }
         }
         return problems
@@ -156,12 +157,6 @@ public struct TopologyDeclarer: Sendable {
             isTransient: !TopologyError.isConfigurationReply(error.replyCode))
     }
 
-    private func queueProblem(_ step: TopologyPlan.QueueStep, _ error: AMQPError) -> TopologyError.Problem {
-        var problem = TopologyRefusal.queueProblem(step, error)
-        problem.queue = step.owner
-        return problem
-    }
-
     private func exchangeProblem(_ step: TopologyPlan.ExchangeStep, _ error: AMQPError) -> TopologyError.Problem {
         let name = step.declaration.name
         switch error.replyCode {
@@ -187,7 +182,14 @@ enum TopologyRefusal {
         return text.contains("is down or inaccessible")
     }
 
+    /// The problem, attributed to the configured queue the step is for.
     static func queueProblem(_ step: TopologyPlan.QueueStep, _ error: AMQPError) -> TopologyError.Problem {
+        var problem = unattributed(step, error)
+        problem.queue = step.owner
+        return problem
+    }
+
+    private static func unattributed(_ step: TopologyPlan.QueueStep, _ error: AMQPError) -> TopologyError.Problem {
         let name = step.declaration.name
         if isNodeDown(error) {
             return .init(configPath: step.configPath, message: "queue \"\(name)\" is unavailable for now: \(error.replyText ?? "\(error)")", isTransient: true)

@@ -105,7 +105,7 @@ public struct TopologyPlan: Sendable {
                     queues.append(QueueStep(
                         declaration: declaration, role: .retry(of: queue.name, delay: delay), declare: true,
                         configPath: "\(path).retry", typeKey: "\(path).retry",
-                        earlier: queue.type == .classic ? nil : Earlier(declaration: classic, kind: .classicLadder)))
+                        earlier: queue.type == .quorum ? Earlier(declaration: classic, kind: .classicLadder) : nil))
                 }
             }
             if let parking = queue.parkingQueue {

@@ -105,6 +105,7 @@ struct ConfigurationDecoding {
         if let v = table.enumeration("ack_mode", AckMode.self) { q.ackMode = v }
         if let v = table.duration("shutdown_timeout") { q.shutdownTimeout = v }
         if let v = table.size("max_body_size") { q.maxBodySize = v }
+        if let v = decodeCircuitBreaker(table) { q.circuitBreaker = v }
         table.finish()
         return q
     }
@@ -209,6 +210,7 @@ struct ConfigurationDecoding {
             concurrency: defaults.concurrency, handlerTimeout: defaults.handlerTimeout, ackMode: defaults.ackMode,
             shutdownTimeout: defaults.shutdownTimeout, maxBodySize: defaults.maxBodySize,
             deadLetter: .publish(exchange: "", routingKey: QueueConfiguration.parkingQueueName(name ?? "")))
+        queue.circuitBreaker = defaults.circuitBreaker
         if let v = table.bool("declare") { queue.declare = v }
         if let v = table.bool("durable") { queue.durable = v }
         if let v = table.enumeration("type", QueueType.self) { queue.type = v }
@@ -233,6 +235,7 @@ struct ConfigurationDecoding {
                 d.report(table.at("rate_limit"), "expected runs per unit of time: \"50/s\", \"600/m\" or \"1000/h\" (a positive number, at least one a day), got \"\(text)\"")
             }
         }
+        if let v = decodeCircuitBreaker(table) { queue.circuitBreaker = v }
         if let node = table.node("retry") {
             switch node {
             case .boolean(false): queue.retry = nil
@@ -264,6 +267,28 @@ struct ConfigurationDecoding {
             }
         }
         return queue
+    }
+
+    /// `circuit_breaker = { failure_ratio, min_runs, window, open_for }` (each optional), or
+    /// `false` to turn off one that `[defaults]` sets. `.some(nil)`: off.
+    private func decodeCircuitBreaker(_ table: TableReader) -> CircuitBreakerPolicy?? {
+        guard let node = table.node("circuit_breaker") else { return nil }
+        switch node {
+        case .boolean(false):
+            return .some(nil)
+        case .table:
+            guard let breaker = table.table("circuit_breaker") else { return nil }
+            var policy = CircuitBreakerPolicy()
+            if let v = breaker.double("failure_ratio", "a number above 0 and at most 1", valid: { $0 > 0 && $0 <= 1 }) { policy.failureRatio = v }
+            if let v = breaker.int("min_runs", in: 1...1_000_000, "an integer from 1 to 1000000") { policy.minRuns = v }
+            if let v = breaker.duration("window") { policy.window = v }
+            if let v = breaker.duration("open_for") { policy.openFor = v }
+            breaker.finish()
+            return .some(policy)
+        default:
+            d.report(table.at("circuit_breaker"), "expected { failure_ratio = 0.5, min_runs = 20, window = \"30s\", open_for = \"10s\" } or false, got \(node.rendered)")
+            return nil
+        }
     }
 
     private func decodeBinding(_ table: TableReader) -> BindingConfiguration? {

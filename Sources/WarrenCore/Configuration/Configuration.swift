@@ -82,6 +82,8 @@ public struct QueueDefaults: Sendable {
     public var ackMode = AckMode.batched
     public var shutdownTimeout: Duration = .seconds(30)
     public var maxBodySize = 64 << 20
+    /// `circuit_breaker` for every queue that does not set its own.
+    public var circuitBreaker: CircuitBreakerPolicy?
 }
 
 public enum LogFormat: String, Sendable, CaseIterable {
@@ -276,6 +278,8 @@ public struct QueueConfiguration: Sendable, Equatable {
     public var consumerPriority = 0
     /// `rate_limit`: how many handler runs may start per second; nil: no limit.
     public var rateLimit: RateLimit?
+    /// `circuit_breaker`: stop taking deliveries while the handler fails; nil: off.
+    public var circuitBreaker: CircuitBreakerPolicy?
     /// For `type = "stream"`: where the consumer starts when no offset is stored.
     public var streamOffset = StreamOffset.next
     /// `nil`: `retry = false` (failures are nacked with requeue).

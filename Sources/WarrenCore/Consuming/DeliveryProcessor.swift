@@ -20,6 +20,9 @@ struct DeliveryProcessor: Sendable {
     /// Set for a stream queue: its read position and the consumer to end when a delivery must
     /// be read again (a stream takes nothing back).
     let stream: StreamReading?
+    /// The queue's gate: its circuit breaker hears of each handler run, its counts of each
+    /// delivery (nil in tests that exercise the processor alone).
+    let gate: QueueGate?
     let logger: Logger
     /// This queue's series, resolved here, once per consumer, rather than per message.
     let metrics: QueueMetrics
@@ -39,8 +42,10 @@ struct DeliveryProcessor: Sendable {
 
     init(
         queue: QueueConfiguration, router: Router, handlers: HandlerRegistry, handlerConfigurations: [String: HandlerConfiguration],
-        publisher: EnginePublisher, connection: AMQPConnection, dedup: (any DedupStore)?, stream: StreamReading? = nil, logger: Logger
+        publisher: EnginePublisher, connection: AMQPConnection, dedup: (any DedupStore)?, stream: StreamReading? = nil,
+        gate: QueueGate? = nil, logger: Logger
     ) {
+        self.gate = gate
         self.queue = queue
         self.router = router
         self.handlers = handlers
@@ -93,11 +98,13 @@ struct DeliveryProcessor: Sendable {
         var decision = DeliveryDecision(.init(queue: queue, delivery: delivery, attempt: attempt))
 
         if let (size, bodyLost) = oversized(delivery) {
+            gate?.tally.processed(failed: false)
             await carryOut(decision.start(.tooLarge(bodySize: size, bodyLost: bodyLost)), &decision, delivery, log)
             return
         }
         guard let names = router.handlers(for: delivery) else {
             log.unrouted = (delivery.exchange, delivery.routingKey, delivery.properties.type ?? "")
+            gate?.tally.processed(failed: false)
             await carryOut(decision.start(.unrouted), &decision, delivery, log)
             return
         }
@@ -127,6 +134,7 @@ struct DeliveryProcessor: Sendable {
         }
         log.handler = failedHandler ?? (names.count == 1 ? names[0] : names.joined(separator: ","))
         log.outcome = outcome.resultName
+        if let gate { report(outcome, to: gate) }
         var recordSuccesses: (@Sendable () async -> Void)?
         if let dedupID {
             let succeeded = runs.filter { $0.outcome.isSuccess }
@@ -320,6 +328,22 @@ struct DeliveryProcessor: Sendable {
             // kills its process group); otherwise it just stops the timer.
             group.cancelAll()
             return first ?? .failure(HandlerFailure("timeout after \(timeout.configText)", isTimeout: true))
+        }
+    }
+
+    /// Counts the run, and tells the circuit breaker of a success or a failure (a timeout is a
+    /// failure); a verdict is the handler's decision about the message, not a sign of a broken
+    /// downstream, and is not reported to it.
+    private func report(_ outcome: HandlerOutcome, to gate: QueueGate) {
+        switch outcome {
+        case .success:
+            gate.tally.processed(failed: false)
+            gate.record(.success, logger: logger)
+        case .failure:
+            gate.tally.processed(failed: true)
+            gate.record(.failure, logger: logger)
+        case .verdict:
+            gate.tally.processed(failed: false)
         }
     }
 

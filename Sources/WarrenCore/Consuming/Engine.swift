@@ -22,18 +22,21 @@ public struct Engine: Sendable {
     public let handlerOverride: HandlerRegistry.Override?
     /// Where readiness, the status line and the state gauges are read from.
     public let status: EngineStatus
+    /// Operator pauses (`warren ctl`) and circuit breakers, per queue: they outlive sessions and reloads.
+    public let controls: QueueControls
     /// How often an idle consumer is checked for a stall: twice idle with messages ready in its
     /// queue, and it is re-subscribed (StallDetector).
     public let stallCheckInterval: Duration
 
     public init(
         configuration: Configuration, logger: Logger, handlerOverride: HandlerRegistry.Override? = nil, status: EngineStatus = EngineStatus(),
-        stallCheckInterval: Duration = .seconds(30)
+        controls: QueueControls? = nil, stallCheckInterval: Duration = .seconds(30)
     ) {
         self.configuration = configuration
         self.logger = logger
         self.handlerOverride = handlerOverride
         self.status = status
+        self.controls = controls ?? QueueControls(status: status)
         self.stallCheckInterval = stallCheckInterval
     }
 
@@ -124,7 +127,8 @@ public struct Engine: Sendable {
             let session: Session
             do {
                 session = try await Session.open(
-                    configuration, plan: TopologyPlan(configuration), dedup: dedup, status: status, handlerOverride: handlerOverride,
+                    configuration, plan: TopologyPlan(configuration), dedup: dedup, status: status, controls: controls,
+                    handlerOverride: handlerOverride,
                     stallCheckInterval: stallCheckInterval, logger: logger)
             } catch let error as TopologyError where error.isTransient {
                 // The broker's state, not the file: e.g. an exclusive queue still held by the

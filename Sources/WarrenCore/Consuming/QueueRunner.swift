@@ -27,6 +27,10 @@ struct QueueRunner: Sendable {
     let consumer: Consumer
     let processor: DeliveryProcessor
     let concurrency: Int
+    /// How the queue's gate admitted it (a probe runs one delivery at a time).
+    let admission: QueueGate.Admission
+    /// Set to stop taking deliveries (the slot drains, or the gate's admission changed): those
+    /// not yet started go back to the broker unrun.
     let draining: Latch
     let activity = QueueActivity()
 
@@ -109,7 +113,9 @@ struct QueueRunner: Sendable {
                 }
             }
             metrics.inflight.increment()
+            processor.gate?.tally.started()
             await processor.process(delivery)
+            processor.gate?.tally.ended()
             metrics.inflight.decrement()
             activity.finished()
         }

@@ -16,9 +16,12 @@ final class QueueSlot: Sendable {
     let done = Latch()
     /// For a stream queue: where its consumers read, across re-subscriptions.
     let streamPosition: StreamPosition?
+    /// Whether it may take deliveries now (pause, circuit breaker), and its counts.
+    let gate: QueueGate
 
-    init(queue: QueueConfiguration, configuration: Configuration, handlers: HandlerRegistry, logger: Logger) {
+    init(queue: QueueConfiguration, configuration: Configuration, handlers: HandlerRegistry, controls: QueueControls, logger: Logger) {
         self.queue = queue
+        gate = controls.gate(for: queue)
         self.configuration = configuration
         self.handlers = handlers
         streamPosition = queue.type == .stream

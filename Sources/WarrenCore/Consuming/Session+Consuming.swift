@@ -8,6 +8,12 @@ extension Session {
     /// with back-off. Without a `first` runner it starts by subscribing (after a back-off step
     /// when `retrying`: the session could not declare or subscribe it a moment ago). Each time
     /// it subscribes and every configured queue has a consumer, it sets `ready`.
+    ///
+    /// It subscribes only as the queue's gate admits (QueueGate): not while an operator paused
+    /// it or its circuit breaker is open, with prefetch 1 and one worker while the breaker
+    /// probes. When the admission changes, the consumer is cancelled (what it has not delivered
+    /// stays ready on the broker; deliveries not yet started go back unrun; running handlers
+    /// finish under the ack policy) and the queue is subscribed again as now admitted.
     func keepConsuming(_ slot: QueueSlot, first: QueueRunner?, consumers: LiveConsumers, retrying: Bool = false, ready: Latch? = nil) async {
         defer { slot.done.set() }
         let queue = slot.queue
@@ -19,22 +25,32 @@ extension Session {
         while true {
             if let current = runner {
                 let subscribed = clock.now
-                let error = await consume(current, slot)
+                let (error, held) = await consume(current, slot)
                 // Everything it delivered is processed or abandoned: where the next one starts.
                 slot.streamPosition?.flush()
+                // A probe whose consumer went away before its run decided probes again later.
+                if current.admission == .probe { slot.gate.probeAbandoned() }
                 if slot.draining.isSet { return }
                 status.consumer(queue.name, live: false)
-                logger.warning("consumer ended; re-subscribing", metadata: [
-                    LogKeys.queue: "\(queue.name)", LogKeys.error: "\(error.map { "\($0)" } ?? "stream finished")",
-                ])
-                if clock.now - subscribed > configuration.broker.reconnectMaxDelay { backoff.reset() }
                 runner = nil
-                resubscribing = true
+                if held {
+                    logger.info("consumer cancelled: queue held", metadata: [
+                        LogKeys.queue: "\(queue.name)", LogKeys.reason: "\(slot.gate.isPaused ? "paused" : "circuit breaker")",
+                    ])
+                    resubscribing = false
+                } else {
+                    logger.warning("consumer ended; re-subscribing", metadata: [
+                        LogKeys.queue: "\(queue.name)", LogKeys.error: "\(error.map { "\($0)" } ?? "stream finished")",
+                    ])
+                    if clock.now - subscribed > configuration.broker.reconnectMaxDelay { backoff.reset() }
+                    resubscribing = true
+                }
             }
             var attempts = 0
             while runner == nil {
                 if attempts > 0 || resubscribing { await sleep(for: backoff.next(), unless: slot.draining) }
                 if slot.draining.isSet { return }
+                guard let admission = await slot.gate.waitForAdmission(unless: slot.draining) else { return }
                 attempts += 1
                 do {
                     if queue.declare {
@@ -42,11 +58,11 @@ extension Session {
                         let declared = try await TopologyDeclarer(plan: plan, logger: logger).declare(on: consumerConnection)
                         if let problems = declared.deferred[queue.name] { throw TopologyError(problems: problems) }
                     }
-                    runner = try await subscribe(slot, consumers: consumers)
+                    runner = try await subscribe(slot, consumers: consumers, admission: admission)
                     // A drain that began while subscribing would miss this consumer.
                     if slot.draining.isSet { try? await consumers.consumer(of: queue.name)?.cancel() }
                     logger.info(resubscribing ? "consumer up again" : "consumer up", metadata: [
-                        LogKeys.queue: "\(queue.name)", "attempts": "\(attempts)",
+                        LogKeys.queue: "\(queue.name)", "attempts": "\(attempts)", "admission": "\(admission)",
                     ])
                     if let ready, status.snapshot.isReady { ready.set() }
                 } catch {
@@ -63,23 +79,40 @@ extension Session {
 
     /// Runs the pool until its consumer ends, checking meanwhile that the consumer is not
     /// stalled (StallDetector); a stalled consumer's channel is closed, which ends it: the broker
-    /// requeues what it had sent, and the caller re-subscribes.
-    private func consume(_ runner: QueueRunner, _ slot: QueueSlot) async -> (any Error)? {
-        await withTaskGroup(of: Optional<(any Error)?>.self) { group in
-            group.addTask { .some(await runner.run()) }
+    /// requeues what it had sent, and the caller re-subscribes. The runner stops taking
+    /// deliveries when the slot drains or when its gate's admission changes; then the consumer
+    /// is cancelled (`held`: the gate ended it).
+    private func consume(_ runner: QueueRunner, _ slot: QueueSlot) async -> (error: (any Error)?, held: Bool) {
+        enum Event { case ended((any Error)?), held, watched }
+        return await withTaskGroup(of: Event.self) { group in
+            group.addTask { .ended(await runner.run()) }
             group.addTask {
                 await watchForStall(runner, slot)
-                return .none
+                return .watched
+            }
+            group.addTask {
+                await slot.gate.waitForChange(from: runner.admission, unless: slot.draining)
+                runner.draining.set()
+                if slot.draining.isSet || Task.isCancelled { return .watched }
+                try? await runner.consumer.cancel()
+                return .held
             }
             var ended: (any Error)?
+            var held = false
             while let next = await group.next() {
-                if case .some(let error) = next {
+                switch next {
+                case .ended(let error):
                     ended = error
-                    break
+                case .held:
+                    held = true
+                    continue
+                case .watched:
+                    continue
                 }
+                break
             }
             group.cancelAll()
-            return ended
+            return (ended, held)
         }
     }
 
@@ -108,9 +141,11 @@ extension Session {
         }
     }
 
-    /// Starts a consumer on the slot's queue and records it as the queue's live one.
-    func subscribe(_ slot: QueueSlot, consumers: LiveConsumers) async throws -> QueueRunner {
+    /// Starts a consumer on the slot's queue, as its gate admits, and records it as the queue's
+    /// live one.
+    func subscribe(_ slot: QueueSlot, consumers: LiveConsumers, admission: QueueGate.Admission) async throws -> QueueRunner {
         var options = Self.consumeOptions(slot.queue)
+        if admission == .probe { options.prefetch = 1 }
         if let position = slot.streamPosition { options.arguments["x-stream-offset"] = position.consumeArgument() }
         let consumer = try await consumerConnection.consume(options)
         consumers.set(consumer, for: slot.name)
@@ -120,8 +155,10 @@ extension Session {
         let processor = DeliveryProcessor(
             queue: slot.queue, router: Router(slot.queue.target), handlers: slot.handlers, handlerConfigurations: handlerConfigurations,
             publisher: publisher, connection: consumerConnection, dedup: slot.queue.dedup ? dedup : nil,
-            stream: slot.streamPosition.map { StreamReading(position: $0, consumer: consumer) }, logger: logger)
-        return QueueRunner(consumer: consumer, processor: processor, concurrency: ConsumerWindow(slot.queue).workers, draining: slot.draining)
+            stream: slot.streamPosition.map { StreamReading(position: $0, consumer: consumer) }, gate: slot.gate, logger: logger)
+        return QueueRunner(
+            consumer: consumer, processor: processor, concurrency: admission == .probe ? 1 : ConsumerWindow(slot.queue).workers,
+            admission: admission, draining: Latch())
     }
 
     /// Watches the publisher connection; when it is lost, reconnects it with back-off while the

@@ -62,7 +62,7 @@ extension Session {
         func start(_ names: [String]) {
             for name in names {
                 guard let queue = queues[name] else { continue }
-                let slot = QueueSlot(queue: queue, configuration: next, handlers: handlers, logger: logger)
+                let slot = QueueSlot(queue: queue, configuration: next, handlers: handlers, controls: controls, logger: logger)
                 slots.append(slot)
                 group.addTask { await keepConsuming(slot, first: nil, consumers: consumers) }
             }

@@ -32,6 +32,8 @@ struct Session: Sendable {
     let publisher: EnginePublisher
     let dedup: (any DedupStore)?
     let status: EngineStatus
+    /// Operator pauses and circuit breakers, per queue, for the engine's life.
+    let controls: QueueControls
     /// For the handlers a reload builds (tests script handlers through it).
     let handlerOverride: HandlerRegistry.Override?
     /// How often an idle consumer is checked for a stall (StallDetector).
@@ -42,7 +44,7 @@ struct Session: Sendable {
     let logger: Logger
 
     static func open(
-        _ configuration: Configuration, plan: TopologyPlan, dedup: (any DedupStore)?, status: EngineStatus,
+        _ configuration: Configuration, plan: TopologyPlan, dedup: (any DedupStore)?, status: EngineStatus, controls: QueueControls,
         handlerOverride: HandlerRegistry.Override?, stallCheckInterval: Duration, logger: Logger
     ) async throws -> Session {
         let consumerConnection = try await AMQPConnection.connect(configuration.connectionConfiguration(role: "consumer"), logger: logger)
@@ -60,7 +62,7 @@ struct Session: Sendable {
                 publisher: EnginePublisher(
                     link: link, mandatory: configuration.publisher.mandatory, confirmTimeout: configuration.publisher.confirmTimeout,
                     isHealthy: { link.isAttached && status.snapshot.connections[.publisher]?.blocked != true }),
-                dedup: dedup, status: status, handlerOverride: handlerOverride,
+                dedup: dedup, status: status, controls: controls, handlerOverride: handlerOverride,
                 stallCheckInterval: stallCheckInterval, deferred: declared.deferred, logger: logger)
         } catch {
             await consumerConnection.close()
@@ -78,7 +80,14 @@ struct Session: Sendable {
         // A queue without a runner is retried by keepConsuming, with back-off, while the others run.
         var started: [(slot: QueueSlot, runner: QueueRunner?)] = []
         for queue in start.configuration.queues {
-            let slot = QueueSlot(queue: queue, configuration: start.configuration, handlers: start.handlers, logger: logger)
+            let slot = QueueSlot(queue: queue, configuration: start.configuration, handlers: start.handlers, controls: controls, logger: logger)
+            guard let admission = slot.gate.admission else {
+                // Paused by an operator, or its circuit breaker is open: keepConsuming subscribes
+                // once it may.
+                status.consumer(queue.name, live: false)
+                started.append((slot, nil))
+                continue
+            }
             if let problems = deferred[queue.name] {
                 for problem in problems {
                     logger.warning("topology refused for now, retrying", metadata: [
@@ -90,7 +99,7 @@ struct Session: Sendable {
                 continue
             }
             do {
-                let runner = try await subscribe(slot, consumers: consumers)
+                let runner = try await subscribe(slot, consumers: consumers, admission: admission)
                 started.append((slot, runner))
                 logger.info("consumer up", metadata: [
                     LogKeys.queue: "\(queue.name)", "prefetch": "\(queue.prefetch)", "concurrency": "\(queue.concurrency)",
@@ -111,13 +120,14 @@ struct Session: Sendable {
             }
         }
         let consuming = started.filter { $0.runner != nil }.count
-        if consuming == started.count { ready.set() }
+        if status.snapshot.isReady { ready.set() }
         logger.info("ready", metadata: ["queues": "\(consuming)", "waiting": "\(started.count - consuming)"])
         var slots = started.map(\.slot)
 
         return await withTaskGroup(of: Void.self) { group in
             for (slot, runner) in started {
-                group.addTask { await keepConsuming(slot, first: runner, consumers: consumers, retrying: runner == nil, ready: ready) }
+                let retrying = runner == nil && slot.gate.admission != nil
+                group.addTask { await keepConsuming(slot, first: runner, consumers: consumers, retrying: retrying, ready: ready) }
             }
             group.addTask { await watch(consumerConnection, role: .consumer, lost: lost, status: status, logger: logger) }
             group.addTask { await keepPublisherConnected(ending: ending) }

@@ -31,10 +31,23 @@ public final class EngineStatus: Sendable {
         public var connections: [Role: Connection] = [.consumer: Connection(), .publisher: Connection()]
         /// A graceful stop has begun.
         public var stopping = false
+        /// Queues an operator paused (`warren ctl pause`): no consumer, by request.
+        public var paused: Set<String> = []
+        /// Queues whose circuit breaker is open or probing: no consumer (or a probing one), by
+        /// the breaker's decision.
+        public var circuitOpen: Set<String> = []
 
-        /// Every configured queue has a live consumer (and warren is not stopping).
+        /// Every configured queue has a live consumer, or is held on purpose (paused by an
+        /// operator, or its circuit breaker open: warren does what it was told), and warren is
+        /// not stopping.
         public var isReady: Bool {
-            !stopping && connections[.consumer]?.up == true && consuming.values.allSatisfy { $0 }
+            !stopping && connections[.consumer]?.up == true
+                && consuming.allSatisfy { queue, live in live || isHeld(queue) }
+        }
+
+        /// Paused by an operator or held by its open circuit breaker.
+        public func isHeld(_ queue: String) -> Bool {
+            paused.contains(queue) || circuitOpen.contains(queue)
         }
 
         /// One line for systemd's `STATUS=` and the logs.
@@ -47,6 +60,10 @@ public final class EngineStatus: Sendable {
                     : "broker unreachable, reconnecting (attempt \(consumer.failedAttempts + 1))"
             }
             var parts = ["consuming \(consuming.values.filter { $0 }.count)/\(consuming.count) queues"]
+            let pausedNow = paused.sorted()
+            if !pausedNow.isEmpty { parts.append("paused by an operator: \(pausedNow.joined(separator: " "))") }
+            let openNow = circuitOpen.sorted()
+            if !openNow.isEmpty { parts.append("circuit open: \(openNow.joined(separator: " "))") }
             if let publisher = connections[.publisher], !publisher.up, publisher.everUp {
                 parts.append("publisher connection reconnecting")
             }
@@ -59,6 +76,8 @@ public final class EngineStatus: Sendable {
 
     private struct State {
         var snapshot = Snapshot()
+        /// The configured queues in the configuration's order.
+        var order: [String] = []
         var observers: [@Sendable (Snapshot) -> Void] = []
     }
 
@@ -67,6 +86,9 @@ public final class EngineStatus: Sendable {
     public init() {}
 
     public var snapshot: Snapshot { state.withLock { $0.snapshot } }
+
+    /// The configured queues, in the configuration's order.
+    public var queueOrder: [String] { state.withLock { $0.order } }
 
     /// Calls `observer` with the current snapshot now and after every change. It runs under the
     /// status lock (so changes arrive in order): it must be quick and must not call back in.
@@ -81,10 +103,13 @@ public final class EngineStatus: Sendable {
 
     /// The queues the running configuration consumes; queues not listed are forgotten.
     func configure(queues: [String]) {
+        state.withLock { $0.order = queues }
         update { snapshot in
             var consuming: [String: Bool] = [:]
             for queue in queues { consuming[queue] = snapshot.consuming[queue] ?? false }
             snapshot.consuming = consuming
+            snapshot.paused.formIntersection(queues)
+            snapshot.circuitOpen.formIntersection(queues)
         }
     }
 
@@ -92,6 +117,25 @@ public final class EngineStatus: Sendable {
         update { snapshot in
             guard snapshot.consuming[queue] != nil else { return }
             snapshot.consuming[queue] = live
+        }
+    }
+
+    /// An operator paused or resumed a configured queue; false when `queue` is not configured.
+    func paused(_ queue: String, _ paused: Bool) -> Bool {
+        var known = false
+        update { snapshot in
+            guard snapshot.consuming[queue] != nil else { return }
+            known = true
+            if paused { snapshot.paused.insert(queue) } else { snapshot.paused.remove(queue) }
+        }
+        return known
+    }
+
+    /// The queue's circuit breaker opened (probing included) or closed.
+    func circuit(_ queue: String, open: Bool) {
+        update { snapshot in
+            guard snapshot.consuming[queue] != nil else { return }
+            if open { snapshot.circuitOpen.insert(queue) } else { snapshot.circuitOpen.remove(queue) }
         }
     }
 

@@ -2,6 +2,7 @@ import Metrics
 import Synchronization
 
 /// Keeps the state series in step with `EngineStatus`: `warren_consumers{queue}`,
+/// `warren_queue_paused{queue}`, `warren_circuit_open{queue}`,
 /// `warren_connection_up{role}`, `warren_connection_blocked{role}` and
 /// `warren_reconnects_total{role}`. They are derived from the one status the engine reports, so
 /// `/readyz`, systemd's `STATUS=` and the gauges can never disagree.
@@ -12,9 +13,15 @@ public final class StatusGauges: Sendable {
         let reconnects: Counter
     }
 
+    private struct QueueSeries: Sendable {
+        let consumers: Gauge
+        let paused: Gauge
+        let circuitOpen: Gauge
+    }
+
     private struct State: Sendable {
         /// Every queue seen so far: a queue a reload removed reads 0 instead of keeping its last value.
-        var consumers: [String: Gauge] = [:]
+        var consumers: [String: QueueSeries] = [:]
         /// `EngineStatus.Connection.reconnects` already counted, per role.
         var reconnectsSeen: [EngineStatus.Role: Int] = [:]
     }
@@ -46,9 +53,15 @@ public final class StatusGauges: Sendable {
     public func apply(_ snapshot: EngineStatus.Snapshot) {
         state.withLock { state in
             for queue in Set(state.consumers.keys).union(snapshot.consuming.keys) {
-                let gauge = state.consumers[queue] ?? Gauge(label: WarrenMetrics.consumers, dimensions: [("queue", queue)], factory: factory)
-                state.consumers[queue] = gauge
-                gauge.record(snapshot.consuming[queue] == true ? 1 : 0)
+                let dimensions = [("queue", queue)]
+                let series = state.consumers[queue] ?? QueueSeries(
+                    consumers: Gauge(label: WarrenMetrics.consumers, dimensions: dimensions, factory: factory),
+                    paused: Gauge(label: WarrenMetrics.queuePaused, dimensions: dimensions, factory: factory),
+                    circuitOpen: Gauge(label: WarrenMetrics.circuitOpen, dimensions: dimensions, factory: factory))
+                state.consumers[queue] = series
+                series.consumers.record(snapshot.consuming[queue] == true ? 1 : 0)
+                series.paused.record(snapshot.paused.contains(queue) ? 1 : 0)
+                series.circuitOpen.record(snapshot.circuitOpen.contains(queue) ? 1 : 0)
             }
             for (role, series) in roles {
                 let connection = snapshot.connections[role] ?? EngineStatus.Connection()

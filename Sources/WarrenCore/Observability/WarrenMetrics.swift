@@ -14,6 +14,10 @@ public enum WarrenMetrics {
     public static let handlerDuration = "warren_handler_duration_seconds"
     public static let inflight = "warren_inflight_messages"
     public static let consumers = "warren_consumers"
+    /// 1 while an operator has paused the queue (`warren ctl pause`).
+    public static let queuePaused = "warren_queue_paused"
+    /// 1 while the queue's circuit breaker is open or probing.
+    public static let circuitOpen = "warren_circuit_open"
     public static let publishes = "warren_publishes_total"
     public static let connectionUp = "warren_connection_up"
     public static let connectionBlocked = "warren_connection_blocked"
@@ -31,7 +35,9 @@ public enum WarrenMetrics {
     public static func precreate(_ configuration: Configuration, factory: any MetricsFactory = MetricsSystem.factory) {
         for queue in configuration.queues {
             _ = QueueMetrics(queue: queue, factory: factory)
-            Gauge(label: consumers, dimensions: [("queue", queue.name)], factory: factory).record(0)
+            for label in [consumers, queuePaused, circuitOpen] {
+                Gauge(label: label, dimensions: [("queue", queue.name)], factory: factory).record(0)
+            }
         }
         _ = PublishMetrics(factory: factory)
         for role in EngineStatus.Role.allCases {

@@ -154,6 +154,9 @@ final class EngineHarness: Sendable {
     /// Where the engine logs at error level and above, when the test wants to read it.
     let log: CapturedLog?
     let ready = Latch()
+    /// The engine's status and queue controls (pause, circuit breaker), for tests that watch or drive them.
+    let status = EngineStatus()
+    let controls: QueueControls
     private let task: Mutex<Task<Engine.Outcome, Never>?> = Mutex(nil)
 
     init(
@@ -162,6 +165,7 @@ final class EngineHarness: Sendable {
     ) throws {
         self.log = log
         self.queue = queue
+        controls = QueueControls(status: status)
         let source = """
             [broker]
             urls = ["\(brokerURL)"]
@@ -191,9 +195,10 @@ final class EngineHarness: Sendable {
         let recorder = recorder
         var logger = log?.logger(label: "warren.engine-tests", level: .error) ?? Logger(label: "warren.engine-tests")
         logger.logLevel = .error
-        let engine = Engine(configuration: configuration, logger: logger) { entry in
-            entry.name == "scripted" ? handler ?? ScriptedHandler(recorder: recorder) : nil
-        }
+        let engine = Engine(
+            configuration: configuration, logger: logger,
+            handlerOverride: { entry in entry.name == "scripted" ? handler ?? ScriptedHandler(recorder: recorder) : nil },
+            status: status, controls: controls)
         let stop = stop
         let ready = ready
         task.withLock { $0 = Task { await engine.run(stop: stop, ready: ready) } }

@@ -178,9 +178,77 @@ struct DeadLettersCommandTests {
         await CommandLineTests.deleteWarrenQueues(queue)
     }
 
+    /// The operator's path end to end, with a running warren: the handler fails, every message is
+    /// parked; the handler is fixed; `replay` brings every message through it once more, each as a
+    /// first attempt, and the parking queue ends empty.
+    @Test func replayAfterTheHandlerIsFixedBringsEveryMessageThroughOnceMore() async throws {
+        let queue = TestBroker.uniqueName("dl-fixed")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("warren-fixed-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let broken = directory + "/broken"
+        let handled = directory + "/handled"
+        let script = directory + "/handler"
+        try "down".write(toFile: broken, atomically: true, encoding: .utf8)
+        try """
+            #!/bin/sh
+            if [ -e '\(broken)' ]; then echo 'downstream unavailable' >&2; exit 3; fi
+            echo "$WARREN_MESSAGE_ID $WARREN_ATTEMPT" >> '\(handled)'
+            """.write(toFile: script, atomically: true, encoding: .utf8)
+        chmod(script, 0o755)
+        let config = try WarrenProcess.ConfigFile("""
+            [broker]
+            urls = ["\(TestBroker.url)"]
+
+            [[queues]]
+            name = "\(queue)"
+            handler = "work"
+            ack_policy = "reject_on_error"
+            retry = false
+            concurrency = 4
+
+            [handlers.work]
+            kind = "exec"
+            command = ["\(script)"]
+            """)
+        defer { config.remove() }
+        let warren = try RunningWarren(config: config.path)
+        let connection = try await TestBroker.connect()
+        let count = 20
+        #expect(await warren.waitForLog("ready"))
+        let publisher = try await connection.openPublisher()
+        for index in 0..<count {
+            #expect(try await publisher.publish(
+                routingKey: queue, body: Array("b\(index)".utf8), properties: BasicProperties(messageID: AMQPString("f\(index)"))) == .confirmed)
+        }
+        await waitForCount(UInt32(count), "\(queue).dead", connection, within: .seconds(60))
+        #expect(try await connection.declareQueue(QueueDeclaration(name: "\(queue).dead", passive: true)).messageCount == UInt32(count))
+        #expect(!FileManager.default.fileExists(atPath: handled), "nothing succeeded while the handler was broken")
+
+        try FileManager.default.removeItem(atPath: broken)
+        let replay = try await WarrenProcess.run(["dead-letters", "replay", queue, "--config", config.path])
+        #expect(replay.status == 0, "\(replay.stderr)")
+        #expect(replay.stdout.contains("replayed=\(count) kept=0 failed=0"), "\(replay.stdout)")
+
+        func lines() -> [Substring] {
+            ((try? String(contentsOfFile: handled, encoding: .utf8)) ?? "").split(separator: "\n")
+        }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while lines().count < count, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        await waitForCount(0, "\(queue).dead", connection)
+        warren.signal()
+        #expect(await warren.waitForExit(timeout: .seconds(30)) == 0)
+        let runs = lines()
+        #expect(runs.count == count, "each message handled exactly once after the replay: \(runs.count)")
+        #expect(Set(runs) == Set((0..<count).map { "f\($0) 1" }), "every message, each as a first attempt")
+        #expect(try await connection.declareQueue(QueueDeclaration(name: "\(queue).dead", passive: true)).messageCount == 0)
+        await connection.close()
+        await CommandLineTests.deleteWarrenQueues(queue)
+    }
+
     /// The broker requeues a walk's unacked messages when its channel closes, asynchronously.
-    private func waitForCount(_ count: UInt32, _ queue: String, _ connection: AMQPConnection) async {
-        let deadline = ContinuousClock.now + .seconds(10)
+    private func waitForCount(_ count: UInt32, _ queue: String, _ connection: AMQPConnection, within timeout: Duration = .seconds(10)) async {
+        let deadline = ContinuousClock.now + timeout
         while ((try? await connection.declareQueue(QueueDeclaration(name: queue, passive: true)))?.messageCount ?? 0) != count,
             ContinuousClock.now < deadline
         {

@@ -634,6 +634,26 @@ struct BadConfigTests {
             message: "at 1/m, a prefetched message may wait 32m for its turn, which with handler_timeout 30s passes the broker's consumer timeout of 30m",
             at: "7:14"),
 
+        // MARK: circuit_breaker
+        BadConfig(
+            name: "circuit breaker given as a string",
+            toml: quorum(#"circuit_breaker = "on""#),
+            path: "queues[0].circuit_breaker",
+            message: #"expected { failure_ratio = 0.5, min_runs = 20, window = "30s", open_for = "10s" } or false, got "on""#,
+            at: "7:19"),
+        BadConfig(
+            name: "circuit breaker ratio above one",
+            toml: quorum("circuit_breaker = { failure_ratio = 1.5 }"),
+            path: "queues[0].circuit_breaker.failure_ratio",
+            message: "expected a number above 0 and at most 1, got 1.5",
+            at: "7:37"),
+        BadConfig(
+            name: "circuit breaker with an unknown key",
+            toml: quorum("circuit_breaker = { ratio = 0.5 }"),
+            path: "queues[0].circuit_breaker.ratio",
+            message: "unknown key",
+            at: "7:21"),
+
         // MARK: quorum queues: what RabbitMQ refuses or ignores
         BadConfig(
             name: "quorum queue with priorities",

@@ -132,26 +132,10 @@ extension IOLoop {
     /// Closes the get channel; the broker requeues every message it still holds unacked.
     func closeGetChannel(channel id: UInt16, epoch: UInt64) throws(AMQPError) {
         try ensureUsable()
-        guard let channel = channels[id], channel.epoch == epoch, case .getter(let state) = channel.role else { return }
-        guard channel.isOpen else {
-            channels[id] = nil
-            return
+        guard let channel = channels[id], case .getter(let state) = channel.role, channel.lifecycle.isIncarnation(epoch) else { return }
+        if channel.isOpen {
+            state.fail(AMQPError(.closedByClient, "the get channel was closed while a message was arriving", channel: id))
         }
-        channel.isOpen = false
-        channel.assembler.reset()
-        state.fail(AMQPError(.closedByClient, "the get channel was closed while a message was arriving", channel: id))
-        let reply = amqp_channel_close(connection, id, Int32(AMQP_REPLY_SUCCESS))
-        guard reply.reply_type == AMQP_RESPONSE_NORMAL else {
-            try throwRPCError(reply, channel: id, "closing channel \(id)")
-        }
-        channels[id] = nil
-        dispatchQueuedFrames()
-    }
-
-    /// The broker closed a get channel (an error such as 404 for a missing queue): the handle is
-    /// done, and a get still waiting for its content fails with the broker's error.
-    func getChannelLost(_ id: UInt16, _ state: GetState, _ error: AMQPError) {
-        channels[id] = nil
-        state.fail(error)
+        try closeChannel(channel, epoch: epoch)
     }
 }

@@ -100,6 +100,17 @@ extension IOLoop {
     private func complete(_ message: ContentAssembler.Message, on channel: Channel) {
         switch (message.start, channel.role) {
         case (.deliver(let method), .consumer(let consumer)):
+            switch channel.lifecycle.routeDelivery() {
+            case .reader:
+                break
+            case .giveBack:
+                consumer.settler.delivered(method.deliveryTag)
+                _ = consumer.settler.record(method.deliveryTag, .nack(requeue: true), now: 0)
+                pendingSettlement.insert(channel.id)
+                return
+            case .drop:
+                return
+            }
             consumer.settler.delivered(method.deliveryTag)
             let tag = DeliveryTag(channel: channel.id, epoch: channel.epoch, value: method.deliveryTag)
             let delivery = Delivery(
@@ -160,19 +171,21 @@ extension IOLoop {
 
         case AMQP_BASIC_CANCEL_METHOD:
             let m = decoded.assumingMemoryBound(to: amqp_basic_cancel_t.self).pointee
-            if m.nowait == 0 {
-                var ok = amqp_basic_cancel_ok_t(consumer_tag: m.consumer_tag)
-                sendMethod(id, AMQP_BASIC_CANCEL_OK_METHOD, &ok)
+            guard let channel = channels[id] else {
+                // A channel we no longer know: answer all the same, the broker waits for it.
+                if m.nowait == 0 { sendCancelOk(id, m.consumer_tag) }
+                return
             }
-            guard let channel = channels[id], case .consumer(let consumer) = channel.role, !consumer.cancelled else { return }
-            consumer.cancelled = true
-            let error = AMQPError(
-                .consumerCancelled,
-                "the broker cancelled consumer \(consumer.consumerTag) of queue \(consumer.queue) (queue deleted, or its node failed over)",
-                channel: id, endpoint: negotiated.endpoint.description)
-            logger.warning("consumer cancelled by the broker", metadata: ["queue": "\(consumer.queue)", "channel": "\(id)"])
-            consumer.finish(throwing: error)
-            events.yield(.consumerCancelled(queue: consumer.queue, consumerTag: consumer.consumerTag, channel: id))
+            let actions = channel.lifecycle.brokerCancelled(noWait: m.nowait != 0)
+            if actions.contains(.sendCancelOk) { sendCancelOk(id, m.consumer_tag) }
+            var error: AMQPError?
+            if case .consumer(let consumer) = channel.role {
+                error = AMQPError(
+                    .consumerCancelled,
+                    "the broker cancelled consumer \(consumer.consumerTag) of queue \(consumer.queue) (queue deleted, or its node failed over)",
+                    channel: id, endpoint: negotiated.endpoint.description)
+            }
+            carryOut(actions, on: channel, error: error)
 
         case AMQP_CHANNEL_CLOSE_METHOD:
             let m = decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
@@ -218,36 +231,57 @@ extension IOLoop {
     }
 
     /// The broker closed channel `id` (close-ok already sent). `answeringRPC`: the close was the
-    /// reply to an RPC, whose caller gets the error, so it is not worth a warning here.
+    /// reply to an RPC, whose caller gets the error, so it is not worth a warning or an event.
     func channelClosedByBroker(_ id: UInt16, _ error: AMQPError, answeringRPC: Bool = false) {
         guard let channel = channels[id] else { return }
-        channel.isOpen = false
-        channel.assembler.reset()
-        pendingSettlement.remove(id)
+        let actions = channel.lifecycle.brokerClosed(answeringRPC: answeringRPC)
+        guard !actions.isEmpty else { return }
         if answeringRPC {
             logger.debug("channel closed by the broker in reply to an RPC", metadata: ["channel": "\(id)", "error": "\(error)"])
         } else {
             logger.warning("channel closed by the broker", metadata: ["channel": "\(id)", "error": "\(error)"])
         }
-        switch channel.role {
-        case .consumer(let consumer):
-            channels[id] = nil
-            if !consumer.cancelled {
-                consumer.cancelled = true
-                consumer.finish(throwing: error)
+        carryOut(actions, on: channel, error: error)
+    }
+
+    /// Carries out what a channel's lifecycle decided, in order; the RPCs among the actions
+    /// (`sendCancel`, `flushAndSendClose`) and cancel-ok are sent by the caller, which has
+    /// what they need. `error` is why the channel or its subscription ended, when it was not
+    /// on request.
+    func carryOut(_ actions: [ChannelLifecycle.Action], on channel: Channel, error: AMQPError?) {
+        for action in actions {
+            switch action {
+            case .discardUnsent:
+                channel.assembler.reset()
+                pendingSettlement.remove(channel.id)
+            case .endDeliveries(let ending):
+                guard case .consumer(let consumer) = channel.role else { continue }
+                consumer.finish(throwing: ending == .requested ? nil : error)
+            case .failInFlightPublishes:
+                guard case .publisher(let publisher) = channel.role, let error else { continue }
+                publisher.tracker.channelLost(error, into: &resolutions)
+            case .failGet:
+                guard case .getter(let getter) = channel.role else { continue }
+                getter.fail(error ?? AMQPError(.closedByClient, "the get channel was closed", channel: channel.id))
+            case .forget:
+                if channels[channel.id] === channel { channels[channel.id] = nil }
+                if case .control = channel.role, controlChannel == channel.id { controlChannel = nil }
+            case .reportCancelled:
+                guard case .consumer(let consumer) = channel.role else { continue }
+                logger.warning("consumer cancelled by the broker", metadata: ["queue": "\(consumer.queue)", "channel": "\(channel.id)"])
+                events.yield(.consumerCancelled(queue: consumer.queue, consumerTag: consumer.consumerTag, channel: channel.id))
+            case .reportClosed:
+                guard let error else { continue }
+                events.yield(.channelClosed(channel: channel.id, error: error))
+            case .sendCancelOk, .sendCancel, .flushAndSendClose:
+                continue
             }
-        case .publisher(let publisher):
-            // The id stays reserved for this publisher; the next publish reopens it.
-            publisher.tracker.channelLost(error, into: &resolutions)
-        case .getter(let getter):
-            getChannelLost(id, getter, error)
-        case .control:
-            channels[id] = nil
-            controlChannel = nil
         }
-        // A refusal of a request (a declaration the broker answers with a channel close) reaches
-        // its caller as the request's error; the event is for closes nobody asked about.
-        if !answeringRPC { events.yield(.channelClosed(channel: id, error: error)) }
+    }
+
+    private func sendCancelOk(_ channel: UInt16, _ consumerTag: amqp_bytes_t) {
+        var ok = amqp_basic_cancel_ok_t(consumer_tag: consumerTag)
+        sendMethod(channel, AMQP_BASIC_CANCEL_OK_METHOD, &ok)
     }
 
     func sendMethod(_ channel: UInt16, _ method: UInt32, _ decoded: UnsafeMutableRawPointer) {

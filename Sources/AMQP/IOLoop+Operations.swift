@@ -230,43 +230,45 @@ extension IOLoop {
     /// while the channel is open. The deliveries stream ends after the last of them.
     func cancelConsumer(channel id: UInt16, epoch: UInt64) throws(AMQPError) {
         try ensureUsable()
-        guard let channel = channels[id], channel.epoch == epoch, channel.isOpen, case .consumer(let consumer) = channel.role else {
-            return
-        }
-        guard !consumer.cancelled else { return }
+        guard let channel = channels[id], case .consumer(let consumer) = channel.role,
+            channel.lifecycle.cancel(epoch: epoch) == [.sendCancel]
+        else { return }
         let arena = CArena()
         guard amqp_basic_cancel(connection, id, arena.bytes(consumer.consumerTag.utf8)) != nil else {
             try rpcFailed(channel: id, "cancelling consumer \(consumer.consumerTag)")
         }
+        // Frames that arrived before cancel-ok (a broker cancel among them) are dispatched first.
         dispatchQueuedFrames()
-        consumer.cancelled = true
-        consumer.finish()
+        carryOut(channel.lifecycle.cancelSent(), on: channel, error: nil)
     }
 
     /// Sends what is settled, then closes the consumer's channel; the broker requeues whatever
     /// is still unsettled.
     func closeConsumerChannel(channel id: UInt16, epoch: UInt64) throws(AMQPError) {
         try ensureUsable()
-        guard let channel = channels[id], channel.epoch == epoch, case .consumer(let consumer) = channel.role else { return }
-        defer {
-            if !consumer.cancelled {
-                consumer.cancelled = true
-                consumer.finish()
-            }
-        }
-        guard channel.isOpen else {
-            channels[id] = nil
+        guard let channel = channels[id], case .consumer = channel.role else { return }
+        try closeChannel(channel, epoch: epoch)
+    }
+
+    /// Closes a consumer or get channel of incarnation `epoch` as its lifecycle says: what is
+    /// settled goes out first, then channel.close; the channel is forgotten (and a subscription
+    /// ends) whatever the reply.
+    func closeChannel(_ channel: Channel, epoch: UInt64) throws(AMQPError) {
+        let actions = channel.lifecycle.close(epoch: epoch)
+        guard actions.contains(.flushAndSendClose) else {
+            carryOut(actions, on: channel, error: nil)
             return
         }
+        defer { carryOut(channel.lifecycle.closeSent(), on: channel, error: nil) }
         flushSettlements(now: .max)
         try ensureUsable()
-        channel.isOpen = false
-        pendingSettlement.remove(id)
-        let reply = amqp_channel_close(connection, id, Int32(AMQP_REPLY_SUCCESS))
+        pendingSettlement.remove(channel.id)
+        channel.assembler.reset()
+        let reply = amqp_channel_close(connection, channel.id, Int32(AMQP_REPLY_SUCCESS))
         guard reply.reply_type == AMQP_RESPONSE_NORMAL else {
-            try throwRPCError(reply, channel: id, "closing channel \(id)")
+            try throwRPCError(reply, channel: channel.id, "closing channel \(channel.id)")
         }
-        channels[id] = nil
+        // Frames of the closing channel that arrived meanwhile are dropped here.
         dispatchQueuedFrames()
     }
 

@@ -6,7 +6,7 @@ extension IOLoop {
         let tag = settle.tag
         // A settlement for another channel incarnation is dropped: its delivery went back to the
         // queue when that incarnation closed, and its tag means nothing (or something else) now.
-        guard let channel = channels[tag.channel], channel.isOpen, channel.epoch == tag.epoch,
+        guard let channel = channels[tag.channel], channel.lifecycle.accepts(settlementOf: tag.epoch),
             case .consumer(let consumer) = channel.role
         else {
             logger.trace("dropping a settlement for a closed channel", metadata: ["delivery_tag": "\(tag)"])
@@ -25,7 +25,7 @@ extension IOLoop {
     func flushSettlements(now: UInt64) {
         guard !pendingSettlement.isEmpty else { return }
         for id in pendingSettlement {
-            guard let channel = channels[id], channel.isOpen, case .consumer(let consumer) = channel.role else {
+            guard let channel = channels[id], channel.lifecycle.sendsSettlements, case .consumer(let consumer) = channel.role else {
                 pendingSettlement.remove(id)
                 continue
             }
@@ -121,8 +121,7 @@ extension IOLoop {
                 try rpcFailed(channel: channel.id, "confirm.select")
             }
             dispatchQueuedFrames()
-            channel.isOpen = true
-            channel.epoch = nextChannelEpoch()
+            channel.lifecycle.reopened(epoch: nextChannelEpoch())
             logger.info("publisher channel reopened", metadata: ["channel": "\(channel.id)"])
         } catch {
             logger.warning("cannot reopen the publisher channel", metadata: ["channel": "\(channel.id)", "error": "\(error)"])

@@ -34,7 +34,6 @@ final class IOLoop {
         let consumerTag: String
         let continuation: AsyncThrowingStream<[Delivery], any Error>.Continuation
         var settler: AckSettler
-        var cancelled = false
         /// Deliveries assembled during this turn of the loop, handed over together at its end:
         /// one wake-up of the reading task per turn instead of one per message.
         var pending: [Delivery] = []
@@ -77,20 +76,33 @@ final class IOLoop {
         case publisher(PublisherState)
         /// A channel for `basic.get` (IOLoop+Get).
         case getter(GetState)
+
+        var kind: ChannelLifecycle.Kind {
+            switch self {
+            case .control: .control
+            case .consumer: .consumer
+            case .publisher: .publisher
+            case .getter: .getter
+            }
+        }
     }
 
     final class Channel {
         let id: UInt16
-        var epoch: UInt64
-        var isOpen = true
+        /// Open or closed, which incarnation, whether its subscription delivers: decided by the
+        /// pure `ChannelLifecycle`, carried out by `IOLoop.carryOut`.
+        var lifecycle: ChannelLifecycle
         var assembler = ContentAssembler()
         let role: Role
 
         init(id: UInt16, role: Role) {
             self.id = id
-            self.epoch = nextChannelEpoch()
             self.role = role
+            lifecycle = ChannelLifecycle(kind: role.kind, epoch: nextChannelEpoch())
         }
+
+        var isOpen: Bool { lifecycle.isOpen }
+        var epoch: UInt64 { lifecycle.epoch }
     }
 
     let connection: amqp_connection_state_t

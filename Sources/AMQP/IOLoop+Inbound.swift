@@ -210,15 +210,10 @@ extension IOLoop {
 
         case AMQP_CONNECTION_BLOCKED_METHOD:
             let m = decoded.assumingMemoryBound(to: amqp_connection_blocked_t.self).pointee
-            let reason = String(amqpBytes: m.reason)
-            blocked = true
-            logger.debug("connection blocked by the broker", metadata: ["reason": "\(reason)"])
-            events.yield(.blocked(reason: reason))
+            carryOut(lifecycle.brokerBlocked(reason: String(amqpBytes: m.reason)))
 
         case AMQP_CONNECTION_UNBLOCKED_METHOD:
-            blocked = false
-            logger.info("connection unblocked by the broker")
-            events.yield(.unblocked)
+            carryOut(lifecycle.brokerUnblocked())
 
         case AMQP_CHANNEL_FLOW_METHOD:
             let m = decoded.assumingMemoryBound(to: amqp_channel_flow_t.self).pointee

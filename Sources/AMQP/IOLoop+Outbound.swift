@@ -70,7 +70,7 @@ extension IOLoop {
     }
 
     func sendPublishes() {
-        guard !blocked else { return }
+        guard lifecycle.mayPublish else { return }
         for channel in channels.values {
             guard case .publisher(let publisher) = channel.role, publisher.tracker.unsentCount > 0 else { continue }
             if !channel.isOpen {

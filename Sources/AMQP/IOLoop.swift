@@ -121,15 +121,12 @@ final class IOLoop {
     /// delivery's, are on the same channel. Forgotten whenever `channels` changes.
     private var lastChannel: Channel?
     var controlChannel: UInt16?
-    /// connection.blocked received and not yet unblocked: no publishes go out.
-    var blocked = false
-    /// Set once the connection is unusable; the loop ends and tears down.
-    var fatal: AMQPError?
-    /// No fatal error yet. Checked several times per frame: matching the case does not copy
-    /// the error, as comparing the optional with nil does.
-    var isAlive: Bool {
-        if case .none = fatal { true } else { false }
-    }
+    /// Open, blocked by the broker, closing on request, or failed (`ConnectionLifecycle`).
+    var lifecycle = ConnectionLifecycle()
+    /// Why the connection is unusable, once it is; the loop ends and tears down.
+    var fatal: AMQPError? { lifecycle.failure }
+    /// Not failed yet. Checked several times per frame.
+    var isAlive: Bool { lifecycle.isAlive }
     var closeWaiters: [CheckedContinuation<Void, Never>] = []
     /// Consumer channels with settlements recorded but not yet sent.
     var pendingSettlement: Set<UInt16> = []
@@ -195,6 +192,7 @@ final class IOLoop {
                     }
                 case .close(let waiter):
                     closeWaiters.append(waiter)
+                    carryOut(lifecycle.closeRequested())
                 }
             }
             for publish in batch.publishes { enqueue(publish) }
@@ -207,7 +205,7 @@ final class IOLoop {
             if isAlive { sendPublishes() }
             if corked { _ = warren_tcp_cork(amqp_get_sockfd(connection), 0) }
             resumeResolved()
-            if !closeWaiters.isEmpty || !isAlive { break }
+            if lifecycle.isClosing || !isAlive { break }
 
             if amqp_frames_enqueued(connection) != 0 || amqp_data_in_buffer(connection) != 0 || queue.hasWork {
                 continue
@@ -240,8 +238,22 @@ final class IOLoop {
 
     /// Mark the connection dead; the loop ends at the next check and tears down.
     func fail(_ error: AMQPError) {
-        if isAlive {
-            fatal = error
+        lifecycle.failed(error)
+    }
+
+    /// Carries out what the connection's lifecycle decided.
+    func carryOut(_ actions: [ConnectionLifecycle.Action]) {
+        for action in actions {
+            switch action {
+            case .reportBlocked(let reason):
+                logger.debug("connection blocked by the broker", metadata: ["reason": "\(reason)"])
+                events.yield(.blocked(reason: reason))
+            case .reportUnblocked:
+                logger.info("connection unblocked by the broker")
+                events.yield(.unblocked)
+            case .closeGracefully:
+                break  // the loop ends this turn and closes (run())
+            }
         }
     }
 
@@ -254,7 +266,7 @@ final class IOLoop {
                 if case .immediate = consumer.settler.mode { frames += consumer.settler.finishedCount }
             }
         }
-        if !blocked {
+        if lifecycle.mayPublish {
             for channel in channels.values {
                 if case .publisher(let publisher) = channel.role { frames += 3 * publisher.tracker.unsentCount }
             }
@@ -288,7 +300,7 @@ final class IOLoop {
         if reply.reply_type != AMQP_RESPONSE_NORMAL {
             logger.debug("connection.close did not complete cleanly")
         }
-        fatal = AMQPError(.closedByClient, "the connection was closed by this process", endpoint: negotiated.endpoint.description)
+        lifecycle.closed(AMQPError(.closedByClient, "the connection was closed by this process", endpoint: negotiated.endpoint.description))
     }
 
     private func teardown() {

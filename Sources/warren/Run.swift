@@ -91,8 +91,9 @@ struct Run: AsyncParsableCommand {
 
     /// The `warren ctl` socket, bound before anything connects. A path in use by another warren,
     /// or one that cannot be bound, is a configuration error (exit 78), except for the default
-    /// path when its directory is missing or closed to this user (warren started by hand, outside
-    /// the systemd unit that creates /run/warren): then only `warren ctl` is unavailable.
+    /// path when its directory is missing, closed to this user or read-only (warren started by
+    /// hand, or in a container, without the /run/warren the systemd unit creates): then only
+    /// `warren ctl` is unavailable. Another warren on the default path is still exit 78.
     private static func controlServer(_ configuration: Configuration, controls: QueueControls, underSystemd: Bool, logger: Logger)
         async throws -> ControlServer?
     {
@@ -102,7 +103,7 @@ struct Run: AsyncParsableCommand {
             logger.info("control socket listening", metadata: ["socket": "\(path)"])
             return server
         } catch {
-            if !configuration.control.socketConfigured, error.code == .directoryMissing || error.code == .permissionDenied {
+            if !configuration.control.socketConfigured, [.directoryMissing, .permissionDenied, .cannotBind].contains(error.code) {
                 let fix =
                     underSystemd
                     ? "give the unit RuntimeDirectory=warren, or set [control] socket"

@@ -24,7 +24,7 @@ struct Warren: AsyncParsableCommand {
             warren.reference.toml, installed with the documentation (/usr/share/doc/warren from \
             the Debian package), lists every key with its default.
 
-            Exit statuses follow sysexits.h: 64 bad usage, 69 broker unavailable, 70 internal \
+            Exit statuses follow sysexits.h: 64 bad usage, 69 broker unavailable (for `ctl`: its socket), 70 internal \
             error, 78 configuration error (systemd does not restart after 78); `publish` exits \
             1 when a message was not confirmed, `ctl` when warren answers with an error.
             """,

@@ -153,6 +153,25 @@ import Testing
         }
     }
 
+    @Test func aClientThatDoesNotReadItsAnswerLosesItsPlaceAfterTheTimeout() async throws {
+        // An answer far larger than the socket buffers: it cannot all be written unread.
+        let queues = (0..<20_000).map { "queue-with-a-long-name-\($0)" }
+        let limits = ControlServer.Limits(requestTimeout: .milliseconds(300), maxConnections: 1)
+        try await withServer(queues: queues, limits: limits) { path, _, _ throws in
+            let stuck = try RawClient.connect(path)
+            defer { close(stuck) }
+            _ = "status\n".withCString { send(stuck, $0, 7, Int32(MSG_NOSIGNAL)) }
+            // Its one place is taken until the server gives up on it; then another client is served.
+            var served = false
+            let deadline = ContinuousClock.now + .seconds(20)
+            while !served && ContinuousClock.now < deadline {
+                let answer = try await RawClient.exchange(path, send: Array("resume nope\n".utf8))
+                served = answer.hasPrefix("error: no queue named")
+            }
+            #expect(served)
+        }
+    }
+
     @Test func theSocketFileIsMode0660AndRemovedOnStop() async throws {
         var socketPath = ""
         try await withServer { path, _, _ throws in

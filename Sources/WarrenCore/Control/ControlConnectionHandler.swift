@@ -65,11 +65,15 @@ final class ControlConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     }
 
     /// Sends the answer, then closes once it is written (not before: a long status answer may
-    /// take more than one write).
+    /// take more than one write), or when the timeout passes again (a client that does not read
+    /// its answer keeps no place for longer).
     private func answer(_ request: Result<ControlProtocol.Request, ControlProtocol.RequestProblem>, context: ChannelHandlerContext) {
         guard !answered else { return }
         answered = true
         disarm()
+        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(timeout)) {
+            context.close(promise: nil)
+        }
         let text = respond(request).map { $0 + "\n" }.joined()
         let written = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: text)), promise: written)

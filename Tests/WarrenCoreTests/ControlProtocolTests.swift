@@ -118,4 +118,22 @@ import Testing
             #expect(ControlProtocol.parse(line.dropLast()) == .success(request))
         }
     }
+
+    // MARK: [control]
+
+    private func control(_ section: String) throws -> ControlConfiguration {
+        try ConfigurationLoader.parse(
+            source: "[broker]\nurl = \"amqp://localhost/\"\n\(section)", file: "warren.toml", environment: [:]
+        ).control
+    }
+
+    @Test func theSocketDefaultsToTheRuntimeDirectoryAndAnEmptyPathTurnsItOff() throws {
+        #expect(try control("") == ControlConfiguration(socket: "/run/warren/control.sock", socketConfigured: false))
+        #expect(try control("[control]") == ControlConfiguration(socket: "/run/warren/control.sock", socketConfigured: false))
+        #expect(try control("[control]\nsocket = \"\"") == ControlConfiguration(socket: nil, socketConfigured: true))
+        #expect(try control("[control]\nsocket = \"/tmp/w.sock\"") == ControlConfiguration(socket: "/tmp/w.sock", socketConfigured: true))
+        // 107 bytes is the most sun_path holds.
+        let longest = "/" + String(repeating: "a", count: 106)
+        #expect(try control("[control]\nsocket = \"\(longest)\"").socket == longest)
+    }
 }

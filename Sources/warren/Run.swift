@@ -100,20 +100,20 @@ struct Run: AsyncParsableCommand {
         guard let path = configuration.control.socket else { return nil }
         do {
             let server = try await ControlServer.bind(path: path, controls: controls, logger: logger)
-            logger.info("control socket listening", metadata: ["socket": "\(path)"])
+            logger.info("control socket listening", metadata: [LogKeys.socket: "\(path)"])
             return server
         } catch {
             if !configuration.control.socketConfigured, [.directoryMissing, .permissionDenied, .cannotBind].contains(error.code) {
                 let fix =
                     underSystemd
                     ? "give the unit RuntimeDirectory=warren, or set [control] socket"
-                    : "set [control] socket to a path in a writable directory, or socket = \"\" to say so"
+                    : "set [control] socket to a path in a writable directory, or socket = \"\" to turn it off"
                 logger.warning("control socket disabled", metadata: [
-                    "socket": "\(path)", LogKeys.reason: "\(error.reason)", "fix": "\(fix)",
+                    LogKeys.socket: "\(path)", LogKeys.reason: "\(error.reason)", LogKeys.fix: "\(fix)",
                 ])
                 return nil
             }
-            logger.error("cannot listen on [control] socket", metadata: ["socket": "\(path)", LogKeys.error: "\(error.reason)"])
+            logger.error("cannot listen on [control] socket", metadata: [LogKeys.socket: "\(path)", LogKeys.error: "\(error.reason)"])
             throw WarrenExit.config
         }
     }

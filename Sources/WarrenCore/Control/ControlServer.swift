@@ -65,7 +65,7 @@ public struct ControlServer: Sendable {
     ) async throws(BindError) -> ControlServer {
         if try ControlSocketFile.inspect(path) == .staleSocket {
             try ControlSocketFile.removeStale(path)
-            logger.info("removed a stale control socket", metadata: ["socket": "\(path)"])
+            logger.info("removed a stale control socket", metadata: [LogKeys.socket: "\(path)"])
         }
         let limiter = ConnectionLimiter(limit: limits.maxConnections)
         let refusal = Array((ControlProtocol.errorLine("too many control connections at once (\(limits.maxConnections)); try again") + "\n").utf8)

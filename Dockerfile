@@ -12,6 +12,7 @@
 # directory at /etc/warren (a directory, not a single file, so that an edited file is what
 # SIGHUP reloads). State (the sqlite dedup store) goes to /var/lib/warren; mount a volume there
 # to keep it. Stop with a grace period above shutdown_timeout: `docker stop -t 60`.
+# /run/warren holds the default control socket (`docker exec warren warren ctl status`).
 
 ARG SWIFT_VERSION=6.3.1
 
@@ -43,6 +44,7 @@ RUN export DEBIAN_FRONTEND=noninteractive \
  && useradd --system --uid 10001 --gid warren --home-dir /var/lib/warren --no-create-home \
       --shell /usr/sbin/nologin warren \
  && install -d -o warren -g warren -m 0750 /var/lib/warren \
+ && install -d -o warren -g warren -m 0750 /run/warren \
  && install -d -m 0755 /etc/warren /usr/local/lib/warren/plugins
 COPY --from=build /staging/usr/local/bin/warren /usr/local/bin/warren
 COPY --from=build /staging/usr/local/share/doc/warren/ /usr/local/share/doc/warren/

@@ -29,7 +29,9 @@ struct Run: AsyncParsableCommand {
             "version": "\(WarrenVersion.description)", "config": "\(options.path)", "queues": "\(configuration.queues.count)",
         ])
         let status = EngineStatus()
+        let controls = QueueControls(status: status)
         let server = try await Self.observabilityServer(configuration, status: status, logger: logger)
+        let control = try await Self.controlServer(configuration, controls: controls, underSystemd: notifier != nil, logger: logger)
         if let interval = notifier?.watchdogInterval {
             logger.info("systemd watchdog enabled", metadata: ["interval": "\(interval.configText)"])
         }
@@ -50,11 +52,12 @@ struct Run: AsyncParsableCommand {
                 logger.error("reload refused: configuration invalid, keeping the running one", metadata: ["problem": "\(error)"])
             }
         }
-        let engine = Engine(configuration: configuration, logger: logger, status: status)
-        // The endpoint and the notifier live exactly as long as the engine: child tasks,
+        let engine = Engine(configuration: configuration, logger: logger, status: status, controls: controls)
+        // The endpoints and the notifier live exactly as long as the engine: child tasks,
         // cancelled once it has stopped.
         let outcome = await withTaskGroup(of: Void.self) { group in
             if let server { group.addTask { await server.run() } }
+            if let control { group.addTask { await control.run() } }
             if let notifier { group.addTask { await notifier.run(status: status, stop: stop, logger: logger) } }
             let outcome = await engine.run(stop: stop, reloads: reloads)
             group.cancelAll()
@@ -82,6 +85,35 @@ struct Run: AsyncParsableCommand {
             return server
         } catch {
             logger.error("cannot listen on [metrics] listen", metadata: ["listen": "\(address)", LogKeys.error: "\(error)"])
+            throw WarrenExit.config
+        }
+    }
+
+    /// The `warren ctl` socket, bound before anything connects. A path in use by another warren,
+    /// or one that cannot be bound, is a configuration error (exit 78), except for the default
+    /// path when its directory is missing, closed to this user or read-only (warren started by
+    /// hand, or in a container, without the /run/warren the systemd unit creates): then only
+    /// `warren ctl` is unavailable. Another warren on the default path is still exit 78.
+    private static func controlServer(_ configuration: Configuration, controls: QueueControls, underSystemd: Bool, logger: Logger)
+        async throws -> ControlServer?
+    {
+        guard let path = configuration.control.socket else { return nil }
+        do {
+            let server = try await ControlServer.bind(path: path, controls: controls, logger: logger)
+            logger.info("control socket listening", metadata: [LogKeys.socket: "\(path)"])
+            return server
+        } catch {
+            if !configuration.control.socketConfigured, [.directoryMissing, .permissionDenied, .cannotBind].contains(error.code) {
+                let fix =
+                    underSystemd
+                    ? "give the unit RuntimeDirectory=warren, or set [control] socket"
+                    : "set [control] socket to a path in a writable directory, or socket = \"\" to turn it off"
+                logger.warning("control socket disabled", metadata: [
+                    LogKeys.socket: "\(path)", LogKeys.reason: "\(error.reason)", LogKeys.fix: "\(fix)",
+                ])
+                return nil
+            }
+            logger.error("cannot listen on [control] socket", metadata: [LogKeys.socket: "\(path)", LogKeys.error: "\(error.reason)"])
             throw WarrenExit.config
         }
     }

@@ -24,12 +24,12 @@ struct Warren: AsyncParsableCommand {
             warren.reference.toml, installed with the documentation (/usr/share/doc/warren from \
             the Debian package), lists every key with its default.
 
-            Exit statuses follow sysexits.h: 64 bad usage, 69 broker unavailable, 70 internal \
+            Exit statuses follow sysexits.h: 64 bad usage, 69 broker unavailable (for `ctl`: its socket), 70 internal \
             error, 78 configuration error (systemd does not restart after 78); `publish` exits \
-            1 when a message was not confirmed.
+            1 when a message was not confirmed, `ctl` when warren answers with an error.
             """,
         version: WarrenVersion.current,
-        subcommands: [Run.self, Check.self, Publish.self, DeadLetters.self, Version.self])
+        subcommands: [Run.self, Check.self, Publish.self, DeadLetters.self, Ctl.self, Version.self])
 
     /// ArgumentParser's own `main`, except that an error nothing handled exits 70 (EX_SOFTWARE)
     /// rather than 1, which `publish` uses for unconfirmed messages.

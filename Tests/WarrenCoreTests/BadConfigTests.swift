@@ -678,6 +678,21 @@ struct BadConfigTests {
             message: "x-delivery-limit 3 is below retry.max_attempts 5: the broker would drop (or dead-letter) a message requeued more than 3 times before warren parks it; raise it above max_attempts, remove it, or lower max_attempts",
             at: "7:36"),
 
+        // MARK: [control]
+        BadConfig(
+            name: "control socket that is relative",
+            toml: "\(broker)\n[control]\nsocket = \"run/warren.sock\"",
+            path: "control.socket", message: #"expected an absolute path (starting with /) or "" to turn the control socket off, got "run/warren.sock""#,
+            at: "4:10"),
+        BadConfig(
+            name: "control socket path longer than sun_path holds",
+            toml: "\(broker)\n[control]\nsocket = \"/\(String(repeating: "a", count: 107))\"",
+            path: "control.socket", message: "a unix socket path holds at most 107 bytes, this one has 108: choose a shorter path", at: "4:10"),
+        BadConfig(
+            name: "unknown key in [control]",
+            toml: "\(broker)\n[control]\nsockets = \"/run/w.sock\"",
+            path: "control.sockets", message: #"unknown key "sockets" (did you mean "socket"?)"#, at: "4:1"),
+
         // MARK: [state]
         BadConfig(
             name: "state directory that is relative",

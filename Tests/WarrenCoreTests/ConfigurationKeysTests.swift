@@ -31,6 +31,7 @@ struct ConfigurationKeysTests {
         listen = "127.0.0.1:9419"
         [dedup]
         [state]
+        [control]
 
         [[exchanges]]
         name = "orders"

@@ -83,8 +83,9 @@ import Testing
 
     @Test func logAndMetricsChangesAreReportedAsNeedingARestart() throws {
         let file = Self.queue("q1")
-        let changes = try #require(try Self.changes(file, "[log]\nlevel = \"debug\"\n[metrics]\nlisten = \"127.0.0.1:9999\"\n" + file))
-        #expect(changes.needsRestart == ["[log]", "[metrics]"])
+        let changes = try #require(try Self.changes(
+            file, "[log]\nlevel = \"debug\"\n[metrics]\nlisten = \"127.0.0.1:9999\"\n[control]\nsocket = \"/tmp/other.sock\"\n" + file))
+        #expect(changes.needsRestart == ["[log]", "[metrics]", "[control]"])
         #expect(changes.isEmpty)
     }
 }

@@ -73,6 +73,7 @@ struct ShippedConfigTests {
         #expect(c.dedup.store == DedupConfiguration().store)
         #expect(c.dedup.path == DedupConfiguration().path)
         #expect(c.dedup.ttl == DedupConfiguration().ttl)
+        #expect(c.control.socket == ControlConfiguration().socket)
 
         let exchange = try #require(c.exchanges.first)
         #expect(exchange.durable == true)

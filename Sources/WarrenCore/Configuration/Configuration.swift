@@ -16,6 +16,8 @@ public struct Configuration: Sendable {
     public var dedup = DedupConfiguration()
     /// Where warren keeps what must survive a restart (stream offsets).
     public var state = StateConfiguration()
+    /// The `warren ctl` socket.
+    public var control = ControlConfiguration()
     public var exchanges: [ExchangeConfiguration] = []
     public var queues: [QueueConfiguration] = []
     /// In file order.
@@ -156,6 +158,17 @@ public struct StateConfiguration: Sendable, Equatable {
     public var offsetFlushEvery = 1000
     /// ...or this long after the last write, whichever comes first, and on stop.
     public var offsetFlushInterval: Duration = .seconds(1)
+}
+
+/// `[control]`: the unix socket `warren ctl` talks to (docs/cli.md, "warren ctl").
+public struct ControlConfiguration: Sendable, Equatable {
+    /// The default path: the shipped systemd unit's RuntimeDirectory.
+    public static let defaultSocket = "/run/warren/control.sock"
+    /// The socket's path; nil when `socket = ""` turns it off.
+    public var socket: String? = ControlConfiguration.defaultSocket
+    /// `socket` was set in the file. A default path that cannot be used (its directory missing,
+    /// as outside systemd) only disables `warren ctl`; a path the operator chose must work.
+    public var socketConfigured = false
 }
 
 public struct BindingConfiguration: Sendable, Hashable {

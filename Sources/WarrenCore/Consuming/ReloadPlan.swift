@@ -75,6 +75,7 @@ struct ReloadPlan: Sendable, Equatable {
         changes.exchangesChanged = old.exchanges != new.exchanges
         if old.log != new.log { changes.needsRestart.append("[log]") }
         if old.metrics != new.metrics { changes.needsRestart.append("[metrics]") }
+        if old.control != new.control { changes.needsRestart.append("[control]") }
         return changes
     }
 

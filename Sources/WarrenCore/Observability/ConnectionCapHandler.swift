@@ -30,15 +30,21 @@ final class ConnectionCapHandler: ChannelInboundHandler, RemovableChannelHandler
     typealias InboundIn = NIOAny
 
     private let limiter: ConnectionLimiter
+    /// Written before closing a connection beyond the limit (the control socket's `error:`
+    /// line); nil: closed without a word (HTTP).
+    private let refusal: [UInt8]?
     private var admitted = false
 
-    init(limiter: ConnectionLimiter) {
+    init(limiter: ConnectionLimiter, refusal: [UInt8]? = nil) {
         self.limiter = limiter
+        self.refusal = refusal
     }
 
     func channelActive(context: ChannelHandlerContext) {
         guard limiter.admit() else {
-            // Nothing is read or answered: the client sees the connection closed at once.
+            // Nothing is read: the client sees the connection closed at once, after the
+            // refusal when there is one (flushed before the close, on this same loop tick).
+            if let refusal { context.writeAndFlush(NIOAny(context.channel.allocator.buffer(bytes: refusal)), promise: nil) }
             context.close(promise: nil)
             return
         }

@@ -13,4 +13,8 @@ public enum LogKeys {
     public static let pid = "pid"
     /// A `pipe` worker's instance index (0 ..< instances).
     public static let worker = "worker"
+    /// The control socket's path (`[control] socket`).
+    public static let socket = "socket"
+    /// What an operator can do about a warning.
+    public static let fix = "fix"
 }

@@ -1,6 +1,7 @@
 import AMQP
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 @testable import WarrenCore
@@ -190,12 +191,11 @@ struct DeadLettersCommandTests {
         let handled = directory + "/handled"
         let script = directory + "/handler"
         try "down".write(toFile: broken, atomically: true, encoding: .utf8)
-        try """
+        try writeExecutable("""
             #!/bin/sh
             if [ -e '\(broken)' ]; then echo 'downstream unavailable' >&2; exit 3; fi
             echo "$WARREN_MESSAGE_ID $WARREN_ATTEMPT" >> '\(handled)'
-            """.write(toFile: script, atomically: true, encoding: .utf8)
-        chmod(script, 0o755)
+            """, to: script)
         let config = try WarrenProcess.ConfigFile("""
             [broker]
             urls = ["\(TestBroker.url)"]

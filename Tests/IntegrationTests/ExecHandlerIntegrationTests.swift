@@ -1,5 +1,6 @@
 import AMQP
 import Foundation
+import TestSupport
 import Testing
 import WarrenCore
 
@@ -195,8 +196,7 @@ final class ExecHandlerIntegrationTests: Sendable {
     /// Writes an executable `#!/bin/sh` script and returns its path.
     private func script(_ body: String) throws -> String {
         let path = "\(directory)/\(UUID().uuidString).sh"
-        try Data("#!/bin/sh\n\(body)\n".utf8).write(to: URL(fileURLWithPath: path))
-        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: path)
+        try writeExecutable("#!/bin/sh\n\(body)\n", to: path)
         return path
     }
 

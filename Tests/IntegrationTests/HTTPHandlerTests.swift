@@ -142,16 +142,18 @@ struct HTTPHandlerTests {
 
     @Test func a429WithRetryAfterIsRetriedAfterThatDelay() async throws {
         let server = try await TestHTTPServer.start { _, index in
-            index == 0 ? TestHTTPServer.Response(status: 429, headers: [("Retry-After", "2")]) : TestHTTPServer.Response()
+            index == 0 ? TestHTTPServer.Response(status: 429, headers: [("Retry-After", "8")]) : TestHTTPServer.Response()
         }
         let queue = TestBroker.uniqueName("http-429")
         let connection = try await TestBroker.connect()
-        // Ladder 1s, 2s, 4s: the requested 2 s is a step of its own, not rounded up to 4 s.
+        // Ladder 1s, 8s, 64s: the requested 8 s is taken (the first step at least as long), not
+        // the first attempt's 1 s nor the 64 s after it; far enough apart that a loaded
+        // machine's delays cannot blur them.
         let source = Self.config(queue: queue, url: server.url, queueSettings: """
             [queues.retry]
             max_attempts = 4
             delay = "1s"
-            multiplier = 2.0
+            multiplier = 8.0
             """)
         let declared = try await Self.run(source, publishing: [Self.message(queue)], on: connection) {
             try await Self.holds(server.requests.count >= 2, andEmpty: queue, on: connection)
@@ -159,7 +161,7 @@ struct HTTPHandlerTests {
         let requests = server.requests
         try #require(requests.count == 2)
         let gap = requests[1].at - requests[0].at
-        #expect(gap >= .milliseconds(1900) && gap < .seconds(4), "gap \(gap): the 2 s step, not the 1 s or 4 s one")
+        #expect(gap >= .milliseconds(7900) && gap < .seconds(40), "gap \(gap): the 8 s step, not the 1 s or 64 s one")
         #expect(requests[1].header("X-Warren-Attempt") == "2")
         #expect(try await Self.count("\(queue).dead", on: connection) == 0)
         await BuiltinHandlerTests.delete(declared)
@@ -261,7 +263,7 @@ struct HTTPHandlerTests {
     }
 
     @Test func aServerSlowerThanTheHandlerTimeoutIsATimeoutFailure() async throws {
-        let server = try await TestHTTPServer.start { _, _ in TestHTTPServer.Response(delay: .seconds(10)) }
+        let server = try await TestHTTPServer.start { _, _ in TestHTTPServer.Response(delay: .seconds(40)) }
         let queue = TestBroker.uniqueName("http-slow")
         let connection = try await TestBroker.connect()
         let source = Self.config(queue: queue, url: server.url, handler: #"timeout = "500ms""#, queueSettings: #"ack_policy = "reject_on_error""#)
@@ -270,7 +272,7 @@ struct HTTPHandlerTests {
         let declared = try await Self.run(source, publishing: [Self.message(queue)], on: connection) {
             try await Self.count("\(queue).dead", on: connection) == 1
         }
-        #expect(clock.now - started < .seconds(8), "the run ended at the timeout, not when the server answered")
+        #expect(clock.now - started < .seconds(30), "the run ended at the timeout, not when the server answered (40 s)")
         let parked = try #require(try await Self.drain("\(queue).dead", expecting: 1, on: connection).first)
         #expect(parked.properties.headers?["x-warren-reason"] == .string("failed"))
         #expect(parked.properties.headers?["x-warren-error"] == .string("timeout after 500ms"))

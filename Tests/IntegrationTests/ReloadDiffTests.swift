@@ -109,11 +109,12 @@ struct ReloadDiffTests {
         let connection = try await TestBroker.connect()
         let publisher = try await connection.openPublisher()
 
-        // Slow messages are in flight on every queue when the reload comes.
+        // Slow messages are in flight on every queue when the reload comes (slow enough to still
+        // be running after the confirmed publishes of all thirty on a loaded machine).
         let keptIDs = (0..<10).map { "k\($0)" }, removedIDs = (0..<10).map { "r\($0)" }, changedIDs = (0..<10).map { "c\($0)" }
-        try await Self.publish(keptIDs, to: kept, sleepMs: 200, on: publisher)
-        try await Self.publish(removedIDs, to: removed, sleepMs: 200, on: publisher)
-        try await Self.publish(changedIDs, to: changed, sleepMs: 200, on: publisher)
+        try await Self.publish(keptIDs, to: kept, sleepMs: 1500, on: publisher)
+        try await Self.publish(removedIDs, to: removed, sleepMs: 1500, on: publisher)
+        try await Self.publish(changedIDs, to: changed, sleepMs: 1500, on: publisher)
         #expect(await recorder.wait { $0.running >= 3 })
         reloads.submit(after)
         #expect(await log.wait(for: "configuration reloaded"))

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import Logging
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import WarrenCore
@@ -207,8 +208,7 @@ final class ExecHandlerTests: Sendable {
     /// Writes an executable `#!/bin/sh` script and returns its path.
     func script(_ body: String, name: String = UUID().uuidString) throws -> String {
         let path = "\(directory)/\(name).sh"
-        try Data("#!/bin/sh\n\(body)\n".utf8).write(to: URL(fileURLWithPath: path))
-        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: path)
+        try writeExecutable("#!/bin/sh\n\(body)\n", to: path)
         return path
     }
 

@@ -76,8 +76,7 @@ final class HandlerLimitsTests: Sendable {
 
     @Test func anExecRunWithHugeHeadersStartsAndSeesTheCutVariable() async throws {
         let path = "\(directory)/env.sh"
-        try Data("#!/bin/sh\nprintf '%s %s' \"${#WARREN_HEADERS}\" \"$WARREN_HEADERS_OMITTED\"\n".utf8).write(to: URL(fileURLWithPath: path))
-        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: path)
+        try writeExecutable("#!/bin/sh\nprintf '%s %s' \"${#WARREN_HEADERS}\" \"$WARREN_HEADERS_OMITTED\"\n", to: path)
         var logger = Logger(label: "warren.tests.limits")
         logger.logLevel = .critical
         let handler = try ExecHandler(name: "env", command: [path], environment: [:], workingDirectory: nil, logger: logger)

@@ -83,8 +83,9 @@ struct QueueRunner: Sendable {
 
     private nonisolated(nonsending) func work(_ feed: DeliveryFeed, limiter: RateLimiter?) async {
         let metrics = processor.metrics
+        let gate = processor.gate
         while let delivery = await feed.next() {
-            if draining.isSet {
+            if draining.isSet || gate?.admits(admission) == false {
                 processor.putBack(delivery, endingConsumer: false)
                 metrics.count(.requeued)
                 continue

@@ -25,6 +25,10 @@ final class QueueGate: Sendable {
     let tally = QueueTally()
     private let status: EngineStatus
     private let state = Mutex(State())
+    /// The admission as of the last change, readable without the lock: a worker checks it before
+    /// each delivery it starts, so none starts once the queue is paused or its breaker opened,
+    /// even before the session has cancelled the consumer.
+    private let current = Atomic<UInt8>(Admission.fullCode)
 
     init(queue: String, status: EngineStatus) {
         self.queue = queue
@@ -64,6 +68,11 @@ final class QueueGate: Sendable {
     /// What the queue may consume with now; nil while paused or while its breaker is open.
     var admission: Admission? {
         state.withLock { Self.admission($0) }
+    }
+
+    /// Whether a consumer started with `admission` may still start deliveries (lock-free).
+    func admits(_ admission: Admission) -> Bool {
+        current.load(ordering: .relaxed) == admission.code
     }
 
     private static func admission(_ state: State) -> Admission? {
@@ -147,6 +156,7 @@ final class QueueGate: Sendable {
 
     private func fire() {
         let changed = state.withLock { state -> Latch in
+            current.store(Self.admission(state)?.code ?? Admission.heldCode, ordering: .relaxed)
             let changed = state.changed
             state.changed = Latch()
             return changed
@@ -157,6 +167,18 @@ final class QueueGate: Sendable {
     private static func rounded(_ ratio: Double) -> String {
         let percent = (ratio * 1000).rounded() / 1000
         return "\(percent)"
+    }
+}
+
+extension QueueGate.Admission {
+    static let heldCode: UInt8 = 0
+    static let fullCode: UInt8 = 1
+
+    var code: UInt8 {
+        switch self {
+        case .full: Self.fullCode
+        case .probe: 2
+        }
     }
 }
 

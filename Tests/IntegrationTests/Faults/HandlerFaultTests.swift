@@ -1,5 +1,6 @@
 import AMQP
 import Foundation
+import TestSupport
 import Testing
 
 extension FaultInjectionTests {
@@ -27,8 +28,7 @@ extension FaultInjectionTests {
         @Test func crashingHangingAndFlakyHandlersEndProcessedOrParked() async throws {
             try await FaultScenario.run("handler-faults", count: 200) { scenario in
                 let scriptPath = "\(scenario.directory)/handler.sh"
-                try Self.script.write(toFile: scriptPath, atomically: true, encoding: .utf8)
-                try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: scriptPath)
+                try writeExecutable(Self.script, to: scriptPath)
                 let config = """
                     \(scenario.brokerSection())
 

@@ -135,6 +135,18 @@ struct TraceContextTests {
         #expect(!first.isRemote)
     }
 
+    @Test func eachHandlerOfAFanOutRunsInASpanOfItsOwnUnderTheDeliverys() {
+        let delivery = Self.deliveryTrace
+        let first = HandlerInput(
+            queue: "q", exchange: "", routingKey: "k", redelivered: false, attempt: 1, properties: BasicProperties(), body: [],
+            deliveryTag: 1, trace: delivery.child(), deliveryTrace: delivery)
+        let second = first.nextRun()
+        #expect(second.trace.spanID != first.trace.spanID)
+        #expect(second.trace.traceID == delivery.traceID)
+        #expect(second.trace.parentSpanID == delivery.spanID)
+        #expect(second.deliveryTrace == delivery)
+    }
+
     @Test func aChildKeepsOnlyTheSampledFlag() {
         let unsampled = Self.trace(["traceparent": .string("00-\(Self.traceHex)-\(Self.spanHex)-00")])
         #expect(unsampled.child().flags == [])

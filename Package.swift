@@ -41,6 +41,9 @@ let package = Package(
         // Metrics API for the library code; the Prometheus backend is chosen by the executable.
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        // The W3C trace context vocabulary (trace and span ids, flags) that swift-otel builds on:
+        // deliveries carry `traceparent`/`tracestate` forward (docs/tracing.md).
+        .package(url: "https://github.com/swift-otel/swift-w3c-trace-context.git", from: "1.0.0"),
     ],
     targets: [
         // librabbitmq 0.11 from Debian's librabbitmq-dev, found through pkg-config.
@@ -98,6 +101,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
             ],
             swiftSettings: strict
         ),

@@ -62,6 +62,10 @@ struct LogFormatTests {
         #expect(handled?["level"] == "debug")
         for key in messageKeys { #expect(handled?[key] != nil, "message handled lacks \(key)") }
         #expect(handled?["message_id"] == "m-1")
+        // The trace warren started for the message (it carried no traceparent): docs/tracing.md.
+        let hex = Set("0123456789abcdef")
+        #expect(handled?["trace_id"].map { $0.count == 32 && $0.allSatisfy(hex.contains) } == true, "trace_id: \(handled ?? [:])")
+        #expect(handled?["span_id"].map { $0.count == 16 && $0.allSatisfy(hex.contains) } == true, "span_id: \(handled ?? [:])")
         for lifecycle in ["starting", "connected", "consumer up", "ready", "shutdown requested", "stopped"] {
             #expect(events.contains { $0["event"] == lifecycle && $0["level"] == "info" }, "\(lifecycle) is not logged at info")
         }

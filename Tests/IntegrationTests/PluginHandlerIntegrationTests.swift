@@ -147,13 +147,13 @@ struct PluginHandlerIntegrationTests {
     }
 
     @Test func warrenCheckExits78ForAPluginOfAnotherABIVersion() async throws {
-        let library = try ExamplePlugins.compile(ExamplePlugins.minimalSource(abi: "3u"))
+        let library = try ExamplePlugins.compile(ExamplePlugins.minimalSource(abi: "4u"))
         let config = try WarrenProcess.ConfigFile(Self.config(queue: "plugin-check", library: library))
         defer { config.remove() }
         let result = try await WarrenProcess.run(["check", "--config", config.path])
         #expect(result.status == 78)
         #expect(
-            result.stderr.contains("handlers.demo.library: \(library) was built for plugin ABI version 3, but this warren speaks versions 1 to 2"),
+            result.stderr.contains("handlers.demo.library: \(library) was built for plugin ABI version 4, but this warren speaks versions 1 to 3"),
             "stderr: \(result.stderr)")
     }
 }

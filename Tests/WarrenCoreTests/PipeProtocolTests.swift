@@ -35,7 +35,7 @@ struct PipeProtocolTests {
         #expect(frame.header.dropLast().contains(0x0A) == false, "the JSON line holds no raw newline")
         #expect(frame.body == body)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(frame.header.dropLast())) as? [String: Any])
-        #expect(Set(object.keys) == ["id", "queue", "exchange", "routing_key", "redelivered", "attempt", "properties", "body_length"])
+        #expect(Set(object.keys) == ["id", "queue", "exchange", "routing_key", "redelivered", "attempt", "properties", "body_length", "traceparent"])
         #expect(object["id"] as? Int == 42)
         #expect(object["queue"] as? String == "orders")
         #expect(object["exchange"] as? String == "shop")

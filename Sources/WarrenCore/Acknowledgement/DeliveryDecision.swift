@@ -23,6 +23,9 @@ struct DeliveryDecision {
         /// When the copies are stamped (`x-warren-failed-at`); nil reads the clock when a
         /// dead-letter copy is made, so a message that is simply handled costs no clock read.
         var now: Date? = nil
+        /// The delivery's trace context, which its retry and dead-letter copies carry forward
+        /// (docs/tracing.md); nil leaves the copies' headers as the input's.
+        var trace: MessageTrace? = nil
     }
 
     /// What started the decision.
@@ -232,7 +235,7 @@ struct DeliveryDecision {
         case .deadLetter(let reason):
             return deadLetter(reason, error: error, handler: handler, failure: failure)
         case .delay(let delayQueue, let step, let nextAttempt):
-            let copy = RetryPlanner.retryCopy(of: context.delivery, delayQueue: delayQueue, nextAttempt: nextAttempt)
+            let copy = traced(RetryPlanner.retryCopy(of: context.delivery, delayQueue: delayQueue, nextAttempt: nextAttempt))
             state = .awaitingRetryCopy(Event(level: .warning, message: "message scheduled for retry", error: error, retryIn: step))
             return .publish([copy], .retryCopy)
         }
@@ -254,19 +257,25 @@ struct DeliveryDecision {
         }
     }
 
+    /// A copy of the input with the delivery's trace context, replacing whatever `traceparent`
+    /// the input had (it may be invalid: this trace then replaced it).
+    private func traced(_ copy: OutgoingMessage) -> OutgoingMessage {
+        context.trace?.stamped(copy, replacing: true) ?? copy
+    }
+
     private func parkCopy(_ park: Park) -> OutgoingMessage {
-        RetryPlanner.deadLetterCopy(
+        traced(RetryPlanner.deadLetterCopy(
             of: context.delivery, exchange: park.exchange, routingKey: park.routingKey, reason: park.reason, error: park.error,
-            handler: park.handler, attempts: context.attempt, failure: park.failure, now: context.now ?? Date())
+            handler: park.handler, attempts: context.attempt, failure: park.failure, now: context.now ?? Date()))
     }
 
     /// The park copy with warren's own headers cut to what fits anywhere: the producer's headers
     /// and body stay whole.
     private func reducedParkCopy(_ park: Park, refusal: String) -> OutgoingMessage {
-        RetryPlanner.deadLetterCopy(
+        traced(RetryPlanner.deadLetterCopy(
             of: context.delivery, exchange: park.exchange, routingKey: park.routingKey, reason: park.reason,
             error: RetryPlanner.shortened(park.error, to: RetryPlanner.reducedErrorLimit), handler: park.handler.map { RetryPlanner.shortened($0, to: 64) },
-            attempts: context.attempt, failure: park.failure.map(RetryPlanner.reduced), now: context.now ?? Date())
+            attempts: context.attempt, failure: park.failure.map(RetryPlanner.reduced), now: context.now ?? Date()))
     }
 
     private mutating func parked(_ park: Park) -> Action {

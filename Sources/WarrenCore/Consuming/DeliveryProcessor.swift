@@ -94,8 +94,9 @@ struct DeliveryProcessor: Sendable {
 
     nonisolated(nonsending) func process(_ delivery: Delivery) async {
         let attempt = RetryPlanner.attempt(headers: delivery.properties.headers)
-        var log = MessageLog(logger: logger, queue: queue.name, delivery: delivery, attempt: attempt)
-        var decision = DeliveryDecision(.init(queue: queue, delivery: delivery, attempt: attempt))
+        let trace = MessageTrace.of(headers: delivery.properties.headers)
+        var log = MessageLog(logger: logger, queue: queue.name, delivery: delivery, attempt: attempt, trace: trace)
+        var decision = DeliveryDecision(.init(queue: queue, delivery: delivery, attempt: attempt, trace: trace))
 
         if let (size, bodyLost) = oversized(delivery) {
             gate?.tally.processed(failed: false)
@@ -114,7 +115,9 @@ struct DeliveryProcessor: Sendable {
         var input = HandlerInput(
             queue: queue.name, exchange: delivery.exchange, routingKey: delivery.routingKey, redelivered: delivery.redelivered,
             attempt: attempt, properties: delivery.properties, body: delivery.body, deliveryTag: delivery.tag.value,
-            timeout: queue.handlerTimeout)
+            timeout: queue.handlerTimeout, trace: trace.child(), deliveryTrace: trace)
+        // One handler: its lines name its run's span. A fan-out's name the delivery's.
+        if names.count == 1 { log.trace = input.trace }
         if stream != nil { input.streamOffset = StreamPosition.offset(of: delivery) }
         let dedupID = dedup == nil || !queue.dedup ? nil : delivery.properties.messageID.flatMap { $0.isEmpty ? nil : $0 }
         var runs: [(name: String, outcome: HandlerOutcome)] = []
@@ -259,6 +262,7 @@ struct DeliveryProcessor: Sendable {
         let ownThread = warren_thread_may_block() != 0
         let results = await withTaskGroup(of: (Int, HandlerOutcome).self) { group in
             for (index, name) in names.enumerated() {
+                let input = index == 0 ? input : input.nextRun()
                 if ownThread {
                     group.addTask(executorPreference: globalConcurrentExecutor) { (index, await run(name, input).outcome) }
                 } else {
@@ -287,7 +291,7 @@ struct DeliveryProcessor: Sendable {
                 return (result, name)
             case .verdict(.ack, _, let more, _), .success(let more):
                 output.publishes += more.publishes
-                if output.reply == nil { output.reply = more.reply }
+                if output.reply == nil { (output.reply, output.replyTrace) = (more.reply, more.replyTrace) }
             case .verdict:
                 if verdict == nil { verdict = (result, name) }
             }
@@ -300,7 +304,7 @@ struct DeliveryProcessor: Sendable {
     private nonisolated(nonsending) func run(_ name: String, _ input: HandlerInput) async -> (outcome: HandlerOutcome, elapsed: Duration) {
         let entry = resolved(name)
         let started = ContinuousClock.now
-        let outcome = await runUncounted(entry, input)
+        let outcome = await runUncounted(entry, input).tracing(input.trace)
         let elapsed = ContinuousClock.now - started
         entry.metrics?.record(outcome, after: elapsed)
         return (outcome, elapsed)
@@ -390,7 +394,7 @@ struct DeliveryProcessor: Sendable {
         if let reply = output.reply, let replyTo = delivery.properties.replyTo, !replyTo.isEmpty {
             messages.append(OutgoingMessage(
                 exchange: "", routingKey: replyTo, mandatory: true,
-                properties: BasicProperties(correlationID: delivery.properties.correlationID), body: reply))
+                properties: output.replyProperties(correlationID: delivery.properties.correlationID), body: reply))
         }
         return messages
     }
@@ -406,23 +410,27 @@ struct MessageLog {
     let deliveryTag: UInt64
     let messageID: AMQPString?
     let attempt: Int
+    /// The delivery's trace context, or its handler run's when only one runs (`trace_id`, `span_id`).
+    var trace: MessageTrace
     var handler: String?
     var outcome: String?
     var duration: Duration?
     /// Where an unrouted message came from, for its log line.
     var unrouted: (exchange: AMQPString, routingKey: AMQPString, type: AMQPString)?
 
-    init(logger: Logger, queue: String, delivery: Delivery, attempt: Int) {
+    init(logger: Logger, queue: String, delivery: Delivery, attempt: Int, trace: MessageTrace) {
         self.logger = logger
         self.queue = queue
         self.deliveryTag = delivery.tag.value
         self.messageID = delivery.properties.messageID
         self.attempt = attempt
+        self.trace = trace
     }
 
     func metadata(_ extra: Logger.Metadata) -> Logger.Metadata {
         var metadata: Logger.Metadata = [
             LogKeys.queue: "\(queue)", LogKeys.deliveryTag: "\(deliveryTag)", LogKeys.attempt: "\(attempt)",
+            LogKeys.traceID: "\(trace.traceIDText)", LogKeys.spanID: "\(trace.spanIDText)",
         ]
         if let messageID { metadata[LogKeys.messageID] = "\(messageID)" }
         if let handler { metadata[LogKeys.handler] = "\(handler)" }

@@ -41,8 +41,11 @@ struct RepublishHandler: MessageHandler {
 
     func handle(_ input: HandlerInput) async -> HandlerOutcome {
         let key = Self.expand(routingKey, input)
+        // A copy of the input, so it continues the delivery's context, not this run's.
+        var properties = input.properties
+        input.deliveryTrace.stamp(&properties.headers, replacing: true)
         let copy = OutgoingMessage(
-            exchange: Self.expand(exchange, input).lossyText, routingKey: key, mandatory: true, properties: input.properties, body: input.body)
+            exchange: Self.expand(exchange, input).lossyText, routingKey: key, mandatory: true, properties: properties, body: input.body)
         return .success(HandlerOutput(publishes: [copy]))
     }
 

@@ -18,9 +18,18 @@ public struct HandlerInput: Sendable {
     public var timeout: Duration
     /// For a stream queue: the message's offset in the stream (`x-stream-offset`).
     public var streamOffset: Int64?
+    /// The trace context of this handler run (docs/tracing.md): a child of `deliveryTrace`, with
+    /// a span id of its own. What the handler receives as `traceparent`, and what its outputs
+    /// and reply carry forward.
+    public var trace: MessageTrace
+    /// The delivery's own context (from its `traceparent`, or a trace started for it): what the
+    /// copies of the input carry (retry, dead-letter, `republish`).
+    public var deliveryTrace: MessageTrace
 
+    /// Without `trace`, the run starts a trace of its own (and `deliveryTrace` is the same).
     public init(queue: String, exchange: AMQPString, routingKey: AMQPString, redelivered: Bool, attempt: Int,
-                properties: BasicProperties, body: [UInt8], deliveryTag: UInt64, timeout: Duration = .seconds(30)) {
+                properties: BasicProperties, body: [UInt8], deliveryTag: UInt64, timeout: Duration = .seconds(30),
+                trace: MessageTrace = .started(), deliveryTrace: MessageTrace? = nil) {
         self.queue = queue
         self.exchange = exchange
         self.routingKey = routingKey
@@ -30,6 +39,8 @@ public struct HandlerInput: Sendable {
         self.body = body
         self.deliveryTag = deliveryTag
         self.timeout = timeout
+        self.trace = trace
+        self.deliveryTrace = deliveryTrace ?? trace
     }
 }
 
@@ -81,6 +92,8 @@ public struct HandlerFailure: Sendable, Hashable, Error, CustomStringConvertible
 public struct HandlerOutput: Sendable {
     public var reply: [UInt8]?
     public var publishes: [OutgoingMessage]
+    /// The context of the run that produced `reply`, which the reply carries; set by the engine.
+    public var replyTrace: MessageTrace?
 
     public init(reply: [UInt8]? = nil, publishes: [OutgoingMessage] = []) {
         self.reply = reply

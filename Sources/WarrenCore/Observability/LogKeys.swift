@@ -9,6 +9,10 @@ public enum LogKeys {
     public static let durationMS = "duration_ms"
     public static let error = "error"
     public static let reason = "reason"
+    /// A delivery's W3C trace id (32 hex digits) and the span of its handler run (16), or the
+    /// delivery's own span when several handlers run (docs/tracing.md).
+    public static let traceID = "trace_id"
+    public static let spanID = "span_id"
     /// A handler's child process.
     public static let pid = "pid"
     /// A `pipe` worker's instance index (0 ..< instances).

@@ -38,8 +38,9 @@
 extern "C" {
 #endif
 
-/* 2: warren_message.stream_offset. */
-#define WARREN_PLUGIN_ABI_VERSION 2u
+/* 2: warren_message.stream_offset.
+ * 3: warren_message.traceparent and tracestate. */
+#define WARREN_PLUGIN_ABI_VERSION 3u
 #define WARREN_PLUGIN_ABI_VERSION_OLDEST 1u
 
 /* A byte string that is not NUL-terminated; data may be NULL when len is 0. */
@@ -66,6 +67,9 @@ typedef struct warren_message {
                                    see docs/message-bytes.md */
     /* Since ABI version 2. */
     int64_t stream_offset;      /* the message's offset in a stream queue; -1 for other queues */
+    /* Since ABI version 3: the W3C trace context of this handler run (docs/tracing.md). */
+    warren_bytes traceparent;   /* "00-<trace id>-<span id>-<flags>": never empty */
+    warren_bytes tracestate;    /* as the message carried it; empty when absent or invalid */
 } warren_message;
 
 typedef enum warren_verdict {

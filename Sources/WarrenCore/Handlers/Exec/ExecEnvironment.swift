@@ -24,7 +24,8 @@ struct ExecEnvironment: Sendable {
     /// The variables a message may set, whatever the inherited or configured environment says:
     /// none of them is inherited, so a variable that is absent for this message is absent.
     static let messageVariables: Set<String> = Set(
-        ["WARREN_QUEUE", "WARREN_REDELIVERED", "WARREN_ATTEMPT", "WARREN_STREAM_OFFSET", "WARREN_HEADERS", "WARREN_HEADERS_BASE64", "WARREN_HEADERS_OMITTED"]
+        ["WARREN_QUEUE", "WARREN_REDELIVERED", "WARREN_ATTEMPT", "WARREN_STREAM_OFFSET", "WARREN_HEADERS", "WARREN_HEADERS_BASE64", "WARREN_HEADERS_OMITTED",
+         "TRACEPARENT", "TRACESTATE"]
             + shortStringVariables + shortStringVariables.map { "\($0)_BASE64" })
 
     /// Warren's environment merged with the configured `env`.
@@ -86,6 +87,10 @@ struct ExecEnvironment: Sendable {
         values.append(name: "WARREN_REDELIVERED", value: input.redelivered ? "1" : "0")
         values.append(name: "WARREN_ATTEMPT", value: String(input.attempt))
         if let offset = input.streamOffset { values.append(name: "WARREN_STREAM_OFFSET", value: String(offset)) }
+        // The run's trace context, under the names OpenTelemetry's environment carrier uses
+        // (docs/tracing.md); never inherited, so a TRACEPARENT of warren's own cannot leak in.
+        values.append(name: "TRACEPARENT", value: input.trace.traceparent)
+        if let state = input.trace.state { values.append(name: "TRACESTATE", value: state) }
         // The same JSON shape every handler kind sees (`MessageJSON`), capped so that no message
         // can push the environment past what exec accepts: whatever room the rest leaves under
         // the environment budget, at most `HeadersVariable.maxBytes`. The exact table, when the

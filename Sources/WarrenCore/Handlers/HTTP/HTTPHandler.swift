@@ -97,6 +97,9 @@ struct HTTPHandler: MessageHandler {
         request.headers.add(name: "X-Warren-Attempt", value: String(input.attempt))
         request.headers.add(name: "X-Warren-Redelivered", value: input.redelivered ? "true" : "false")
         request.headers.add(name: "User-Agent", value: Self.userAgent)
+        // The run's trace context (docs/tracing.md).
+        request.headers.add(name: MessageTrace.traceparentHeader, value: input.trace.traceparent)
+        if let state = input.trace.state { request.headers.add(name: MessageTrace.tracestateHeader, value: state) }
         for (name, value) in headers {
             request.headers.replaceOrAdd(name: name, value: value)
         }

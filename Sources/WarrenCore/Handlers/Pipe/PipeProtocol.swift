@@ -5,7 +5,8 @@ import Foundation
 /// every framing and validation rule is unit-tested without a process.
 ///
 /// Request: one JSON line (`id`, `queue`, `exchange`, `routing_key`, `redelivered`, `attempt`,
-/// `properties`, `body_length`, and `stream_offset` for a stream queue) followed by exactly
+/// `properties`, `body_length`, `traceparent`, `tracestate` when there is one, and
+/// `stream_offset` for a stream queue) followed by exactly
 /// `body_length` raw body bytes. Response: one JSON line per request, matched by `id`. Anything
 /// else the worker writes on stdout is a protocol violation: the worker can no longer be trusted
 /// to answer the right request, so the handler fails its in-flight requests and replaces it.
@@ -44,6 +45,9 @@ enum PipeProtocol {
         MessageJSON.put("exchange", input.exchange, into: &object)
         MessageJSON.put("routing_key", input.routingKey, into: &object)
         if let offset = input.streamOffset { object["stream_offset"] = .int(offset) }
+        // The run's trace context (docs/tracing.md).
+        object["traceparent"] = .string(input.trace.traceparent)
+        if let state = input.trace.state { object["tracestate"] = .string(state) }
         return Frame(header: try MessageJSON.line(object, sortedKeys: false), body: input.body)
     }
 

@@ -21,6 +21,8 @@ enum PluginInvocation {
         let contentType = texts.add(p.contentType)
         let type = texts.add(p.type)
         let headers = texts.add(MessageJSON.headersJSON(p.headers))
+        let traceparent = texts.add(input.trace.traceparent)
+        let tracestate = texts.add(input.trace.state)
         return input.body.withUnsafeBufferPointer { body in
             texts.bytes.withUnsafeBufferPointer { packed in
                 func view(_ range: Range<Int>) -> warren_bytes {
@@ -31,7 +33,8 @@ enum PluginInvocation {
                     routing_key: view(routingKey), redelivered: input.redelivered ? 1 : 0, attempt: UInt32(clamping: input.attempt),
                     message_id: view(messageID), correlation_id: view(correlationID), reply_to: view(replyTo),
                     content_type: view(contentType), type: view(type), timestamp: p.timestamp.map { Int64(clamping: $0) } ?? -1,
-                    headers_json: view(headers), stream_offset: input.streamOffset ?? -1)
+                    headers_json: view(headers), stream_offset: input.streamOffset ?? -1, traceparent: view(traceparent),
+                    tracestate: view(tracestate))
                 // Zero-filled: a plugin that sets nothing acks, and one built before `reply` was
                 // appended to the struct leaves it empty.
                 var result = warren_result()

@@ -1,0 +1,70 @@
+import AMQP
+
+/// Carrying a context forward in what warren publishes (docs/tracing.md, "What is carried
+/// forward"): a message warren publishes while processing a delivery continues the delivery's
+/// trace, so a message retried three times, then parked, is one trace.
+extension MessageTrace {
+    /// Sets `traceparent` (and `tracestate`, or removes one) to this context. `replacing`: a copy
+    /// of the input (retry, dead-letter, `republish`), whose headers are the input's and may hold
+    /// an invalid `traceparent` this trace replaced; otherwise a handler's output, which keeps a
+    /// `traceparent` of its own (and its `tracestate` with it).
+    public func stamp(_ headers: inout FieldTable?, replacing: Bool) {
+        var table = headers ?? FieldTable()
+        guard replacing || table[Self.traceparentHeader] == nil else { return }
+        table[Self.traceparentHeader] = .string(traceparent)
+        table[Self.tracestateHeader] = state.map { .string($0) }
+        headers = table
+    }
+
+    /// The message with this context in its headers (see `stamp(_:replacing:)`).
+    public func stamped(_ message: OutgoingMessage, replacing: Bool) -> OutgoingMessage {
+        var message = message
+        stamp(&message.properties.headers, replacing: replacing)
+        return message
+    }
+}
+
+extension HandlerOutcome {
+    /// The outcome with the run's context on what it publishes: each output that sets no
+    /// `traceparent` of its own gets the run's, and the reply (built later, from the delivery's
+    /// `reply_to`) will.
+    func tracing(_ run: MessageTrace) -> HandlerOutcome {
+        switch self {
+        case .failure:
+            return self
+        case .success(let output):
+            return .success(output.tracing(run))
+        case .verdict(let verdict, let error, let output, let details):
+            return .verdict(verdict, error: error, output: output.tracing(run), details: details)
+        }
+    }
+}
+
+extension HandlerOutput {
+    func tracing(_ run: MessageTrace) -> HandlerOutput {
+        guard reply != nil || !publishes.isEmpty else { return self }
+        var output = self
+        for index in output.publishes.indices {
+            run.stamp(&output.publishes[index].properties.headers, replacing: false)
+        }
+        if output.reply != nil && output.replyTrace == nil { output.replyTrace = run }
+        return output
+    }
+
+    /// The properties of the RPC reply: the request's correlation id, and the context of the run
+    /// that produced the reply.
+    func replyProperties(correlationID: AMQPString?) -> BasicProperties {
+        var properties = BasicProperties(correlationID: correlationID)
+        replyTrace?.stamp(&properties.headers, replacing: true)
+        return properties
+    }
+}
+
+extension HandlerInput {
+    /// The input of another handler run of the same delivery (a fan-out): a span of its own.
+    func nextRun() -> HandlerInput {
+        var input = self
+        input.trace = deliveryTrace.child()
+        return input
+    }
+}

@@ -8,17 +8,13 @@ import WarrenCore
 /// scripts; exit codes, timeouts and stdout turn into parked messages, retries and replies.
 @Suite("exec handler against RabbitMQ", .requiresBroker, .timeLimit(.minutes(2)))
 final class ExecHandlerIntegrationTests: Sendable {
-    let directory: String
+    let scratch: ScratchDirectory
     let queue: String
+    var directory: String { scratch.path }
 
     init() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("warren-exec-it-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        scratch = try ScratchDirectory("exec-it")
         queue = TestBroker.uniqueName("exec")
-    }
-
-    deinit {
-        try? FileManager.default.removeItem(atPath: directory)
     }
 
     @Test func exitCode65ParksTheMessageAsRejected() async throws {
@@ -194,11 +190,7 @@ final class ExecHandlerIntegrationTests: Sendable {
     }
 
     /// Writes an executable `#!/bin/sh` script and returns its path.
-    private func script(_ body: String) throws -> String {
-        let path = "\(directory)/\(UUID().uuidString).sh"
-        try writeExecutable("#!/bin/sh\n\(body)\n", to: path)
-        return path
-    }
+    private func script(_ body: String) throws -> String { try scratch.script(body) }
 
     /// The attempt numbers the script recorded, one per run.
     private func attempts() -> [String] {

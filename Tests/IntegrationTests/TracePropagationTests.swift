@@ -16,17 +16,12 @@ final class TracePropagationTests: Sendable {
     static let traceparent = "00-\(traceHex)-\(spanHex)-01"
     static let tracestate = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
 
-    let directory: String
+    let scratch: ScratchDirectory
     let queue: String
 
     init() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("warren-trace-it-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        scratch = try ScratchDirectory("trace-it")
         queue = TestBroker.uniqueName("trace")
-    }
-
-    deinit {
-        try? FileManager.default.removeItem(atPath: directory)
     }
 
     // MARK: each handler kind
@@ -215,7 +210,7 @@ final class TracePropagationTests: Sendable {
     /// An exec handler that records `$TRACEPARENT` and fails, on a queue whose retry ladder
     /// gives it three attempts 100 ms apart; returns each run's context and the parked copy's.
     func attemptsUntilParked(_ properties: BasicProperties) async throws -> Attempts {
-        let log = "\(directory)/runs"
+        let log = "\(scratch.path)/runs"
         let program = try script("""
             cat >/dev/null
             echo "$TRACEPARENT" >> '\(log)'
@@ -260,15 +255,7 @@ final class TracePropagationTests: Sendable {
             parkedTracestate: parked.properties.headers?["tracestate"]?.stringValue)
     }
 
-    private func file(_ name: String, _ contents: String) throws -> String {
-        let path = "\(directory)/\(name)"
-        try contents.write(toFile: path, atomically: true, encoding: .utf8)
-        return path
-    }
+    private func file(_ name: String, _ contents: String) throws -> String { try scratch.file(name, contents) }
 
-    private func script(_ body: String) throws -> String {
-        let path = try file("handler-\(UUID().uuidString).sh", "#!/bin/sh\n\(body)\n")
-        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: path)
-        return path
-    }
+    private func script(_ body: String) throws -> String { try scratch.script(body) }
 }

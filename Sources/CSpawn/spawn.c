@@ -75,12 +75,6 @@ int warren_eventfd(void) {
     return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 }
 
-static _Thread_local int thread_may_block;
-
-int warren_thread_may_block(void) { return thread_may_block; }
-
-void warren_thread_set_may_block(int may_block) { thread_may_block = may_block; }
-
 void warren_thread_discard_sigchld(void) {
     sigset_t set;
     sigemptyset(&set);

@@ -1,7 +1,7 @@
 import AMQP
-import CSpawn
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import WarrenCore
@@ -11,8 +11,10 @@ struct ThreadProbeHandler: MessageHandler {
     struct Observation: Sendable, Equatable {
         /// A connection's I/O thread.
         var ioThread: Bool
-        /// A queue worker's own thread, which may block.
+        /// The engine told the handler its thread may block.
         var mayBlock: Bool
+        /// The run is on a queue worker's own thread ("warren-worker").
+        var workerThread: Bool
     }
 
     final class Observations: Sendable {
@@ -25,15 +27,17 @@ struct ThreadProbeHandler: MessageHandler {
     var enforcesOwnTimeout: Bool { true }
 
     func handle(_ input: HandlerInput) async -> HandlerOutcome {
-        let seen = Self.observe()
+        let seen = Self.observe(input)
         observations.list.withLock { $0.append(seen) }
         recorder.started(input)
         recorder.finished()
         return .success(.none)
     }
 
-    static func observe() -> Observation {
-        Observation(ioThread: IOLoopExecutor.isCurrentThreadAnIOThread, mayBlock: warren_thread_may_block() != 0)
+    static func observe(_ input: HandlerInput) -> Observation {
+        Observation(
+            ioThread: IOLoopExecutor.isCurrentThreadAnIOThread, mayBlock: input.mayBlockThread,
+            workerThread: currentThreadName() == "warren-worker")
     }
 }
 
@@ -74,9 +78,10 @@ struct WorkerPlacementTests {
         _ = await engine.stopAndCleanUp()
         await connection.close()
 
-        let seen = probes.mapValues { $0.observations.list.withLock { Set($0.map { "\($0.ioThread)/\($0.mayBlock)" }) } }
-        #expect(seen["quick"] == ["true/false"], "handlers that never block run on the I/O thread")
-        #expect(seen["process"] == ["false/true"], "handlers that wait for a process run on the worker's own thread")
-        #expect(seen["pool"] == ["false/false"], "anything else runs on the shared pool")
+        // I/O thread / told it may block / on a worker's own thread.
+        let seen = probes.mapValues { $0.observations.list.withLock { Set($0.map { "\($0.ioThread)/\($0.mayBlock)/\($0.workerThread)" }) } }
+        #expect(seen["quick"] == ["true/false/false"], "handlers that never block run on the I/O thread")
+        #expect(seen["process"] == ["false/true/true"], "handlers that wait for a process run on the worker's own thread, and may block it")
+        #expect(seen["pool"] == ["false/false/false"], "anything else runs on the shared pool")
     }
 }

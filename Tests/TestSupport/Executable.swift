@@ -22,6 +22,19 @@ public func writeExecutable(_ contents: String, to path: String) throws {
     guard fchmod(fd, 0o755) == 0 else { throw ExecutableWriteError(path: path, errno: errno) }
 }
 
+/// The calling thread's name (`pthread_setname_np`; a `WorkerThread` is named after its queue's
+/// role, e.g. "warren-worker").
+public func currentThreadName() -> String {
+    // Linux keeps it in /proc/thread-self/comm (pthread_getname_np is not in the Glibc module).
+    let fd = open("/proc/thread-self/comm", O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return "" }
+    defer { close(fd) }
+    var buffer = [UInt8](repeating: 0, count: 32)
+    let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+    guard count > 0 else { return "" }
+    return String(decoding: buffer[..<count].filter { $0 != 0x0A }, as: UTF8.self)
+}
+
 public struct ExecutableWriteError: Error, CustomStringConvertible {
     public let path: String
     public let errno: Int32

@@ -234,7 +234,9 @@ final class ExecHandlerTests: Sendable {
         case .worker:
             let worker = WorkerThread(name: "exec-test")
             defer { worker.stop() }
-            return await withTaskExecutorPreference(worker) { await handler.handle(input) }
+            var onItsThread = input
+            onItsThread.mayBlockThread = true
+            return await withTaskExecutorPreference(worker) { await handler.handle(onItsThread) }
         }
     }
 

@@ -24,12 +24,6 @@ int warren_pidfd_open(pid_t pid);
 /// A non-blocking, close-on-exec eventfd: how a run is told to stop. -1 and errno on failure.
 int warren_eventfd(void);
 
-/// Whether the calling thread is one warren made for blocking work (a worker thread of an
-/// `exec` queue): code that would otherwise hand a blocking wait to another thread may wait
-/// right here. Per thread; 0 unless set.
-int warren_thread_may_block(void);
-void warren_thread_set_may_block(int may_block);
-
 /// Unblocks SIGCHLD in the calling thread, so the exits of the children it starts raise
 /// nothing. SIGCHLD's default action is to ignore it, but the kernel discards it only when the
 /// thread that started the child does not block it; libdispatch's threads block it, and then it

@@ -92,7 +92,9 @@ struct DeliveryProcessor: Sendable {
         return .sharedPool
     }
 
-    nonisolated(nonsending) func process(_ delivery: Delivery) async {
+    /// `onOwnThread`: the calling worker runs on a thread of its own (`WorkerThread`), which a
+    /// handler run may block (`HandlerInput.mayBlockThread`).
+    nonisolated(nonsending) func process(_ delivery: Delivery, onOwnThread: Bool = false) async {
         let attempt = RetryPlanner.attempt(headers: delivery.properties.headers)
         let trace = MessageTrace.of(headers: delivery.properties.headers)
         var log = MessageLog(logger: logger, queue: queue.name, delivery: delivery, attempt: attempt, trace: trace)
@@ -119,6 +121,7 @@ struct DeliveryProcessor: Sendable {
         // One handler: its lines name its run's span. A fan-out's name the delivery's.
         if names.count == 1 { log.trace = input.trace }
         if stream != nil { input.streamOffset = StreamPosition.offset(of: delivery) }
+        input.mayBlockThread = onOwnThread
         let dedupID = dedup == nil || !queue.dedup ? nil : delivery.properties.messageID.flatMap { $0.isEmpty ? nil : $0 }
         var runs: [(name: String, outcome: HandlerOutcome)] = []
         let (outcome, failedHandler): (HandlerOutcome, String?)
@@ -258,11 +261,13 @@ struct DeliveryProcessor: Sendable {
         }
         // On a worker's own thread, each handler would block it in turn: the fan-out runs on
         // the shared pool instead, where every handler waits on a thread of its own. Elsewhere
-        // the handlers inherit the worker's executor.
-        let ownThread = warren_thread_may_block() != 0
+        // the handlers inherit the worker's executor. Either way no run of a fan-out may block
+        // its thread.
+        let ownThread = input.mayBlockThread
         let results = await withTaskGroup(of: (Int, HandlerOutcome).self) { group in
             for (index, name) in names.enumerated() {
-                let input = index == 0 ? input : input.nextRun()
+                var input = index == 0 ? input : input.nextRun()
+                input.mayBlockThread = false
                 if ownThread {
                     group.addTask(executorPreference: globalConcurrentExecutor) { (index, await run(name, input).outcome) }
                 } else {

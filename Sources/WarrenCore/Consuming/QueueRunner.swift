@@ -57,7 +57,7 @@ struct QueueRunner: Sendable {
                 case .ownThread: threads[index]
                 case .sharedPool: globalConcurrentExecutor
                 }
-                group.addTask(executorPreference: preference) { await work(feed, limiter: limiter) }
+                group.addTask(executorPreference: preference) { await work(feed, limiter: limiter, onOwnThread: threading == .ownThread) }
             }
             var ended: (any Error)?
             do {
@@ -81,7 +81,7 @@ struct QueueRunner: Sendable {
         }
     }
 
-    private nonisolated(nonsending) func work(_ feed: DeliveryFeed, limiter: RateLimiter?) async {
+    private nonisolated(nonsending) func work(_ feed: DeliveryFeed, limiter: RateLimiter?, onOwnThread: Bool) async {
         let metrics = processor.metrics
         let gate = processor.gate
         while let delivery = await feed.next() {
@@ -115,7 +115,7 @@ struct QueueRunner: Sendable {
             }
             metrics.inflight.increment()
             processor.gate?.tally.started()
-            await processor.process(delivery)
+            await processor.process(delivery, onOwnThread: onOwnThread)
             processor.gate?.tally.ended()
             metrics.inflight.decrement()
             activity.finished()

@@ -12,9 +12,11 @@ import Synchronization
 /// message costs no thread wake-up while deliveries are waiting in the feed, which is how a
 /// hand-written consumer (`amqp-consume`) runs its command.
 ///
-/// Nothing else runs on the thread, so blocking it holds up only its own worker. Code running
-/// here sees `warren_thread_may_block()` true. Jobs that arrive after `stop()` run on the global
-/// concurrent executor, so a task that still prefers a stopped thread finishes.
+/// Nothing else runs on the thread, so blocking it holds up only its own worker: the queue's
+/// runner tells the handler so (`HandlerInput.mayBlockThread`) rather than the thread marking
+/// itself. The runner stops the thread only after its worker finished. Jobs that arrive after
+/// `stop()` run on the global concurrent executor, so a task that still prefers a stopped
+/// thread finishes.
 final class WorkerThread: TaskExecutor, Sendable {
     private struct State: Sendable {
         var jobs: Deque<UnownedJob> = []
@@ -60,7 +62,6 @@ final class WorkerThread: TaskExecutor, Sendable {
     }
 
     private func loop() {
-        warren_thread_set_may_block(1)
         warren_thread_discard_sigchld()
         let me = asUnownedTaskExecutor()
         while true {

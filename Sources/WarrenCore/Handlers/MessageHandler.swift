@@ -25,6 +25,11 @@ public struct HandlerInput: Sendable {
     /// The delivery's own context (from its `traceparent`, or a trace started for it): what the
     /// copies of the input carry (retry, dead-letter, `republish`).
     public var deliveryTrace: MessageTrace
+    /// The run happens on a thread of its own (a queue worker's `WorkerThread`), which a handler
+    /// may block while it waits (an exec run waits for its process right there). False
+    /// everywhere else: on the shared pool or an I/O thread, a handler hands a blocking wait to
+    /// a thread of its own. Set by the engine, which knows where each worker runs.
+    public var mayBlockThread = false
 
     /// Without `trace`, the run starts a trace of its own (and `deliveryTrace` is the same).
     public init(queue: String, exchange: AMQPString, routingKey: AMQPString, redelivered: Bool, attempt: Int,
@@ -170,7 +175,7 @@ public enum HandlerThreading: Sendable {
     /// pool, so it can never hold up reading, heartbeats or the other queues.
     case sharedPool
     /// `handle` waits for slow work (a child process) and may block the thread it runs on when
-    /// `warren_thread_may_block()` says the thread is its own; elsewhere it hands the wait to a
+    /// `HandlerInput.mayBlockThread` says the thread is its own; elsewhere it hands the wait to a
     /// thread of its own. A queue whose handlers are all like this gives each worker a thread
     /// (`WorkerThread`).
     case ownThread

@@ -57,7 +57,8 @@ struct ExecHandler: MessageHandler {
         let wantsReply = input.properties.replyTo.map { !$0.isEmpty } ?? false
         let result = await ExecProcess.run(
             program, environment: environment.environment(for: input), input: input.body, captureStdout: wantsReply,
-            timeout: input.timeout, stderr: StderrCollector(logger: logger, context: .init(handler: name, input: input)))
+            timeout: input.timeout, stderr: StderrCollector(logger: logger, context: .init(handler: name, input: input)),
+            mayBlockThread: input.mayBlockThread)
         return Self.outcome(of: result, timeout: input.timeout, wantsReply: wantsReply)
     }
 

@@ -43,9 +43,11 @@ enum ExecProcess {
     ///
     /// - Parameter captureStdout: false when nobody reads stdout (the message has no
     ///   `reply_to`): it goes to /dev/null, and the run has one pipe fewer to wake up for.
+    /// - Parameter mayBlockThread: the caller's thread is its own (a queue worker's): the run
+    ///   waits there; otherwise on a libdispatch thread, and the caller's thread is free meanwhile.
     static func run(
         _ program: ExecProgram, environment: CStringBlock, input: [UInt8], captureStdout: Bool, timeout: Duration,
-        stderr: StderrCollector
+        stderr: StderrCollector, mayBlockThread: Bool
     ) async -> Finished {
         let cancellation: Cancellation
         do {
@@ -62,7 +64,7 @@ enum ExecProcess {
         }
         return await withTaskCancellationHandler {
             // A worker's own thread (`WorkerThread`) waits for its process itself.
-            if warren_thread_may_block() != 0 { return perform() }
+            if mayBlockThread { return perform() }
             return await withCheckedContinuation { (continuation: CheckedContinuation<Finished, Never>) in
                 DispatchQueue(label: "warren.exec").async { continuation.resume(returning: perform()) }
             }

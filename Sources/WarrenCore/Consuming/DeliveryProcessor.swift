@@ -344,13 +344,15 @@ struct DeliveryProcessor: Sendable {
     /// failure); a verdict is the handler's decision about the message, not a sign of a broken
     /// downstream, and is not reported to it.
     private func report(_ outcome: HandlerOutcome, to gate: QueueGate) {
+        // Without a breaker there is nothing to record (and no lock to take per message).
+        let breaker = queue.circuitBreaker != nil
         switch outcome {
         case .success:
             gate.tally.processed(failed: false)
-            gate.record(.success, logger: logger)
+            if breaker { gate.record(.success, logger: logger) }
         case .failure:
             gate.tally.processed(failed: true)
-            gate.record(.failure, logger: logger)
+            if breaker { gate.record(.failure, logger: logger) }
         case .verdict:
             gate.tally.processed(failed: false)
         }

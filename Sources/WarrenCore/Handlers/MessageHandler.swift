@@ -25,6 +25,8 @@ public struct HandlerInput: Sendable {
     /// The delivery's own context (from its `traceparent`, or a trace started for it): what the
     /// copies of the input carry (retry, dead-letter, `republish`).
     public var deliveryTrace: MessageTrace
+    /// The spans of this run and its delivery when warren exports spans (nil when it does not).
+    var tracing: RunTracing?
 
     /// Without `trace`, the run starts a trace of its own (and `deliveryTrace` is the same).
     public init(queue: String, exchange: AMQPString, routingKey: AMQPString, redelivered: Bool, attempt: Int,

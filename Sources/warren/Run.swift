@@ -52,18 +52,44 @@ struct Run: AsyncParsableCommand {
                 logger.error("reload refused: configuration invalid, keeping the running one", metadata: ["problem": "\(error)"])
             }
         }
-        let engine = Engine(configuration: configuration, logger: logger, status: status, controls: controls)
-        // The endpoints and the notifier live exactly as long as the engine: child tasks,
-        // cancelled once it has stopped.
-        let outcome = await withTaskGroup(of: Void.self) { group in
-            if let server { group.addTask { await server.run() } }
-            if let control { group.addTask { await control.run() } }
-            if let notifier { group.addTask { await notifier.run(status: status, stop: stop, logger: logger) } }
-            let outcome = await engine.run(stop: stop, reloads: reloads)
-            group.cancelAll()
+        let export = try Self.spanExport(configuration, logger: logger)
+        let engine = Engine(configuration: configuration, logger: logger, status: status, controls: controls, tracing: export?.tracing ?? .off)
+        // The span exporter runs for the engine's life and is shut down (not cancelled) once the
+        // engine stopped, so the spans of the last messages are exported.
+        let engineStopped = Latch()
+        let outcome = await withTaskGroup(of: Void.self) { exporting in
+            if let export { exporting.addTask { await export.run(until: engineStopped) } }
+            // The endpoints and the notifier live exactly as long as the engine: child tasks,
+            // cancelled once it has stopped.
+            let outcome = await withTaskGroup(of: Void.self) { group in
+                if let server { group.addTask { await server.run() } }
+                if let control { group.addTask { await control.run() } }
+                if let notifier { group.addTask { await notifier.run(status: status, stop: stop, logger: logger) } }
+                let outcome = await engine.run(stop: stop, reloads: reloads)
+                group.cancelAll()
+                return outcome
+            }
+            engineStopped.set()
+            await exporting.waitForAll()
             return outcome
         }
         if let status = WarrenExit.status(after: outcome) { throw status }
+    }
+
+    /// With `[tracing] endpoint`: swift-otel's tracing backend. One that cannot be built (an
+    /// environment variable swift-otel refuses, say) is a configuration error (exit 78).
+    private static func spanExport(_ configuration: Configuration, logger: Logger) throws -> SpanExport? {
+        guard let tracing = configuration.tracing else { return nil }
+        do {
+            guard let export = try SpanExport.start(tracing, logger: logger) else { return nil }
+            logger.info("exporting spans", metadata: [
+                "endpoint": "\(tracing.tracesURL)", "protocol": "\(tracing.exportProtocol.rawValue)", "sample_ratio": "\(tracing.sampleRatio)",
+            ])
+            return export
+        } catch {
+            logger.error("cannot export spans", metadata: [LogKeys.error: "\(error)"])
+            throw WarrenExit.config
+        }
     }
 
     /// With `[metrics] listen`: the Prometheus backend, the state gauges, and the HTTP endpoint,

@@ -32,6 +32,7 @@ struct ConfigurationKeysTests {
         [dedup]
         [state]
         [control]
+        [tracing]
 
         [[exchanges]]
         name = "orders"

@@ -140,7 +140,7 @@ struct TraceContextTests {
         let first = HandlerInput(
             queue: "q", exchange: "", routingKey: "k", redelivered: false, attempt: 1, properties: BasicProperties(), body: [],
             deliveryTag: 1, trace: delivery.child(), deliveryTrace: delivery)
-        let second = first.nextRun()
+        let second = first.nextRun("second")
         #expect(second.trace.spanID != first.trace.spanID)
         #expect(second.trace.traceID == delivery.traceID)
         #expect(second.trace.parentSpanID == delivery.spanID)

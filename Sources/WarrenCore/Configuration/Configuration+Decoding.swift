@@ -17,6 +17,7 @@ struct ConfigurationDecoding {
         if let dedup = root.table("dedup") { configuration.dedup = decodeDedup(dedup) }
         if let state = root.table("state") { configuration.state = decodeState(state) }
         if let control = root.table("control") { configuration.control = decodeControl(control) }
+        if let tracing = root.table("tracing") { configuration.tracing = decodeTracing(tracing) }
         configuration.exchanges = root.tables("exchanges").map(decodeExchange)
         configuration.handlers = decodeHandlers(root.table("handlers"))
         configuration.queues = root.tables("queues").map { decodeQueue($0, defaults: configuration.defaults) }

@@ -18,6 +18,8 @@ public struct Configuration: Sendable {
     public var state = StateConfiguration()
     /// The `warren ctl` socket.
     public var control = ControlConfiguration()
+    /// Span export (`[tracing]`); nil: no spans are exported.
+    public var tracing: TracingConfiguration?
     public var exchanges: [ExchangeConfiguration] = []
     public var queues: [QueueConfiguration] = []
     /// In file order.

@@ -23,6 +23,8 @@ struct DeliveryProcessor: Sendable {
     /// The queue's gate: its circuit breaker hears of each handler run, its counts of each
     /// delivery (nil in tests that exercise the processor alone).
     let gate: QueueGate?
+    /// Spans exported or not (docs/tracing.md, "Exporting spans"); `.off` costs nothing per delivery.
+    let tracing: DeliveryTracing
     let logger: Logger
     /// This queue's series, resolved here, once per consumer, rather than per message.
     let metrics: QueueMetrics
@@ -43,9 +45,10 @@ struct DeliveryProcessor: Sendable {
     init(
         queue: QueueConfiguration, router: Router, handlers: HandlerRegistry, handlerConfigurations: [String: HandlerConfiguration],
         publisher: EnginePublisher, connection: AMQPConnection, dedup: (any DedupStore)?, stream: StreamReading? = nil,
-        gate: QueueGate? = nil, logger: Logger
+        gate: QueueGate? = nil, tracing: DeliveryTracing = DeliveryTracing.engine, logger: Logger
     ) {
         self.gate = gate
+        self.tracing = tracing
         self.queue = queue
         self.router = router
         self.handlers = handlers
@@ -96,19 +99,21 @@ struct DeliveryProcessor: Sendable {
     /// handler run may block (`HandlerInput.mayBlockThread`).
     nonisolated(nonsending) func process(_ delivery: Delivery, onOwnThread: Bool = false) async {
         let attempt = RetryPlanner.attempt(headers: delivery.properties.headers)
-        let trace = MessageTrace.of(headers: delivery.properties.headers)
+        let remote = MessageTrace.of(headers: delivery.properties.headers)
+        let traced = tracing.startDelivery(queue: queue.name, delivery, attempt: attempt, trace: remote)
+        let trace = traced?.trace ?? remote
         var log = MessageLog(logger: logger, queue: queue.name, delivery: delivery, attempt: attempt, trace: trace)
         var decision = DeliveryDecision(.init(queue: queue, delivery: delivery, attempt: attempt, trace: trace))
 
         if let (size, bodyLost) = oversized(delivery) {
             gate?.tally.processed(failed: false)
-            await carryOut(decision.start(.tooLarge(bodySize: size, bodyLost: bodyLost)), &decision, delivery, log)
+            await carryOut(decision.start(.tooLarge(bodySize: size, bodyLost: bodyLost)), &decision, delivery, log, traced)
             return
         }
         guard let names = router.handlers(for: delivery) else {
             log.unrouted = (delivery.exchange, delivery.routingKey, delivery.properties.type ?? "")
             gate?.tally.processed(failed: false)
-            await carryOut(decision.start(.unrouted), &decision, delivery, log)
+            await carryOut(decision.start(.unrouted), &decision, delivery, log, traced)
             return
         }
         if queue.ackPolicy.acksBeforeHandling {
@@ -118,6 +123,7 @@ struct DeliveryProcessor: Sendable {
             queue: queue.name, exchange: delivery.exchange, routingKey: delivery.routingKey, redelivered: delivery.redelivered,
             attempt: attempt, properties: delivery.properties, body: delivery.body, deliveryTag: delivery.tag.value,
             timeout: queue.handlerTimeout, trace: trace.child(), deliveryTrace: trace)
+        if let traced { input.startRun(names[0], in: traced) }
         // One handler: its lines name its run's span. A fan-out's name the delivery's.
         if names.count == 1 { log.trace = input.trace }
         if stream != nil { input.streamOffset = StreamPosition.offset(of: delivery) }
@@ -137,6 +143,8 @@ struct DeliveryProcessor: Sendable {
             runs = await runEach(pending, input)
             (outcome, failedHandler) = Self.combine(runs)
             log.duration = .now - started
+            // A first handler the dedup store skipped: its span ends unrun.
+            input.tracing?.run.endSkipped()
         }
         log.handler = failedHandler ?? (names.count == 1 ? names[0] : names.joined(separator: ","))
         log.outcome = outcome.resultName
@@ -154,7 +162,7 @@ struct DeliveryProcessor: Sendable {
                 // comes back: what they produced is published now, and they are recorded only
                 // once it is confirmed. If it is not, they are not recorded and run again.
                 let produced = succeeded.flatMap { outputs(of: $0.outcome, delivery) }
-                let problem = await publisher.publishAll(produced)
+                let problem = await publisher.publishAll(produced, tracing: traced)
                 if let problem {
                     log.warning("outputs of the handlers that succeeded not published; they will run again", metadata: [LogKeys.error: "\(problem)"])
                 } else {
@@ -163,7 +171,7 @@ struct DeliveryProcessor: Sendable {
             }
         }
         let trigger = DeliveryDecision.Trigger.handled(outcome, handler: failedHandler ?? names.first, outputs: outputs(of: outcome, delivery))
-        await carryOut(decision.start(trigger), &decision, delivery, log, afterConfirm: outcome.isSuccess ? recordSuccesses : nil)
+        await carryOut(decision.start(trigger), &decision, delivery, log, traced, afterConfirm: outcome.isSuccess ? recordSuccesses : nil)
     }
 
     /// The size of a delivery over `max_body_size`, and whether its body is lost (the spool file
@@ -186,14 +194,14 @@ struct DeliveryProcessor: Sendable {
     /// is skipped next time, so what it produced must be out, and a lost ack then finds it done.
     private nonisolated(nonsending) func carryOut(
         _ first: DeliveryDecision.Action, _ decision: inout DeliveryDecision, _ delivery: Delivery, _ log: MessageLog,
-        afterConfirm: (@Sendable () async -> Void)? = nil
+        _ traced: TracedDelivery?, afterConfirm: (@Sendable () async -> Void)? = nil
     ) async {
         var action = first
         var recordPending = afterConfirm != nil
         while true {
             switch action {
             case .publish(let messages, let purpose):
-                let problem = await publisher.publishAll(messages)
+                let problem = await publisher.publishAll(messages, tracing: traced)
                 if let problem {
                     log.debug("publish not confirmed", metadata: [LogKeys.error: "\(problem)", "class": "\(problem.kind.rawValue)"])
                 } else {
@@ -211,14 +219,17 @@ struct DeliveryProcessor: Sendable {
                 settle(delivery, disposition, outcome)
                 if backOff { self.backOff.failed() }
                 log.event(event)
+                traced?.end(log, outcome, event)
                 return
             case .finished(let event):
                 if recordPending && event.level < .error { await afterConfirm?() }
                 log.event(event)
+                traced?.end(log, .acked, event)
                 return
             case .hold(let event):
                 metrics.count(.held)
                 log.event(event)
+                traced?.end(log, .held, event)
                 // A stream keeps nothing unacked for later: its next consumer reads it again.
                 if stream != nil { putBack(delivery) }
                 return
@@ -266,7 +277,7 @@ struct DeliveryProcessor: Sendable {
         let ownThread = input.mayBlockThread
         let results = await withTaskGroup(of: (Int, HandlerOutcome).self) { group in
             for (index, name) in names.enumerated() {
-                var input = index == 0 ? input : input.nextRun()
+                var input = index == 0 ? input : input.nextRun(name)
                 input.mayBlockThread = false
                 if ownThread {
                     group.addTask(executorPreference: globalConcurrentExecutor) { (index, await run(name, input).outcome) }
@@ -311,6 +322,7 @@ struct DeliveryProcessor: Sendable {
         let started = ContinuousClock.now
         let outcome = await runUncounted(entry, input).tracing(input.trace)
         let elapsed = ContinuousClock.now - started
+        input.tracing?.run.end(handler: name, outcome)
         entry.metrics?.record(outcome, after: elapsed)
         return (outcome, elapsed)
     }

@@ -27,11 +27,14 @@ public struct Engine: Sendable {
     /// How often an idle consumer is checked for a stall: twice idle with messages ready in its
     /// queue, and it is re-subscribed (StallDetector).
     public let stallCheckInterval: Duration
+    /// Span export (`[tracing]`): `.off` unless the executable built an exporter.
+    public let tracing: DeliveryTracing
 
     public init(
         configuration: Configuration, logger: Logger, handlerOverride: HandlerRegistry.Override? = nil, status: EngineStatus = EngineStatus(),
-        controls: QueueControls? = nil, stallCheckInterval: Duration = .seconds(30)
+        controls: QueueControls? = nil, stallCheckInterval: Duration = .seconds(30), tracing: DeliveryTracing = .off
     ) {
+        self.tracing = tracing
         self.configuration = configuration
         self.logger = logger
         self.handlerOverride = handlerOverride
@@ -50,7 +53,8 @@ public struct Engine: Sendable {
         var current = configuration
         var previous: Configuration?
         while true {
-            switch await generation(current, stop: stop, ready: ready, reloads: reloads) {
+            // The processors the sessions build read the tracing from here (DeliveryTracing.engine).
+            switch await DeliveryTracing.$engine.withValue(tracing, operation: { await generation(current, stop: stop, ready: ready, reloads: reloads) }) {
             case .finished(let outcome):
                 if outcome != .stopped, let fallback = previous {
                     logger.error("the reloaded configuration cannot be applied; going back to the previous one", metadata: [

@@ -24,7 +24,7 @@ struct ReloadPlan: Sendable, Equatable {
         var droppedBindings: [String: [BindingConfiguration]] = [:]
         /// `[[exchanges]]` differ: they are declared again (a changed type or argument is refused by the broker).
         var exchangesChanged = false
-        /// Settings that only take effect at the next start (`[log]`, `[metrics]`).
+        /// Settings that only take effect at the next start (`[log]`, `[metrics]`, `[control]`, `[tracing]`).
         var needsRestart: [String] = []
 
         var isEmpty: Bool {
@@ -76,6 +76,7 @@ struct ReloadPlan: Sendable, Equatable {
         if old.log != new.log { changes.needsRestart.append("[log]") }
         if old.metrics != new.metrics { changes.needsRestart.append("[metrics]") }
         if old.control != new.control { changes.needsRestart.append("[control]") }
+        if old.tracing != new.tracing { changes.needsRestart.append("[tracing]") }
         return changes
     }
 

@@ -30,6 +30,8 @@ public struct HandlerInput: Sendable {
     /// everywhere else: on the shared pool or an I/O thread, a handler hands a blocking wait to
     /// a thread of its own. Set by the engine, which knows where each worker runs.
     public var mayBlockThread = false
+    /// The spans of this run and its delivery when warren exports spans (nil when it does not).
+    var tracing: RunTracing?
 
     /// Without `trace`, the run starts a trace of its own (and `deliveryTrace` is the same).
     public init(queue: String, exchange: AMQPString, routingKey: AMQPString, redelivered: Bool, attempt: Int,

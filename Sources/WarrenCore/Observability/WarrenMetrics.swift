@@ -22,6 +22,9 @@ public enum WarrenMetrics {
     public static let connectionUp = "warren_connection_up"
     public static let connectionBlocked = "warren_connection_blocked"
     public static let reconnects = "warren_reconnects_total"
+    /// Spans swift-otel did not export: its queue was full, or the collector did not take a batch
+    /// (docs/tracing.md, "Exporting spans").
+    public static let traceSpansDropped = "warren_trace_spans_dropped_total"
 
     /// Buckets of `warren_handler_duration_seconds`: from a fast in-process handler to the
     /// 30-minute ceiling of a handler timeout (the broker's consumer timeout).
@@ -40,6 +43,7 @@ public enum WarrenMetrics {
             }
         }
         _ = PublishMetrics(factory: factory)
+        if configuration.tracing != nil { _ = SpanExportDiagnostics.droppedCounter(factory: factory) }
         for role in EngineStatus.Role.allCases {
             let dimensions = [("role", role.rawValue)]
             Gauge(label: connectionUp, dimensions: dimensions, factory: factory).record(0)

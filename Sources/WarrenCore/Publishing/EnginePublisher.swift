@@ -16,14 +16,16 @@ struct EnginePublisher: Sendable {
     /// Publishes concurrently; `nil` when every message was confirmed, else the first problem,
     /// a permanent one before any transient one (a message the broker refuses for good decides
     /// what happens to the input, whatever else went wrong beside it).
-    func publishAll(_ messages: [OutgoingMessage]) async -> PublishProblem? {
+    /// `tracing`: the delivery whose processing publishes, when spans are exported: each
+    /// publish gets a span of its own under the delivery's.
+    func publishAll(_ messages: [OutgoingMessage], tracing: TracedDelivery? = nil) async -> PublishProblem? {
         guard !messages.isEmpty else { return nil }
         if messages.count == 1, let only = messages.first {
-            return await publishOne(only)
+            return await publishOne(only, tracing: tracing)
         }
         return await withTaskGroup(of: PublishProblem?.self) { group in
             for message in messages {
-                group.addTask { await publishOne(message) }
+                group.addTask { await publishOne(message, tracing: tracing) }
             }
             var first: PublishProblem?
             for await problem in group {
@@ -34,20 +36,31 @@ struct EnginePublisher: Sendable {
         }
     }
 
-    private func publishOne(_ message: OutgoingMessage) async -> PublishProblem? {
+    private func publishOne(_ message: OutgoingMessage, tracing: TracedDelivery?) async -> PublishProblem? {
+        guard let tracing else { return await publishOne(message) }
+        let span = tracing.startPublish(message)
+        let problem = await publishOne(message) { result in TracedDelivery.published(span, result) }
+        TracedDelivery.ended(span, problem)
+        return problem
+    }
+
+    private func publishOne(_ message: OutgoingMessage, result report: (PublishResult) -> Void = { _ in }) async -> PublishProblem? {
         var message = message
         message.mandatory = mandatory
         guard let publisher = await link.publisher(waitingUpTo: confirmTimeout) else {
             metrics.count(.failed)
+            report(.failed)
             return PublishProblem(.transient, "publish to \(Self.destination(message)) failed: no publisher connection (reconnecting)")
         }
         do {
             let outcome = try await publisher.publish(message)
             metrics.count(Self.result(outcome))
+            report(Self.result(outcome))
             guard let kind = PublishProblem.classify(outcome) else { return nil }
             return PublishProblem(kind, "publish to \(Self.destination(message)) \(outcome)")
         } catch {
             metrics.count(.failed)
+            report(.failed)
             return PublishProblem(
                 PublishProblem.classify(error, exchange: message.exchange), "publish to \(Self.destination(message)) failed: \(error)")
         }

@@ -62,9 +62,21 @@ extension HandlerOutput {
 
 extension HandlerInput {
     /// The input of another handler run of the same delivery (a fan-out): a span of its own.
-    func nextRun() -> HandlerInput {
+    func nextRun(_ handler: String) -> HandlerInput {
         var input = self
-        input.trace = deliveryTrace.child()
+        if let delivery = tracing?.delivery {
+            input.startRun(handler, in: delivery)
+        } else {
+            input.trace = deliveryTrace.child()
+        }
         return input
+    }
+
+    /// With spans exported: this run's span, whose context becomes the run's `trace` (what the
+    /// handler receives and its outputs carry).
+    mutating func startRun(_ handler: String, in delivery: TracedDelivery) {
+        let run = delivery.startRun(handler)
+        tracing = run
+        trace = run.run.trace
     }
 }

@@ -195,6 +195,12 @@ class Harness:
             lines += ["[[queues]]"] + [f"{k} = {toml_value(v)}" for k, v in queue.items()] + [""]
         for handler_name, handler in handlers.items():
             lines += [f"[handlers.{handler_name}]"] + [f"{k} = {toml_value(v)}" for k, v in handler.items()] + [""]
+        # The cost of span export: WARREN_BENCH_TRACING="<endpoint>[,<sample_ratio>]" adds [tracing] to
+        # every warren configuration (e.g. "http://127.0.0.1:9,0.01": a closed port, 1% sampled).
+        tracing = os.environ.get("WARREN_BENCH_TRACING")
+        if tracing:
+            endpoint, _, ratio = tracing.partition(",")
+            lines += ["[tracing]", f"endpoint = {json.dumps(endpoint)}"] + ([f"sample_ratio = {float(ratio)}"] if ratio else []) + [""]
         self.seq += 1
         path = self.work / f"{self.seq:03d}-{name}.toml"
         path.write_text("\n".join(lines))

@@ -134,8 +134,11 @@ final class TraceExportTests: Sendable {
         #expect(await Self.eventually { Self.lines(sink).count >= 1 }, "log:\n\(warren.output)")
         warren.signal(SIGTERM)
         #expect(await warren.waitForExit(timeout: .seconds(60)) == 0, "log:\n\(warren.output)")
-        _ = try? await connection.deleteQueue(queue)
         await connection.close()
+        // The queue, its retry ladder and its dead-letter queue.
+        for name in TopologyPlan(try ConfigurationLoader.load(path: config)).queues.map(\.declaration.name) {
+            try? await TestBroker.deleteQueue(name)
+        }
         await receiver.stop()
 
         let request = try #require(receiver.requests.first, "no export reached the receiver; log:\n\(warren.output)")

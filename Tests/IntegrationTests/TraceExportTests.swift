@@ -13,9 +13,9 @@ import Testing
 /// exporter shut down, which exports everything still queued: no waiting on the receiver.
 @Suite("Span export over OTLP/HTTP against RabbitMQ", .requiresBroker, .timeLimit(.minutes(3)))
 final class TraceExportTests: Sendable {
-    static let traceHex = "4bf92f3577b34da6a3ce929d0e0e4736"
-    static let spanHex = "00f067aa0ba902b7"
-    static let traceparent = "00-\(traceHex)-\(spanHex)-01"
+    static let traceHex = TracePropagationTests.traceHex
+    static let spanHex = TracePropagationTests.spanHex
+    static let traceparent = TracePropagationTests.traceparent
 
     let scratch: ScratchDirectory
     let queue: String

@@ -11,6 +11,7 @@ import Testing
 /// trace; a message without one gets a fresh trace that its retries keep.
 @Suite("Trace context propagation against RabbitMQ", .requiresBroker, .timeLimit(.minutes(3)))
 final class TracePropagationTests: Sendable {
+    /// The producer's context every test here publishes with (the W3C specification's example).
     static let traceHex = "4bf92f3577b34da6a3ce929d0e0e4736"
     static let spanHex = "00f067aa0ba902b7"
     static let traceparent = "00-\(traceHex)-\(spanHex)-01"

@@ -97,4 +97,19 @@ import Testing
         #expect(gate.admission == nil)
         #expect(await gate.waitForAdmission(unless: Latch()) == .probe)
     }
+
+    @Test func aReloadThatRemovesAPausedQueueForgetsThePauseInOnePlace() throws {
+        let status = EngineStatus()
+        let controls = QueueControls(status: status)
+        let configuration = try Self.configuration()
+        status.configure(queues: configuration.queues.map(\.name))
+        let gate = controls.gate(for: configuration.queues[0])
+        #expect(try controls.pause("orders"))
+        #expect(gate.admission == nil)
+        status.configure(queues: ["mail"])  // a reload without "orders"
+        status.configure(queues: configuration.queues.map(\.name))  // and one that brings it back
+        #expect(controls.gate(for: configuration.queues[0]) === gate)
+        #expect(gate.admission == .full && gate.admits(.full), "consumes again: the pause went with the queue")
+        #expect(controls.report().first?.heldBy == nil, "and ctl status agrees")
+    }
 }

@@ -122,7 +122,8 @@ struct DeliveryProcessor: Sendable {
         var input = HandlerInput(
             queue: queue.name, exchange: delivery.exchange, routingKey: delivery.routingKey, redelivered: delivery.redelivered,
             attempt: attempt, properties: delivery.properties, body: delivery.body, deliveryTag: delivery.tag.value,
-            timeout: queue.handlerTimeout, trace: trace.child(), deliveryTrace: trace)
+            timeout: queue.handlerTimeout, trace: traced == nil ? trace.child() : trace, deliveryTrace: trace)
+        // With spans, the run's context is its span's (no id drawn for nothing).
         if let traced { input.startRun(names[0], in: traced) }
         // One handler: its lines name its run's span. A fan-out's name the delivery's.
         if names.count == 1 { log.trace = input.trace }

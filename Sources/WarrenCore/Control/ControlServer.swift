@@ -125,25 +125,22 @@ public struct ControlServer: Sendable {
         case .success(.status):
             return ["ok"] + controls.report().map(ControlProtocol.statusLine)
         case .success(.pause(let queue)):
-            do {
-                guard try controls.pause(queue) else { return ["ok \(ControlProtocol.quoted(queue)) was already paused"] }
-            } catch {
-                return [unknownQueue(queue)]
-            }
-            logger.info("queue paused by operator", metadata: [LogKeys.queue: "\(queue)"])
-            return ["ok paused \(ControlProtocol.quoted(queue))"]
+            return setPaused(true, queue, controls, logger: logger)
         case .success(.resume(let queue)):
-            do {
-                guard try controls.resume(queue) else { return ["ok \(ControlProtocol.quoted(queue)) was not paused"] }
-            } catch {
-                return [unknownQueue(queue)]
-            }
-            logger.info("queue resumed by operator", metadata: [LogKeys.queue: "\(queue)"])
-            return ["ok resumed \(ControlProtocol.quoted(queue))"]
+            return setPaused(false, queue, controls, logger: logger)
         }
     }
 
-    private static func unknownQueue(_ queue: String) -> String {
-        ControlProtocol.errorLine("no queue named \(ControlProtocol.quoted(queue)) in the running configuration")
+    private static func setPaused(_ paused: Bool, _ queue: String, _ controls: QueueControls, logger: Logger) -> [String] {
+        let name = ControlProtocol.quoted(queue)
+        let changed: Bool
+        do {
+            changed = paused ? try controls.pause(queue) : try controls.resume(queue)
+        } catch {
+            return [ControlProtocol.errorLine("no queue named \(name) in the running configuration")]
+        }
+        guard changed else { return ["ok \(name) \(paused ? "was already paused" : "was not paused")"] }
+        logger.info(paused ? "queue paused by operator" : "queue resumed by operator", metadata: [LogKeys.queue: "\(queue)"])
+        return ["ok \(paused ? "paused" : "resumed") \(name)"]
     }
 }

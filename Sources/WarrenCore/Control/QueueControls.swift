@@ -46,13 +46,13 @@ public final class QueueControls: Sendable {
     /// was consuming, false when it was already paused.
     @discardableResult
     public func pause(_ queue: String) throws(Refusal) -> Bool {
-        try gate(named: queue).setPaused(true)
+        try setPaused(queue, true)
     }
 
     /// Consumes `queue` again after `pause`. True when it was paused.
     @discardableResult
     public func resume(_ queue: String) throws(Refusal) -> Bool {
-        try gate(named: queue).setPaused(false)
+        try setPaused(queue, false)
     }
 
     /// Every configured queue, in the configuration's order.
@@ -72,22 +72,24 @@ public final class QueueControls: Sendable {
     /// The queue's gate, with its breaker set up for `queue`'s policy (a changed policy starts
     /// a fresh breaker; the pause and the counts stay).
     func gate(for queue: QueueConfiguration) -> QueueGate {
-        let gate = gates.withLock { gates in
-            if let gate = gates[queue.name] { return gate }
-            let gate = QueueGate(queue: queue.name, status: status)
-            gates[queue.name] = gate
-            return gate
-        }
+        let gate = gate(queue.name)
         gate.configure(queue.circuitBreaker)
         return gate
     }
 
-    private func gate(named queue: String) throws(Refusal) -> QueueGate {
-        guard status.snapshot.consuming[queue] != nil else { throw Refusal(queue: queue) }
-        return gates.withLock { gates in
-            if let gate = gates[queue] { return gate }
-            let gate = QueueGate(queue: queue, status: status)
-            gates[queue] = gate
+    /// The pause is kept by `EngineStatus` (readiness, the gauge and the status line read it
+    /// there); the queue's gate is told, so its consumer stops or starts.
+    private func setPaused(_ queue: String, _ paused: Bool) throws(Refusal) -> Bool {
+        guard let changed = status.paused(queue, paused) else { throw Refusal(queue: queue) }
+        if changed { gate(queue).pauseChanged() }
+        return changed
+    }
+
+    private func gate(_ name: String) -> QueueGate {
+        gates.withLock { gates in
+            if let gate = gates[name] { return gate }
+            let gate = QueueGate(queue: name, status: status)
+            gates[name] = gate
             return gate
         }
     }

@@ -15,7 +15,6 @@ final class QueueGate: Sendable {
     }
 
     private struct State {
-        var paused = false
         var breaker: CircuitBreaker?
         /// Set, and replaced, on every change of the admission.
         var changed = Latch()
@@ -36,38 +35,30 @@ final class QueueGate: Sendable {
     }
 
     /// Sets up the breaker for `policy`: kept when the policy is the same, started afresh
-    /// (closed) when it changed, removed when there is none.
+    /// (closed) when it changed, removed when there is none. Called as a session subscribes the
+    /// queue; the admission is read anew either way (a reload may have forgotten a pause).
     func configure(_ policy: CircuitBreakerPolicy?) {
         let changed = state.withLock { state -> Bool in
             guard state.breaker?.policy != policy else { return false }
             state.breaker = policy.map { CircuitBreaker($0) }
             return true
         }
-        if changed {
-            status.circuit(queue, open: false)
-            fire()
-        }
+        if changed { status.circuit(queue, open: false) }
+        fire()
     }
 
-    /// The operator's pause; true when it changed something.
-    func setPaused(_ paused: Bool) -> Bool {
-        let changed = state.withLock { state -> Bool in
-            guard state.paused != paused else { return false }
-            state.paused = paused
-            return true
-        }
-        _ = status.paused(queue, paused)
-        if changed { fire() }
-        return changed
+    /// An operator paused or resumed the queue (`EngineStatus` keeps the pause).
+    func pauseChanged() {
+        fire()
     }
 
-    var isPaused: Bool { state.withLock { $0.paused } }
+    var isPaused: Bool { status.isPaused(queue) }
 
     var isProbing: Bool { state.withLock { $0.breaker?.isProbing ?? false } }
 
     /// What the queue may consume with now; nil while paused or while its breaker is open.
     var admission: Admission? {
-        state.withLock { Self.admission($0) }
+        state.withLock { admission($0) }
     }
 
     /// Whether a consumer started with `admission` may still start deliveries (lock-free).
@@ -75,8 +66,8 @@ final class QueueGate: Sendable {
         current.load(ordering: .relaxed) == admission.code
     }
 
-    private static func admission(_ state: State) -> Admission? {
-        if state.paused { return nil }
+    private func admission(_ state: State) -> Admission? {
+        if status.isPaused(queue) { return nil }
         switch state.breaker?.state {
         case .open: return nil
         case .probing: return .probe
@@ -90,8 +81,8 @@ final class QueueGate: Sendable {
         while !draining.isSet && !Task.isCancelled {
             let (now, changed, probeAt) = state.withLock { state -> (Admission?, Latch, ContinuousClock.Instant?) in
                 var probeAt: ContinuousClock.Instant?
-                if !state.paused, case .open(let until, _) = state.breaker?.state { probeAt = until }
-                return (Self.admission(state), state.changed, probeAt)
+                if !status.isPaused(queue), case .open(let until, _) = state.breaker?.state { probeAt = until }
+                return (admission(state), state.changed, probeAt)
             }
             if let now { return now }
             if let probeAt {
@@ -113,10 +104,10 @@ final class QueueGate: Sendable {
     }
 
     /// Returns once the admission is no longer `admission` (or `draining` is set).
-    func waitForChange(from admission: Admission, unless draining: Latch) async {
+    func waitForChange(from started: Admission, unless draining: Latch) async {
         while !draining.isSet && !Task.isCancelled {
-            let (now, changed) = state.withLock { (Self.admission($0), $0.changed) }
-            if now != admission { return }
+            let (now, changed) = state.withLock { (admission($0), $0.changed) }
+            if now != started { return }
             await firstOf(changed, draining)
         }
     }
@@ -156,7 +147,7 @@ final class QueueGate: Sendable {
 
     private func fire() {
         let changed = state.withLock { state -> Latch in
-            current.store(Self.admission(state)?.code ?? Admission.heldCode, ordering: .relaxed)
+            current.store(admission(state)?.code ?? Admission.heldCode, ordering: .relaxed)
             let changed = state.changed
             state.changed = Latch()
             return changed

@@ -120,15 +120,21 @@ public final class EngineStatus: Sendable {
         }
     }
 
-    /// An operator paused or resumed a configured queue; false when `queue` is not configured.
-    func paused(_ queue: String, _ paused: Bool) -> Bool {
-        var known = false
+    /// An operator paused or resumed a configured queue: whether that changed anything, nil
+    /// when `queue` is not configured. The one record of a pause (`QueueGate` reads it); a
+    /// reload that removes a queue forgets its pause (`configure(queues:)`).
+    func paused(_ queue: String, _ paused: Bool) -> Bool? {
+        var changed: Bool?
         update { snapshot in
             guard snapshot.consuming[queue] != nil else { return }
-            known = true
-            if paused { snapshot.paused.insert(queue) } else { snapshot.paused.remove(queue) }
+            changed = paused ? snapshot.paused.insert(queue).inserted : snapshot.paused.remove(queue) != nil
         }
-        return known
+        return changed
+    }
+
+    /// Whether an operator paused `queue`.
+    func isPaused(_ queue: String) -> Bool {
+        state.withLock { $0.snapshot.paused.contains(queue) }
     }
 
     /// The queue's circuit breaker opened (probing included) or closed.

@@ -1,6 +1,7 @@
 import AMQP
 import Synchronization
 import Tracing
+import W3CTraceContext
 
 /// Whether warren exports spans (docs/tracing.md, "Exporting spans"), as the engine hands it to
 /// every queue's `DeliveryProcessor`.
@@ -50,6 +51,13 @@ public struct SpanSource: Sendable {
         return traceparent.withUTF8 { TraceHeaderValue.parseTraceparent($0) }
     }
 
+    /// A span's context as a `MessageTrace` under `parent` (nil: a root), or `fallback` when
+    /// the tracer gave the span no ids.
+    func trace(of span: any Span, parentSpanID: SpanID?, state: String?, fallback: @autoclosure () -> MessageTrace) -> MessageTrace {
+        guard let ids = ids(of: span.context) else { return fallback() }
+        return MessageTrace(traceID: ids.traceID, spanID: ids.spanID, parentSpanID: parentSpanID, flags: ids.flags, state: state)
+    }
+
     /// The context of a remote parent (the producer's span), extracted the way the propagator
     /// reads it from a carrier. The `traceparent` given is phase 1's rendering of a value it
     /// already validated, so the propagator never sees (nor logs) an invalid one; `tracestate`
@@ -89,20 +97,11 @@ final class TracedDelivery: Sendable {
         let parent = remote.isRemote ? source.remoteContext(remote) : .topLevel
         let span = source.start("\(queue) process", parent: parent, kind: .consumer)
         self.span = span
-        if let ids = source.ids(of: span.context) {
-            trace = MessageTrace(
-                traceID: ids.traceID, spanID: ids.spanID, parentSpanID: remote.isRemote ? remote.spanID : nil, flags: ids.flags,
-                state: remote.state)
-        } else {
-            trace = remote
-        }
+        trace = source.trace(of: span, parentSpanID: remote.isRemote ? remote.spanID : nil, state: remote.state, fallback: remote)
         guard span.isRecording else { return }
-        span.attributes["messaging.system"] = "rabbitmq"
-        span.attributes["messaging.operation.type"] = "process"
-        span.attributes["messaging.operation.name"] = "process"
-        span.attributes["messaging.destination.name"] = queue
-        span.attributes["messaging.rabbitmq.destination.routing_key"] = "\(delivery.routingKey)"
-        if let id = delivery.properties.messageID, !id.isEmpty { span.attributes["messaging.message.id"] = "\(id)" }
+        Self.messaging(
+            span, operation: ("process", "process"), destination: queue, routingKey: delivery.routingKey,
+            messageID: delivery.properties.messageID)
         span.attributes["messaging.rabbitmq.message.delivery_tag"] = Int(truncatingIfNeeded: delivery.tag.value)
         span.attributes["messaging.message.body.size"] = delivery.oversizedBody?.size ?? delivery.body.count
         span.attributes["warren.message.redelivered"] = delivery.redelivered
@@ -118,14 +117,24 @@ final class TracedDelivery: Sendable {
     func startPublish(_ message: OutgoingMessage) -> any Span {
         let exchange = message.exchange.isEmpty ? "amq.default" : message.exchange
         let span = source.start("publish \(exchange)", parent: self.span.context, kind: .producer)
-        guard span.isRecording else { return span }
-        span.attributes["messaging.system"] = "rabbitmq"
-        span.attributes["messaging.operation.type"] = "send"
-        span.attributes["messaging.operation.name"] = "publish"
-        span.attributes["messaging.destination.name"] = exchange
-        span.attributes["messaging.rabbitmq.destination.routing_key"] = "\(message.routingKey)"
-        if let id = message.properties.messageID, !id.isEmpty { span.attributes["messaging.message.id"] = "\(id)" }
+        if span.isRecording {
+            Self.messaging(
+                span, operation: ("send", "publish"), destination: exchange, routingKey: message.routingKey,
+                messageID: message.properties.messageID)
+        }
         return span
+    }
+
+    /// The OpenTelemetry messaging attributes a consumer and a producer span share.
+    private static func messaging(
+        _ span: any Span, operation: (type: String, name: String), destination: String, routingKey: AMQPString, messageID: AMQPString?
+    ) {
+        span.attributes["messaging.system"] = "rabbitmq"
+        span.attributes["messaging.operation.type"] = operation.type
+        span.attributes["messaging.operation.name"] = operation.name
+        span.attributes["messaging.destination.name"] = destination
+        span.attributes["messaging.rabbitmq.destination.routing_key"] = "\(routingKey)"
+        if let id = messageID, !id.isEmpty { span.attributes["messaging.message.id"] = "\(id)" }
     }
 
     /// Ends the span with how processing went: the handlers' result (`warren.outcome`, as the
@@ -177,12 +186,7 @@ final class RunSpan: Sendable {
     init(source: SpanSource, handler: String, parent: ServiceContext, delivery: MessageTrace) {
         let span = source.start("\(handler) run", parent: parent, kind: .internal)
         self.span = span
-        if let ids = source.ids(of: span.context) {
-            trace = MessageTrace(
-                traceID: ids.traceID, spanID: ids.spanID, parentSpanID: delivery.spanID, flags: ids.flags, state: delivery.state)
-        } else {
-            trace = delivery.child()
-        }
+        trace = source.trace(of: span, parentSpanID: delivery.spanID, state: delivery.state, fallback: delivery.child())
         if span.isRecording { span.attributes["warren.handler"] = handler }
     }
 

@@ -41,16 +41,9 @@ let package = Package(
         // Metrics API for the library code; the Prometheus backend is chosen by the executable.
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
-        // The W3C trace context vocabulary (trace and span ids, flags) that swift-otel builds on:
+        // The W3C trace context vocabulary (trace and span ids, flags):
         // deliveries carry `traceparent`/`tracestate` forward (docs/tracing.md).
         .package(url: "https://github.com/swift-otel/swift-w3c-trace-context.git", from: "1.0.0"),
-        // Span export over OTLP/HTTP (docs/tracing.md, "Exporting spans"). Only the OTLPHTTP trait:
-        // the gRPC exporter and its dependencies are not compiled in.
-        .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
-        // Already in the graph through swift-otel (and async-http-client): named for the Tracer API
-        // and for running swift-otel's background service.
-        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
-        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // librabbitmq 0.11 from Debian's librabbitmq-dev, found through pkg-config.
@@ -109,9 +102,6 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
-                .product(name: "OTel", package: "swift-otel"),
-                .product(name: "Tracing", package: "swift-distributed-tracing"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
@@ -173,7 +163,6 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "OTel", package: "swift-otel"),
             ],
             swiftSettings: strict
         ),

@@ -52,7 +52,7 @@ struct Run: AsyncParsableCommand {
                 logger.error("reload refused: configuration invalid, keeping the running one", metadata: ["problem": "\(error)"])
             }
         }
-        let export = try Self.spanExport(configuration, logger: logger)
+        let export = Self.spanExport(configuration, logger: logger)
         let engine = Engine(configuration: configuration, logger: logger, status: status, controls: controls, tracing: export?.tracing ?? .off)
         // The span exporter runs for the engine's life and is shut down (not cancelled) once the
         // engine stopped, so the spans of the last messages are exported.
@@ -76,20 +76,24 @@ struct Run: AsyncParsableCommand {
         if let status = WarrenExit.status(after: outcome) { throw status }
     }
 
-    /// With `[tracing] endpoint`: swift-otel's tracing backend. One that cannot be built (an
-    /// environment variable swift-otel refuses, say) is a configuration error (exit 78).
-    private static func spanExport(_ configuration: Configuration, logger: Logger) throws -> SpanExport? {
-        guard let tracing = configuration.tracing else { return nil }
-        do {
-            guard let export = try SpanExport.start(tracing, logger: logger) else { return nil }
-            logger.info("exporting spans", metadata: [
-                "endpoint": "\(tracing.tracesURL)", "protocol": "\(tracing.exportProtocol.rawValue)", "sample_ratio": "\(tracing.sampleRatio)",
-            ])
-            return export
-        } catch {
-            logger.error("cannot export spans", metadata: [LogKeys.error: "\(error)"])
-            throw WarrenExit.config
+    /// With `[tracing] endpoint`: the span exporter, with the OpenTelemetry environment
+    /// variables applied over the section (a value that cannot be used is logged and ignored).
+    private static func spanExport(_ configuration: Configuration, logger: Logger) -> SpanExport? {
+        guard let section = configuration.tracing else { return nil }
+        let (tracing, warnings) = section.applyingEnvironment(ProcessInfo.processInfo.environment)
+        for warning in warnings {
+            logger.warning("OpenTelemetry environment variable ignored", metadata: [LogKeys.error: "\(warning)"])
         }
+        guard let tracing else {
+            logger.info("span export turned off by the environment (OTEL_SDK_DISABLED or OTEL_TRACES_EXPORTER)")
+            return nil
+        }
+        let export = SpanExport(tracing, logger: logger)
+        logger.info("exporting spans", metadata: [
+            "url": "\(SpanExport.loggable(url: tracing.tracesURL))", "protocol": "\(tracing.exportProtocol.rawValue)",
+            "sampler": "\(tracing.sampler)",
+        ])
+        return export
     }
 
     /// With `[metrics] listen`: the Prometheus backend, the state gauges, and the HTTP endpoint,

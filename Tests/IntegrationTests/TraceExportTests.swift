@@ -178,8 +178,7 @@ final class TraceExportTests: Sendable {
         var logger = Logger(label: "warren.trace-export-tests")
         logger.logLevel = .error
         let tracing = try #require(configuration.tracing)
-        let started = try SpanExport.start(tracing, logger: logger)
-        let export = try #require(started)
+        let export = SpanExport(tracing, logger: logger)
         let engineStopped = Latch()
         let exporting = Task { await export.run(until: engineStopped) }
         let engine = Engine(configuration: configuration, logger: logger, tracing: export.tracing)

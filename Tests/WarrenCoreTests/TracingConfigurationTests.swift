@@ -5,11 +5,9 @@ import Testing
 
 @testable import WarrenCore
 
-/// `[tracing]` (docs/tracing.md, "Exporting spans"): decoding, refusals, what swift-otel is
-/// given, and the diagnostics handler that counts the spans swift-otel drops. That swift-otel's
-/// environment variables win over the section is checked with the binary
-/// (TraceExportTests.theOpenTelemetryEnvironmentOverridesTheTracingSection): it reads the
-/// process environment, which a unit test cannot set without touching every other test.
+/// `[tracing]` (docs/tracing.md, "Exporting spans"): decoding, refusals, and the OpenTelemetry
+/// environment variables applied over it (the binary reading its own environment is
+/// TraceExportTests.theOpenTelemetryEnvironmentOverridesTheTracingSection).
 @Suite("[tracing]: decoding and span export set-up")
 struct TracingConfigurationTests {
     static let broker = "[broker]\nurls = [\"amqp://guest:guest@localhost/\"]\n"
@@ -68,51 +66,110 @@ struct TracingConfigurationTests {
         #expect(error.issues.contains { "\($0)".contains("sampler") }, "\(error.issues)")
     }
 
-    @Test func swiftOTelIsGivenTheSectionAsItsConfiguration() throws {
-        var tracing = TracingConfiguration(endpoint: "http://collector:4318")
-        tracing.exportProtocol = .httpJSON
-        tracing.serviceName = "svc"
-        tracing.resource = ["deployment.environment": "prod"]
-        let otel = SpanExport.otelConfiguration(tracing, logger: Logger(label: "test"))
-        #expect(otel.traces.otlpExporter.endpoint == "http://collector:4318/v1/traces")
-        #expect(otel.traces.otlpExporter.protocol == .httpJSON)
-        #expect(otel.serviceName == "svc")
-        #expect(otel.resourceAttributes == ["deployment.environment": "prod"])
-        #expect(otel.traces.enabled && !otel.metrics.enabled && !otel.logs.enabled)
+    // MARK: the OpenTelemetry environment
+
+    static let section = TracingConfiguration(endpoint: "http://collector:4318")
+
+    @Test func theEnvironmentOverridesTheSection() throws {
+        var section = Self.section
+        section.resource = ["deployment.environment": "prod", "team": "billing"]
+        let (applied, warnings) = section.applyingEnvironment([
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "https://otel.example:4318",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+            "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20s3cret, x-tenant = a",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "2500",
+            "OTEL_SERVICE_NAME": "from-env",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=staging,host.name=h1",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.25",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "100",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "10",
+        ])
+        #expect(warnings.isEmpty, "\(warnings)")
+        let tracing = try #require(applied)
+        #expect(tracing.tracesURL == "https://otel.example:4318/v1/traces")
+        #expect(tracing.exportProtocol == .httpJSON)
+        #expect(tracing.headers == ["authorization": "Bearer s3cret", "x-tenant": "a"])
+        #expect(tracing.exportTimeout == .milliseconds(2500))
+        #expect(tracing.serviceName == "from-env")
+        #expect(tracing.resource == ["deployment.environment": "staging", "team": "billing", "host.name": "h1"])
+        #expect(tracing.sampler == TraceSampler(root: .ratio(0.25), followsParent: true))
+        #expect(tracing.scheduleDelay == .milliseconds(200))
+        #expect(tracing.queueLimits == SpanQueue.Limits(capacity: 100, batchSize: 10))
     }
 
-    // MARK: swift-otel's diagnostics
-
-    @Test func droppedAndUnexportedSpansAreCountedAndLoggedAsWarnings() throws {
-        let metrics = TestMetrics()
-        let log = CapturedLog()
-        let otel = Logger(label: "otel") { _ in SpanExportDiagnostics(logger: log.logger(level: .info), factory: metrics) }
-        otel.warning("\(SpanExportDiagnostics.droppedMessage)", metadata: ["queue_size": "2048", "dropped_count": "7"])
-        otel.warning("\(SpanExportDiagnostics.exportFailedMessage)", metadata: ["batch_id": "3", "batch_size": "5"])
-        #expect(try metrics.expectCounter(WarrenMetrics.traceSpansDropped, []).totalValue == 12)
-        #expect(log.matching("trace spans dropped: export queue full").first?.metadata["dropped"] == "7")
-        #expect(log.matching("trace spans not exported: the collector did not take the batch").first?.metadata["dropped"] == "5")
-        #expect(log.all.allSatisfy { $0.level == .warning })
+    @Test func theTracesVariablesWinOverTheGeneralOnes() throws {
+        let (applied, _) = Self.section.applyingEnvironment([
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://general:4318",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://traces:4318/custom/path",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_HEADERS": "a=1",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "b=2",
+        ])
+        let tracing = try #require(applied)
+        #expect(tracing.tracesURL == "http://traces:4318/custom/path", "used as it is, without /v1/traces")
+        #expect(tracing.exportProtocol == .httpProtobuf)
+        #expect(tracing.headers == ["b": "2"])
     }
 
-    @Test func otherDiagnosticsGoToDebugWithoutTheEnvironmentValuesTheyCarry() throws {
-        let log = CapturedLog()
-        var otel = Logger(label: "otel") { _ in SpanExportDiagnostics(logger: log.logger(level: .debug), factory: TestMetrics()) }
-        otel.logLevel = .debug
-        otel[metadataKey: "environment_key"] = "OTEL_EXPORTER_OTLP_HEADERS"
-        otel[metadataKey: "environment_value"] = "authorization=Bearer s3cret"
-        otel[metadataKey: "new_value"] = "authorization=Bearer s3cret"
-        otel.info("Configuration updated from environment")
-        let entry = try #require(log.matching("swift-otel diagnostic").first)
-        #expect(entry.level == .debug)
-        #expect(entry.metadata["otel_message"] == "Configuration updated from environment")
-        #expect(entry.metadata["environment_key"] == "OTEL_EXPORTER_OTLP_HEADERS")
-        #expect(!entry.metadata.values.contains { $0.contains("s3cret") }, "\(entry.metadata)")
+    @Test func withoutTheEnvironmentTheSectionIsKeptAndSampledByItsRatio() throws {
+        var section = Self.section
+        section.sampleRatio = 0.1
+        let (applied, warnings) = section.applyingEnvironment([:])
+        #expect(applied == section && warnings.isEmpty)
+        #expect(section.sampler == TraceSampler(root: .ratio(0.1), followsParent: true))
     }
 
-    @Test func theDroppedCounterExistsAtZeroWhenTracingIsOn() throws {
+    @Test(arguments: [["OTEL_SDK_DISABLED": "true"], ["OTEL_SDK_DISABLED": "TRUE"], ["OTEL_TRACES_EXPORTER": "none"]])
+    func theEnvironmentCanTurnExportOff(environment: [String: String]) {
+        #expect(Self.section.applyingEnvironment(environment).configuration == nil)
+    }
+
+    @Test func unusableValuesAreReportedAndIgnoredAndHeadersAreNeverQuoted() throws {
+        let (applied, warnings) = Self.section.applyingEnvironment([
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_HEADERS": "authorization Bearer s3cret",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "soon",
+            "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+            "OTEL_TRACES_SAMPLER": "sometimes",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "0",
+            "OTEL_TRACES_EXPORTER": "zipkin",
+        ])
+        let tracing = try #require(applied)
+        #expect(tracing == Self.section, "every value ignored")
+        for name in [
+            "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_COMPRESSION", "OTEL_TRACES_SAMPLER", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_TRACES_EXPORTER",
+        ] {
+            #expect(warnings.contains { $0.hasPrefix(name) }, "\(name): \(warnings)")
+        }
+        #expect(!warnings.contains { $0.contains("s3cret") }, "\(warnings)")
+    }
+
+    @Test(arguments: [
+        ("always_on", nil, TraceSampler(root: .always, followsParent: false)),
+        ("always_off", nil, TraceSampler(root: .never, followsParent: false)),
+        ("traceidratio", "0.5", TraceSampler(root: .ratio(0.5), followsParent: false)),
+        ("parentbased_always_on", nil, TraceSampler(root: .always, followsParent: true)),
+        ("parentbased_always_off", nil, TraceSampler(root: .never, followsParent: true)),
+        ("parentbased_traceidratio", "0.01", TraceSampler(root: .ratio(0.01), followsParent: true)),
+        ("parentbased_traceidratio", "2", TraceSampler(root: .always, followsParent: true)),
+    ] as [(String, String?, TraceSampler)])
+    func everyStandardSamplerIsUnderstood(name: String, argument: String?, expected: TraceSampler) throws {
+        var environment = ["OTEL_TRACES_SAMPLER": name]
+        environment["OTEL_TRACES_SAMPLER_ARG"] = argument
+        let (applied, warnings) = Self.section.applyingEnvironment(environment)
+        #expect(try #require(applied).sampler == expected)
+        #expect(warnings.isEmpty == (argument != "2"), "an argument outside 0...1 is reported: \(warnings)")
+    }
+
+    @Test func theSpanCountersExistAtZeroWhenTracingIsOn() throws {
         let metrics = TestMetrics()
         WarrenMetrics.precreate(try ConfigFixture.parse(Self.broker + "[tracing]\nendpoint = \"http://c:4318\"\n"), factory: metrics)
         #expect(try metrics.expectCounter(WarrenMetrics.traceSpansDropped, []).totalValue == 0)
+        #expect(try metrics.expectCounter(WarrenMetrics.traceSpansExported, []).totalValue == 0)
     }
 }

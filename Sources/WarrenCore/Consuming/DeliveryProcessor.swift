@@ -99,9 +99,7 @@ struct DeliveryProcessor: Sendable {
     /// handler run may block (`HandlerInput.mayBlockThread`).
     nonisolated(nonsending) func process(_ delivery: Delivery, onOwnThread: Bool = false) async {
         let attempt = RetryPlanner.attempt(headers: delivery.properties.headers)
-        let remote = MessageTrace.of(headers: delivery.properties.headers)
-        let traced = tracing.startDelivery(queue: queue.name, delivery, attempt: attempt, trace: remote)
-        let trace = traced?.trace ?? remote
+        let (trace, traced) = tracing.start(queue: queue.name, delivery, attempt: attempt)
         var log = MessageLog(logger: logger, queue: queue.name, delivery: delivery, attempt: attempt, trace: trace)
         var decision = DeliveryDecision(.init(queue: queue, delivery: delivery, attempt: attempt, trace: trace))
 
@@ -145,7 +143,7 @@ struct DeliveryProcessor: Sendable {
             (outcome, failedHandler) = Self.combine(runs)
             log.duration = .now - started
             // A first handler the dedup store skipped: its span ends unrun.
-            input.tracing?.run.endSkipped()
+            input.tracing?.run.endSkipped(handler: names[0])
         }
         log.handler = failedHandler ?? (names.count == 1 ? names[0] : names.joined(separator: ","))
         log.outcome = outcome.resultName

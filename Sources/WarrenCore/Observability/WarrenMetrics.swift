@@ -22,9 +22,11 @@ public enum WarrenMetrics {
     public static let connectionUp = "warren_connection_up"
     public static let connectionBlocked = "warren_connection_blocked"
     public static let reconnects = "warren_reconnects_total"
-    /// Spans swift-otel did not export: its queue was full, or the collector did not take a batch
-    /// (docs/tracing.md, "Exporting spans").
+    /// Spans not exported: the export queue was full, or the collector refused a batch or did
+    /// not take it before warren stopped (docs/tracing.md, "Exporting spans").
     public static let traceSpansDropped = "warren_trace_spans_dropped_total"
+    /// Spans the collector accepted.
+    public static let traceSpansExported = "warren_trace_spans_exported_total"
 
     /// Buckets of `warren_handler_duration_seconds`: from a fast in-process handler to the
     /// 30-minute ceiling of a handler timeout (the broker's consumer timeout).
@@ -43,7 +45,9 @@ public enum WarrenMetrics {
             }
         }
         _ = PublishMetrics(factory: factory)
-        if configuration.tracing != nil { _ = SpanExportDiagnostics.droppedCounter(factory: factory) }
+        if configuration.tracing != nil {
+            for label in [traceSpansDropped, traceSpansExported] { _ = Counter(label: label, dimensions: [], factory: factory) }
+        }
         for role in EngineStatus.Role.allCases {
             let dimensions = [("role", role.rawValue)]
             Gauge(label: connectionUp, dimensions: dimensions, factory: factory).record(0)

@@ -38,9 +38,10 @@ struct EnginePublisher: Sendable {
 
     private func publishOne(_ message: OutgoingMessage, tracing: TracedDelivery?) async -> PublishProblem? {
         guard let tracing else { return await publishOne(message) }
-        let span = tracing.startPublish(message)
-        let problem = await publishOne(message) { result in TracedDelivery.published(span, result) }
-        TracedDelivery.ended(span, problem)
+        let started = SpanClock.now()
+        var result: PublishResult?
+        let problem = await publishOne(message) { result = $0 }
+        tracing.recordPublish(message, started: started, result: result, problem: problem)
         return problem
     }
 

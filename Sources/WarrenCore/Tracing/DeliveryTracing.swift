@@ -1,83 +1,56 @@
 import AMQP
 import Synchronization
-import Tracing
 import W3CTraceContext
 
-/// Whether warren exports spans (docs/tracing.md, "Exporting spans"), as the engine hands it to
+/// Whether warren records spans (docs/tracing.md, "Exporting spans"), as the engine hands it to
 /// every queue's `DeliveryProcessor`.
 ///
-/// `off` is the seam that keeps a warren without `[tracing]` exactly as fast as phase 1's
-/// propagation alone: a delivery costs one switch on this enum, no tracer call and no
-/// `ServiceContext`. `on` holds the tracer swift-otel built; each delivery then gets a
-/// `TracedDelivery` (its consumer span) and each handler run a `RunSpan`, whose ids are the ones
-/// the handler receives and the log lines name.
+/// `off` is the seam that keeps a warren without `[tracing]` exactly as fast as propagation
+/// alone: a delivery costs one switch on this enum. `on` holds the recorder; a delivery whose
+/// trace is sampled then gets a `TracedDelivery` (its consumer span) and each handler run a
+/// `RunSpan`, whose ids are the ones the handler receives and the log lines name. An unsampled
+/// delivery gets no span at all: the sampler decides before anything is recorded.
 public enum DeliveryTracing: Sendable {
     case off
-    case on(SpanSource)
+    case on(SpanRecorder)
 
     /// The engine's tracing, for the processors its sessions build: a task-local that
     /// `Engine.run` sets for its whole task tree, so the sessions and queue runners in between
     /// need not carry it (they are read once per consumer, not per message).
     @TaskLocal static var engine: DeliveryTracing = .off
 
-    /// The span of a delivery, or nil when tracing is off. `trace` is phase 1's context of the
-    /// delivery (the producer's, when its `traceparent` is valid): its span becomes the parent.
-    func startDelivery(queue: String, _ delivery: Delivery, attempt: Int, trace: MessageTrace) -> TracedDelivery? {
-        guard case .on(let source) = self else { return nil }
-        return TracedDelivery(source: source, queue: queue, delivery: delivery, attempt: attempt, remote: trace)
+    /// The delivery's trace context (the producer's, when its `traceparent` is valid, else a new
+    /// trace) and, when its trace is sampled and spans are recorded, its span; the context is
+    /// then the span's.
+    func start(queue: String, _ delivery: Delivery, attempt: Int) -> (trace: MessageTrace, traced: TracedDelivery?) {
+        guard case .on(let recorder) = self else { return (MessageTrace.of(headers: delivery.properties.headers), nil) }
+        var trace = MessageTrace.of(headers: delivery.properties.headers, sampler: recorder.sampler)
+        guard recorder.sampler.samples(trace) else {
+            // A sampler that does not follow parents may turn down a sampled one: what is
+            // passed on says so.
+            trace.flags.remove(.sampled)
+            return (trace, nil)
+        }
+        let traced = TracedDelivery(recorder: recorder, queue: queue, delivery: delivery, attempt: attempt, remote: trace)
+        return (traced.trace, traced)
     }
 }
 
-/// The tracer spans are made with, and how their ids are read back: swift-otel's span context
-/// type is not public, so a span's ids are read by injecting its context with the W3C
-/// propagator into a dictionary and parsing the `traceparent` written there.
-public struct SpanSource: Sendable {
-    let tracer: any Tracer
+/// Where ended spans go (the export queue), and which traces get spans.
+public struct SpanRecorder: Sendable {
+    let sampler: TraceSampler
+    let queue: SpanQueue
 
-    public init(tracer: any Tracer) {
-        self.tracer = tracer
+    func record(_ span: FinishedSpan) {
+        queue.append(span)
     }
 
-    func start(_ name: String, parent: ServiceContext, kind: SpanKind) -> any Span {
-        tracer.startSpan(name, context: parent, ofKind: kind)
-    }
-
-    /// The ids of a span's context; nil when the tracer gave it none (a constant "always off"
-    /// sampler hands out one shared span without ids).
-    func ids(of context: ServiceContext) -> TraceHeaderValue.Parent? {
-        var carrier: [String: String] = [:]
-        tracer.inject(context, into: &carrier, using: DictionaryInjector())
-        guard var traceparent = carrier[MessageTrace.traceparentHeader] else { return nil }
-        return traceparent.withUTF8 { TraceHeaderValue.parseTraceparent($0) }
-    }
-
-    /// A span's context as a `MessageTrace` under `parent` (nil: a root), or `fallback` when
-    /// the tracer gave the span no ids.
-    func trace(of span: any Span, parentSpanID: SpanID?, state: String?, fallback: @autoclosure () -> MessageTrace) -> MessageTrace {
-        guard let ids = ids(of: span.context) else { return fallback() }
-        return MessageTrace(traceID: ids.traceID, spanID: ids.spanID, parentSpanID: parentSpanID, flags: ids.flags, state: state)
-    }
-
-    /// The context of a remote parent (the producer's span), extracted the way the propagator
-    /// reads it from a carrier. The `traceparent` given is phase 1's rendering of a value it
-    /// already validated, so the propagator never sees (nor logs) an invalid one; `tracestate`
-    /// is kept by `MessageTrace` as received and not handed to the propagator.
-    func remoteContext(_ trace: MessageTrace) -> ServiceContext {
-        var context = ServiceContext.topLevel
-        tracer.extract([MessageTrace.traceparentHeader: trace.traceparent], into: &context, using: DictionaryExtractor())
-        return context
-    }
-}
-
-struct DictionaryInjector: Injector {
-    func inject(_ value: String, forKey key: String, into carrier: inout [String: String]) {
-        carrier[key] = value
-    }
-}
-
-struct DictionaryExtractor: Extractor {
-    func extract(key: String, from carrier: [String: String]) -> String? {
-        carrier[key]
+    /// A new span id under `parent`.
+    static func child(of parent: MessageTrace) -> MessageTrace {
+        var ids = TraceIDSource()
+        var trace = parent.child(using: &ids)
+        trace.flags = .sampled
+        return trace
     }
 }
 
@@ -86,79 +59,86 @@ struct DictionaryExtractor: Extractor {
 /// what the log lines of a fan-out name); it ends when warren has settled the delivery, with
 /// the settlement (`warren.ack_decision`) the log line reports.
 final class TracedDelivery: Sendable {
-    let source: SpanSource
-    let span: any Span
-    /// The delivery span's own context (its parent, when the message had one, is the
-    /// producer's span: `parentSpanID`).
+    let recorder: SpanRecorder
+    /// The delivery span's own context: its parent, when the message had one, is the
+    /// producer's span (`parentSpanID`).
     let trace: MessageTrace
+    let queue: String
+    let start: UInt64
+    // What the span's attributes say of the delivery, kept as it arrived; the attribute list is
+    // built once, when the span ends.
+    let routingKey: String
+    let messageID: String?
+    let deliveryTag: Int
+    let bodySize: Int
+    let redelivered: Bool
+    let attempt: Int
 
-    init(source: SpanSource, queue: String, delivery: Delivery, attempt: Int, remote: MessageTrace) {
-        self.source = source
-        let parent = remote.isRemote ? source.remoteContext(remote) : .topLevel
-        let span = source.start("\(queue) process", parent: parent, kind: .consumer)
-        self.span = span
-        trace = source.trace(of: span, parentSpanID: remote.isRemote ? remote.spanID : nil, state: remote.state, fallback: remote)
-        guard span.isRecording else { return }
-        Self.messaging(
-            span, operation: ("process", "process"), destination: queue, routingKey: delivery.routingKey,
-            messageID: delivery.properties.messageID)
-        span.attributes["messaging.rabbitmq.message.delivery_tag"] = Int(truncatingIfNeeded: delivery.tag.value)
-        span.attributes["messaging.message.body.size"] = delivery.oversizedBody?.size ?? delivery.body.count
-        span.attributes["warren.message.redelivered"] = delivery.redelivered
-        span.attributes["warren.attempt"] = attempt
+    init(recorder: SpanRecorder, queue: String, delivery: Delivery, attempt: Int, remote: MessageTrace) {
+        self.recorder = recorder
+        self.queue = queue
+        start = SpanClock.now()
+        // A trace started here already drew the delivery's span id; a remote one is the parent.
+        trace = remote.isRemote ? SpanRecorder.child(of: remote) : remote
+        routingKey = "\(delivery.routingKey)"
+        messageID = delivery.properties.messageID.flatMap { $0.isEmpty ? nil : "\($0)" }
+        deliveryTag = Int(truncatingIfNeeded: delivery.tag.value)
+        bodySize = delivery.oversizedBody?.size ?? delivery.body.count
+        redelivered = delivery.redelivered
+        self.attempt = attempt
     }
 
     /// A handler run's span, `<handler> run`, a child of this one.
     func startRun(_ handler: String) -> RunTracing {
-        RunTracing(delivery: self, run: RunSpan(source: source, handler: handler, parent: span.context, delivery: trace))
+        RunTracing(delivery: self, run: RunSpan(recorder: recorder, parent: trace))
     }
 
-    /// A publish's span, `publish <exchange>` of kind producer, a child of this one.
-    func startPublish(_ message: OutgoingMessage) -> any Span {
+    /// Records a publish's span, `publish <exchange>` of kind producer, a child of this one,
+    /// with how the broker took it (`warren.publish.result`: confirmed, returned, nacked,
+    /// timeout, failed; the values of `warren_publishes_total`'s `result`).
+    func recordPublish(_ message: OutgoingMessage, started: UInt64, result: PublishResult?, problem: PublishProblem?) {
         let exchange = message.exchange.isEmpty ? "amq.default" : message.exchange
-        let span = source.start("publish \(exchange)", parent: self.span.context, kind: .producer)
-        if span.isRecording {
-            Self.messaging(
-                span, operation: ("send", "publish"), destination: exchange, routingKey: message.routingKey,
-                messageID: message.properties.messageID)
-        }
-        return span
+        let messageID = message.properties.messageID.flatMap { $0.isEmpty ? nil : "\($0)" }
+        var attributes = Self.messaging(
+            operation: ("send", "publish"), destination: exchange, routingKey: "\(message.routingKey)", messageID: messageID, capacity: 7)
+        if let result { attributes.append(SpanAttribute("warren.publish.result", result.label)) }
+        recorder.record(
+            FinishedSpan(
+                trace: SpanRecorder.child(of: trace), name: "publish \(exchange)", kind: .producer, start: started, end: SpanClock.now(),
+                attributes: attributes, error: problem?.text))
     }
 
-    /// The OpenTelemetry messaging attributes a consumer and a producer span share.
+    /// The OpenTelemetry messaging attributes a consumer and a producer span share, in a list
+    /// with room for `capacity`.
     private static func messaging(
-        _ span: any Span, operation: (type: String, name: String), destination: String, routingKey: AMQPString, messageID: AMQPString?
-    ) {
-        span.attributes["messaging.system"] = "rabbitmq"
-        span.attributes["messaging.operation.type"] = operation.type
-        span.attributes["messaging.operation.name"] = operation.name
-        span.attributes["messaging.destination.name"] = destination
-        span.attributes["messaging.rabbitmq.destination.routing_key"] = "\(routingKey)"
-        if let id = messageID, !id.isEmpty { span.attributes["messaging.message.id"] = "\(id)" }
+        operation: (type: String, name: String), destination: String, routingKey: String, messageID: String?, capacity: Int
+    ) -> [SpanAttribute] {
+        var attributes: [SpanAttribute] = []
+        attributes.reserveCapacity(capacity)
+        attributes.append(SpanAttribute("messaging.system", "rabbitmq"))
+        attributes.append(SpanAttribute("messaging.operation.type", operation.type))
+        attributes.append(SpanAttribute("messaging.operation.name", operation.name))
+        attributes.append(SpanAttribute("messaging.destination.name", destination))
+        attributes.append(SpanAttribute("messaging.rabbitmq.destination.routing_key", routingKey))
+        if let messageID { attributes.append(SpanAttribute("messaging.message.id", messageID)) }
+        return attributes
     }
 
     /// Ends the span with how processing went: the handlers' result (`warren.outcome`, as the
     /// log's `outcome`) and what warren did with the delivery (`warren.ack_decision`).
     func end(outcome: String?, decision: String, error: String?) {
-        if span.isRecording {
-            if let outcome { span.attributes["warren.outcome"] = outcome }
-            span.attributes["warren.ack_decision"] = decision
-            if let error { span.setStatus(SpanStatus(code: .error, message: error)) }
-        }
-        span.end()
-    }
-}
-
-extension TracedDelivery {
-    /// How the broker took a publish (`warren.publish.result`: confirmed, returned, nacked,
-    /// timeout, failed; the values of `warren_publishes_total`'s `result`).
-    static func published(_ span: any Span, _ result: PublishResult) {
-        if span.isRecording { span.attributes["warren.publish.result"] = result.label }
-    }
-
-    static func ended(_ span: any Span, _ problem: PublishProblem?) {
-        if let problem, span.isRecording { span.setStatus(SpanStatus(code: .error, message: problem.text)) }
-        span.end()
+        var attributes = Self.messaging(
+            operation: ("process", "process"), destination: queue, routingKey: routingKey, messageID: messageID, capacity: 12)
+        attributes.append(SpanAttribute("messaging.rabbitmq.message.delivery_tag", deliveryTag))
+        attributes.append(SpanAttribute("messaging.message.body.size", bodySize))
+        attributes.append(SpanAttribute("warren.message.redelivered", redelivered))
+        attributes.append(SpanAttribute("warren.attempt", attempt))
+        if let outcome { attributes.append(SpanAttribute("warren.outcome", outcome)) }
+        attributes.append(SpanAttribute("warren.ack_decision", decision))
+        recorder.record(
+            FinishedSpan(
+                trace: trace, name: "\(queue) process", kind: .consumer, start: start, end: SpanClock.now(), attributes: attributes,
+                error: error))
     }
 
     /// Ends the span as the delivery's log line ends it: its outcome, the settlement, the error.
@@ -177,46 +157,39 @@ struct RunTracing: Sendable {
 /// One handler run's span. Its context is the run's `MessageTrace`: the `traceparent` the
 /// handler receives (TRACEPARENT, the pipe request, the HTTP header, the plugin field).
 final class RunSpan: Sendable {
-    let span: any Span
+    let recorder: SpanRecorder
     let trace: MessageTrace
+    let start: UInt64
     /// A span ends once: the run ends it, and a delivery whose first handler was skipped
     /// (dedup) ends the one started for it.
     private let ended = Atomic<Bool>(false)
 
-    init(source: SpanSource, handler: String, parent: ServiceContext, delivery: MessageTrace) {
-        let span = source.start("\(handler) run", parent: parent, kind: .internal)
-        self.span = span
-        trace = source.trace(of: span, parentSpanID: delivery.spanID, state: delivery.state, fallback: delivery.child())
-        if span.isRecording { span.attributes["warren.handler"] = handler }
+    init(recorder: SpanRecorder, parent: MessageTrace) {
+        self.recorder = recorder
+        trace = SpanRecorder.child(of: parent)
+        start = SpanClock.now()
     }
 
     /// Ends the span with the run's result; a failure (or a verdict with an error) is recorded
     /// with warren's failure text, as the log line says it.
     func end(handler: String, _ outcome: HandlerOutcome) {
         guard !ended.exchange(true, ordering: .relaxed) else { return }
-        if span.isRecording {
-            span.operationName = "\(handler) run"
-            span.attributes["warren.handler"] = handler
-            span.attributes["warren.handler.result"] = outcome.resultName
-            if let error = DeliveryDecision.errorText(outcome) {
-                if case .failure = outcome { span.recordError(HandlerRunError(text: error)) }
-                span.setStatus(SpanStatus(code: .error, message: error))
-            }
-        }
-        span.end()
+        let error = DeliveryDecision.errorText(outcome)
+        var exception: String?
+        if case .failure = outcome { exception = error }
+        recorder.record(
+            FinishedSpan(
+                trace: trace, name: "\(handler) run", kind: .internal, start: start, end: SpanClock.now(),
+                attributes: [SpanAttribute("warren.handler", handler), SpanAttribute("warren.handler.result", outcome.resultName)],
+                error: error, exception: exception))
     }
 
     /// Ends a span whose handler did not run (the dedup store said it already succeeded).
-    func endSkipped() {
+    func endSkipped(handler: String) {
         guard !ended.exchange(true, ordering: .relaxed) else { return }
-        if span.isRecording { span.attributes["warren.handler.result"] = "skipped" }
-        span.end()
+        recorder.record(
+            FinishedSpan(
+                trace: trace, name: "\(handler) run", kind: .internal, start: start, end: SpanClock.now(),
+                attributes: [SpanAttribute("warren.handler", handler), SpanAttribute("warren.handler.result", "skipped")]))
     }
-}
-
-/// A handler failure as an `Error` for the span's exception event: its message is warren's
-/// failure text.
-struct HandlerRunError: Error, CustomStringConvertible {
-    var text: String
-    var description: String { text }
 }

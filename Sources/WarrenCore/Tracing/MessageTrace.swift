@@ -10,9 +10,9 @@ import W3CTraceContext
 /// received. What warren publishes carries one of the two forward: a handler's outputs and reply
 /// the run's, the copies of the input itself (retry, dead-letter, `republish`) the delivery's.
 ///
-/// The ids are the `W3CTraceContext` types swift-otel builds on, so a span can later be made
-/// from a value of this type (`parentSpanID` is its parent, `isRemote` says whether the span id
-/// came from the message) without converting anything.
+/// The ids are the `W3CTraceContext` types. A span is recorded from a value of this type
+/// (`parentSpanID` is its parent, `isRemote` says whether the span id came from the message)
+/// without converting anything.
 public struct MessageTrace: Sendable, Hashable {
     public var traceID: TraceID
     public var spanID: SpanID
@@ -60,9 +60,9 @@ public struct MessageTrace: Sendable, Hashable {
     }
 
     public static func started(sampler: TraceSampler = .init(), using generator: inout some RandomNumberGenerator) -> MessageTrace {
-        MessageTrace(
-            traceID: TraceIDSource.traceID(using: &generator), spanID: TraceIDSource.spanID(using: &generator),
-            flags: sampler.flagsForNewTrace(using: &generator))
+        let traceID = TraceIDSource.traceID(using: &generator)
+        return MessageTrace(
+            traceID: traceID, spanID: TraceIDSource.spanID(using: &generator), flags: sampler.samples(newTrace: traceID) ? .sampled : [])
     }
 
     /// The context of one handler run under this one: same trace, a new span id, this span as
@@ -98,16 +98,5 @@ public struct MessageTrace: Sendable, Hashable {
     /// parsed into members: `state` is kept as received instead, so it is passed on unchanged).
     public var w3cContext: TraceContext {
         TraceContext(traceID: traceID, spanID: spanID, flags: flags, state: TraceState())
-    }
-}
-
-/// Decides the sampled flag of a trace started here. For now every new trace is sampled; this
-/// is the seam where a ratio (a later `[tracing] sample_ratio`) will decide. A continued trace
-/// keeps its parent's decision whatever this says.
-public struct TraceSampler: Sendable, Hashable {
-    public init() {}
-
-    public func flagsForNewTrace(using generator: inout some RandomNumberGenerator) -> TraceFlags {
-        .sampled
     }
 }

@@ -36,8 +36,12 @@ enum OTLPEncoding {
     static func protobuf(_ spans: some Collection<FinishedSpan>, resource: SpanResource) -> ByteBuffer? {
         let resourceSize = resource.attributes.reduce(0) { $0 + ProtobufSize.field(ProtobufSize.keyValue($1)) }
         let scopeSize = ProtobufSize.field(SpanResource.scopeName.utf8.count) + ProtobufSize.field(WarrenVersion.current.utf8.count)
+        // Each span's size, then each of its attributes' (written in that order below), so
+        // nothing is sized twice.
+        var sizes: [Int] = []
+        sizes.reserveCapacity(spans.count * 16)
         var spansSize = 0
-        for span in spans { spansSize += ProtobufSize.field(ProtobufSize.span(span)) }
+        for span in spans { spansSize += ProtobufSize.field(ProtobufSize.span(span, recording: &sizes)) }
         let scopeSpansSize = ProtobufSize.field(scopeSize) + spansSize
         let resourceSpansSize = ProtobufSize.field(resourceSize) + ProtobufSize.field(scopeSpansSize)
         let total = ProtobufSize.field(resourceSpansSize)
@@ -53,10 +57,8 @@ enum OTLPEncoding {
             w.header(1, scopeSize)  // ScopeSpans.scope
             w.string(1, SpanResource.scopeName)
             w.string(2, WarrenVersion.current)
-            for span in spans {
-                w.header(2, ProtobufSize.span(span))  // ScopeSpans.spans
-                w.span(span)
-            }
+            var next = sizes.startIndex
+            for span in spans { w.span(span, sizes: sizes, next: &next) }  // ScopeSpans.spans
             complete = !w.overflowed && w.offset == total
             return w.offset
         }
@@ -121,14 +123,22 @@ enum ProtobufSize {
         field(error.utf8.count) + 2
     }
 
-    static func span(_ span: FinishedSpan) -> Int {
+    /// A span's size; appends it, then each attribute's, to `sizes`.
+    static func span(_ span: FinishedSpan, recording sizes: inout [Int]) -> Int {
+        let at = sizes.endIndex
+        sizes.append(0)
         var size = field(16) + field(8)
         if let state = span.trace.state { size += field(state.utf8.count) }
         if span.trace.parentSpanID != nil { size += field(8) }
         size += field(span.name.utf8.count) + 2 + 9 + 9
-        for attribute in span.attributes { size += field(keyValue(attribute)) }
+        for attribute in span.attributes {
+            let attributeSize = keyValue(attribute)
+            sizes.append(attributeSize)
+            size += field(attributeSize)
+        }
         if let exception = span.exception { size += field(event(exception)) }
         if let error = span.error { size += field(status(error)) }
+        sizes[at] = size
         return size
     }
 }
@@ -200,8 +210,8 @@ struct ProtobufWriter {
 
     /// `KeyValue { key = 1; AnyValue value = 2 }`, `AnyValue { string_value = 1; bool_value = 2;
     /// int_value = 3 }` (a oneof: a value is written even when it is zero or false).
-    mutating func keyValue(_ field: UInt8, _ attribute: SpanAttribute) {
-        header(field, ProtobufSize.keyValue(attribute))
+    mutating func keyValue(_ field: UInt8, _ attribute: SpanAttribute, size: Int? = nil) {
+        header(field, size ?? ProtobufSize.keyValue(attribute))
         string(1, attribute.key)
         switch attribute.value {
         case .string(let text):
@@ -221,7 +231,15 @@ struct ProtobufWriter {
 
     /// `Span`: trace_id 1, span_id 2, trace_state 3, parent_span_id 4, name 5, kind 6,
     /// start 7, end 8, attributes 9, events 11, status 15 (`Status { message = 2; code = 3 }`).
-    mutating func span(_ span: FinishedSpan) {
+    /// The span as `ScopeSpans.spans` (field 2), its size and its attributes' taken from
+    /// `sizes` at `next`.
+    mutating func span(_ span: FinishedSpan, sizes: [Int], next: inout Int) {
+        guard next < sizes.endIndex else {
+            overflowed = true
+            return
+        }
+        header(2, sizes[next])
+        next += 1
         withUnsafeBytes(of: span.trace.traceID.bytes) { bytes(1, $0) }
         withUnsafeBytes(of: span.trace.spanID.bytes) { bytes(2, $0) }
         if let state = span.trace.state { string(3, state) }
@@ -231,7 +249,14 @@ struct ProtobufWriter {
         varint(UInt64(span.kind.rawValue))
         fixed64(7, span.start)
         fixed64(8, span.end)
-        for attribute in span.attributes { keyValue(9, attribute) }
+        for attribute in span.attributes {
+            guard next < sizes.endIndex else {
+                overflowed = true
+                return
+            }
+            keyValue(9, attribute, size: sizes[next])
+            next += 1
+        }
         if let exception = span.exception {
             header(11, ProtobufSize.event(exception))  // Event { time_unix_nano = 1; name = 2; attributes = 3 }
             fixed64(1, span.end)

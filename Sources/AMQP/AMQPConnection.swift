@@ -133,14 +133,25 @@ public final class AMQPConnection: Sendable {
     public func consume(_ options: ConsumeOptions) async throws(AMQPError) -> Consumer {
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: [Delivery].self, throwing: (any Error).self)
         do {
-            let (channel, epoch, tag) = try await perform { loop throws(AMQPError) in
-                try loop.consume(options, continuation: continuation)
-            }
-            return Consumer(connection: self, queue: options.queue, consumerTag: tag, channel: channel, epoch: epoch, deliveries: Deliveries(batches: stream))
+            return try await consume(options, sink: StreamSink(continuation), deliveries: Deliveries(batches: stream))
         } catch {
             continuation.finish(throwing: error)
             throw error
         }
+    }
+
+    /// Starts a consumer whose deliveries go to `sink`, on the I/O thread, as they arrive (one
+    /// batch per turn of the loop); the returned consumer's `deliveries` is empty. At most
+    /// `prefetch` are unsettled at a time.
+    public func consume(_ options: ConsumeOptions, into sink: some DeliverySink) async throws(AMQPError) -> Consumer {
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: [Delivery].self, throwing: (any Error).self)
+        continuation.finish()
+        return try await consume(options, sink: sink, deliveries: Deliveries(batches: stream))
+    }
+
+    private func consume(_ options: ConsumeOptions, sink: any DeliverySink, deliveries: Deliveries) async throws(AMQPError) -> Consumer {
+        let (channel, epoch, tag) = try await perform { loop throws(AMQPError) in try loop.consume(options, sink: sink) }
+        return Consumer(connection: self, queue: options.queue, consumerTag: tag, channel: channel, epoch: epoch, deliveries: deliveries)
     }
 
     /// Opens a confirm-mode channel for publishing.

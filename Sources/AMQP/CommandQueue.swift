@@ -45,6 +45,10 @@ final class CommandQueue: Sendable {
 
     private let state = Mutex(State())
     let wakeFD: Int32
+    /// The loop's own way to record a settlement, set by its thread while the loop runs and
+    /// only ever used on that thread: a worker running there settles straight into the loop,
+    /// with no lock and no second queue.
+    private nonisolated(unsafe) var recordOnLoop: ((Settle) -> Void)?
 
     init() throws(AMQPError) {
         let fd = warren_eventfd_create()
@@ -67,10 +71,15 @@ final class CommandQueue: Sendable {
         enqueue { $0.publishes.append(publish) }
     }
 
-    /// Returns false if the loop is gone (the settlement is moot: the broker requeues).
+    /// Returns false if the loop is gone (the settlement is moot: the broker requeues). On the
+    /// loop's own thread the settlement is recorded at once.
     @discardableResult
     func submit(_ settle: Settle) -> Bool {
-        enqueue { $0.settles.append(settle) } == nil
+        if isLoopThread, let recordOnLoop {
+            recordOnLoop(settle)
+            return true
+        }
+        return enqueue { $0.settles.append(settle) } == nil
     }
 
     private func enqueue(_ add: (inout Batch) -> Void) -> AMQPError? {
@@ -97,8 +106,15 @@ final class CommandQueue: Sendable {
 
     /// Called by the loop's thread as it starts and ends running; marks the thread as this
     /// queue's loop (`IOLoopExecutor.isCurrentThreadAnIOThread` reads the same mark).
-    func loopThreadStarted() { warren_set_current_loop(Unmanaged.passUnretained(self).toOpaque()) }
-    func loopThreadEnded() { warren_set_current_loop(nil) }
+    func loopThreadStarted(recording record: @escaping (Settle) -> Void) {
+        warren_set_current_loop(Unmanaged.passUnretained(self).toOpaque())
+        recordOnLoop = record
+    }
+
+    func loopThreadEnded() {
+        recordOnLoop = nil
+        warren_set_current_loop(nil)
+    }
 
     // MARK: jobs
 

@@ -29,3 +29,33 @@ public struct Deliveries: AsyncSequence, Sendable {
         AsyncIterator(batches: batches.makeAsyncIterator())
     }
 }
+
+/// Where a consumer's deliveries go when it is started with `AMQPConnection.consume(_:into:)`:
+/// called on the connection's I/O thread, with each turn's deliveries as one batch, so a reader
+/// gets them without a stream or a task in between. It must not block.
+public protocol DeliverySink: AnyObject, Sendable {
+    /// A turn's deliveries. False: nobody takes deliveries any more; the loop gives them back to
+    /// the broker (`basic.nack` with requeue) at once.
+    func receive(_ batch: [Delivery]) -> Bool
+    /// No more deliveries: nil after `cancel()` or `close()`, else why the subscription ended
+    /// (the broker cancelled it or closed its channel, or the connection died).
+    func finish(_ error: AMQPError?)
+}
+
+/// The sink behind `Consumer.deliveries`: each batch into the stream.
+final class StreamSink: DeliverySink {
+    let continuation: AsyncThrowingStream<[Delivery], any Error>.Continuation
+
+    init(_ continuation: AsyncThrowingStream<[Delivery], any Error>.Continuation) {
+        self.continuation = continuation
+    }
+
+    func receive(_ batch: [Delivery]) -> Bool {
+        if case .terminated = continuation.yield(batch) { return false }
+        return true
+    }
+
+    func finish(_ error: AMQPError?) {
+        if let error { continuation.finish(throwing: error) } else { continuation.finish() }
+    }
+}

@@ -181,7 +181,7 @@ extension IOLoop {
     }
 
     /// Opens a channel of its own for the consumer, sets its prefetch and starts consuming.
-    func consume(_ options: ConsumeOptions, continuation: AsyncThrowingStream<[Delivery], any Error>.Continuation)
+    func consume(_ options: ConsumeOptions, sink: any DeliverySink)
         throws(AMQPError) -> (channel: UInt16, epoch: UInt64, consumerTag: String)
     {
         try ensureUsable()
@@ -209,7 +209,7 @@ extension IOLoop {
             case .immediate: mode = .immediate
             case .coalesced(let holdBack): mode = .coalesced(holdBackNanoseconds: holdBack.nanoseconds)
             }
-            let consumer = ConsumerState(queue: options.queue, consumerTag: tag, continuation: continuation, settler: AckSettler(mode: mode))
+            let consumer = ConsumerState(queue: options.queue, consumerTag: tag, sink: sink, settler: AckSettler(mode: mode))
             let channel = Channel(id: id, role: .consumer(consumer))
             channel.assembler.maxBodySize = options.maxBodySize
             channels[id] = channel

@@ -6,7 +6,7 @@ extension IOLoop {
         let tag = settle.tag
         // A settlement for another channel incarnation is dropped: its delivery went back to the
         // queue when that incarnation closed, and its tag means nothing (or something else) now.
-        guard let channel = channels[tag.channel], channel.lifecycle.accepts(settlementOf: tag.epoch),
+        guard let channel = channel(tag.channel), channel.lifecycle.accepts(settlementOf: tag.epoch),
             case .consumer(let consumer) = channel.role
         else {
             logger.trace("dropping a settlement for a closed channel", metadata: ["delivery_tag": "\(tag)"])

@@ -32,7 +32,7 @@ final class IOLoop {
     final class ConsumerState {
         let queue: String
         let consumerTag: String
-        let continuation: AsyncThrowingStream<[Delivery], any Error>.Continuation
+        let sink: any DeliverySink
         var settler: AckSettler
         /// Deliveries assembled during this turn of the loop, handed over together at its end:
         /// one wake-up of the reading task per turn instead of one per message.
@@ -42,10 +42,10 @@ final class IOLoop {
         var exchange = RepeatedString()
         var routingKey = RepeatedString()
 
-        init(queue: String, consumerTag: String, continuation: AsyncThrowingStream<[Delivery], any Error>.Continuation, settler: AckSettler) {
+        init(queue: String, consumerTag: String, sink: any DeliverySink, settler: AckSettler) {
             self.queue = queue
             self.consumerTag = consumerTag
-            self.continuation = continuation
+            self.sink = sink
             self.settler = settler
         }
 
@@ -54,14 +54,13 @@ final class IOLoop {
             guard !pending.isEmpty else { return [] }
             let batch = pending
             pending = []
-            if case .terminated = continuation.yield(batch) { return batch }
-            return []
+            return sink.receive(batch) ? [] : batch
         }
 
         /// Ends the stream after what it already received.
         func finish(throwing error: AMQPError? = nil) {
             _ = flush()
-            if let error { continuation.finish(throwing: error) } else { continuation.finish() }
+            sink.finish(error)
         }
     }
 
@@ -133,6 +132,8 @@ final class IOLoop {
     /// Consumers with deliveries assembled this turn, not yet handed over (flushDeliveries).
     var consumersWithPending: [ConsumerState] = []
     var resolutions: [Tracker.Resolution] = []
+    /// When this turn's jobs started: the time of the settlements they record.
+    var turnNow: UInt64 = 0
     var settleActions: [AckSettler.Action] = []
 
     init(connection: amqp_connection_state_t, queue: CommandQueue, events: AsyncStream<ConnectionEvent>.Continuation,
@@ -159,12 +160,17 @@ final class IOLoop {
         let wakeFD = queue.wakeFD
         let idleTimeoutMS = negotiated.heartbeat > 0 ? min(negotiated.heartbeat * 500, 1000) : 1000
         progress.register()
-        queue.loopThreadStarted()
+        // Jobs run between reading and writing: a settlement they make is recorded directly,
+        // timed by the turn's clock.
+        queue.loopThreadStarted { [unowned self] settle in
+            if self.isAlive { self.record(settle, now: self.turnNow) }
+        }
         defer { queue.loopThreadEnded() }
         while isAlive {
             if drainInput(limit: maxFramesPerTurn) > 0 { progress.heard(at: monotonicNanoseconds()) }
             flushDeliveries()
             if !isAlive { break }
+            turnNow = monotonicNanoseconds()
             executor.runJobs(budgetNanoseconds: Self.jobBudgetNanoseconds)
             if !isAlive { break }
             amqp_maybe_release_buffers(connection)

@@ -2,19 +2,48 @@ import AMQP
 import DequeModule
 import Synchronization
 
-/// Hands a consumer's deliveries to a queue's workers, first come first served. The reading task
-/// pushes each batch the consumer received; an idle worker gets the next delivery without
-/// suspending while any is waiting, so a worker whose handler finishes at once goes through a
-/// whole batch in one run. Holds at most what the consumer received and no worker took yet
-/// (the prefetch window bounds it).
-final class DeliveryFeed: Sendable {
+/// Hands a consumer's deliveries to a queue's workers, first come first served: the one
+/// hand-over between the I/O loop and the workers. The consumer is started with the feed as its
+/// sink (`AMQPConnection.consume(_:into:)`), so the loop pushes each turn's batch here itself,
+/// on its thread; an idle worker gets the next delivery without suspending while any is
+/// waiting, so a worker whose handler finishes at once goes through a whole batch in one run.
+/// Holds at most what the consumer received and no worker took yet (the prefetch window bounds
+/// it).
+final class DeliveryFeed: DeliverySink {
     private struct State: Sendable {
         var waiting: Deque<Delivery> = []
         var idle: [CheckedContinuation<Delivery?, Never>] = []
         var ended = false
+        /// Why the subscription ended, when it did not end normally.
+        var error: AMQPError?
     }
 
     private let state = Mutex(State())
+    /// Called with each batch as it arrives, before any worker sees it (the queue's activity,
+    /// a stream's arrival order).
+    private let arrived: @Sendable ([Delivery]) -> Void
+
+    init(arrived: @escaping @Sendable ([Delivery]) -> Void = { _ in }) {
+        self.arrived = arrived
+    }
+
+    /// The consumer's batch, on the I/O thread; false once the feed ended (the loop gives the
+    /// batch back to the broker).
+    func receive(_ batch: [Delivery]) -> Bool {
+        guard !state.withLock({ $0.ended }) else { return false }
+        arrived(batch)
+        push(batch)
+        return true
+    }
+
+    /// The subscription ended: workers get what is waiting, then nil.
+    func finish(_ error: AMQPError?) {
+        state.withLock { $0.error = $0.error ?? error }
+        end()
+    }
+
+    /// Why the subscription ended, once it has, when it did not end normally.
+    var endError: AMQPError? { state.withLock { $0.error } }
 
     /// Queues `batch`, handing its first deliveries to idle workers.
     func push(_ batch: [Delivery]) {

@@ -6,8 +6,8 @@ import AMQP
 /// stays within the queue's `prefetch`, also with `ack_first`. Once draining starts, deliveries not yet started go back to the broker (nack with
 /// requeue) without running.
 ///
-/// The loop that takes the consumer's batches and feeds them to the workers runs on the
-/// consumer connection's I/O thread (`IOLoopExecutor`), which received them. Where the workers
+/// The consumer's I/O loop pushes its batches into the pool's `DeliveryFeed` itself (the feed
+/// is the consumer's sink): no stream or reading task stands between them. Where the workers
 /// run follows `DeliveryProcessor.threading`:
 /// - when nothing the queue does may block a thread (only the built-in non-blocking handlers,
 ///   no dedup), on the I/O thread too: deliveries reach the workers, and their settlements
@@ -25,6 +25,8 @@ import AMQP
 /// the broker counts it as unacked.
 struct QueueRunner: Sendable {
     let consumer: Consumer
+    /// The consumer's sink: what the I/O loop received and no worker took yet.
+    let feed: DeliveryFeed
     let processor: DeliveryProcessor
     let concurrency: Int
     /// How the queue's gate admitted it (a probe runs one delivery at a time).
@@ -32,24 +34,27 @@ struct QueueRunner: Sendable {
     /// Set to stop taking deliveries (the slot drains, or the gate's admission changed): those
     /// not yet started go back to the broker unrun.
     let draining: Latch
-    let activity = QueueActivity()
+    let activity: QueueActivity
 
-    /// Returns when the consumer's stream ends and every started delivery is processed; the
-    /// error is why the stream ended, if it did not end normally.
+    /// Returns when the consumer's subscription ends and every started delivery is processed;
+    /// the error is why the subscription ended, if it did not end normally.
     func run() async -> (any Error)? {
-        // The reading loop only hands batches to the feed: it runs on the I/O thread that
-        // received them, so a batch costs no thread wake-up before a worker can take it.
-        await withTaskExecutorPreference(consumer.connection.executor) { await runPool() }
-    }
-
-    private func runPool() async -> (any Error)? {
-        let feed = DeliveryFeed()
         let workers = max(1, concurrency)
         let threading = processor.threading
         let threads = threading == .ownThread ? (0..<workers).map { _ in WorkerThread(name: "warren-worker") } : []
         let limiter = processor.queue.rateLimit.map { RateLimiter($0, burst: workers) }
         defer { for thread in threads { thread.stop() } }
-        return await withTaskGroup(of: Void.self) { group in
+        // A cancelled runner stops as an ended subscription does: workers finish what waits.
+        await withTaskCancellationHandler {
+            await runWorkers(workers, threading: threading, threads: threads, limiter: limiter)
+        } onCancel: {
+            feed.finish(nil)
+        }
+        return feed.endError
+    }
+
+    private func runWorkers(_ workers: Int, threading: HandlerThreading, threads: [WorkerThread], limiter: RateLimiter?) async {
+        await withTaskGroup(of: Void.self) { group in
             for index in 0..<workers {
                 // Named in every case: a nil preference does not inherit the I/O thread.
                 let preference: any TaskExecutor = switch threading {
@@ -59,25 +64,7 @@ struct QueueRunner: Sendable {
                 }
                 group.addTask(executorPreference: preference) { await work(feed, limiter: limiter, onOwnThread: threading == .ownThread) }
             }
-            var ended: (any Error)?
-            do {
-                let position = processor.stream?.position
-                for try await batch in consumer.deliveries.batches {
-                    activity.received(batch.count)
-                    // Arrival order, which the stream's watermark follows.
-                    if let position {
-                        for delivery in batch {
-                            if let offset = StreamPosition.offset(of: delivery) { position.delivered(offset) }
-                        }
-                    }
-                    feed.push(batch)
-                }
-            } catch {
-                ended = error
-            }
-            feed.end()
             await group.waitForAll()
-            return ended
         }
     }
 

@@ -147,7 +147,19 @@ extension Session {
         var options = Self.consumeOptions(slot.queue)
         if admission == .probe { options.prefetch = 1 }
         if let position = slot.streamPosition { options.arguments["x-stream-offset"] = position.consumeArgument() }
-        let consumer = try await consumerConnection.consume(options)
+        // The feed is the consumer's sink: it exists before the first delivery can arrive.
+        let activity = QueueActivity()
+        let position = slot.streamPosition
+        let feed = DeliveryFeed { batch in
+            activity.received(batch.count)
+            // Arrival order, which the stream's watermark follows.
+            if let position {
+                for delivery in batch {
+                    if let offset = StreamPosition.offset(of: delivery) { position.delivered(offset) }
+                }
+            }
+        }
+        let consumer = try await consumerConnection.consume(options, into: feed)
         consumers.set(consumer, for: slot.name)
         status.consumer(slot.name, live: true)
         let handlerConfigurations = Dictionary(
@@ -157,8 +169,8 @@ extension Session {
             publisher: publisher, connection: consumerConnection, dedup: slot.queue.dedup ? dedup : nil,
             stream: slot.streamPosition.map { StreamReading(position: $0, consumer: consumer) }, gate: slot.gate, logger: logger)
         return QueueRunner(
-            consumer: consumer, processor: processor, concurrency: admission == .probe ? 1 : ConsumerWindow(slot.queue).workers,
-            admission: admission, draining: Latch())
+            consumer: consumer, feed: feed, processor: processor, concurrency: admission == .probe ? 1 : ConsumerWindow(slot.queue).workers,
+            admission: admission, draining: Latch(), activity: activity)
     }
 
     /// Watches the publisher connection; when it is lost, reconnects it with back-off while the

@@ -83,7 +83,7 @@ struct ReloadDiffTests {
 
     /// The prefetch of each consumer on `queue`, as the broker reports it.
     static func consumerPrefetches(_ queue: String) async -> [Int] {
-        await BrokerControl.offPool {
+        await offPool {
             let output = BrokerControl.rabbitmqctl(["list_consumers", "-q", "--no-table-headers", "queue_name", "prefetch_count"]) ?? ""
             return output.split(separator: "\n").compactMap { line -> Int? in
                 let fields = line.split(separator: "\t")
@@ -141,7 +141,7 @@ struct ReloadDiffTests {
         let calls = recorder.snapshot.calls
         #expect(calls.count == Set(calls.map(\.messageID)).count, "a message ran twice")
         #expect(calls.filter { keptIDs.contains($0.messageID) }.allSatisfy { !$0.redelivered }, "the unchanged queue's messages came back")
-        #expect(BrokerControl.unacknowledged(removed) == 0)
+        #expect(await BrokerControl.unacknowledged(removed) == 0)
         for queue in [kept, changed, added] {
             #expect(try await connection.declareQueue(QueueDeclaration(name: queue, passive: true)).messageCount == 0)
         }

@@ -1,6 +1,7 @@
 import AMQP
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 /// The 3-node RabbitMQ cluster of `scripts/cluster` (nodes on 127.0.0.1:5681-5683), for the tests
@@ -56,7 +57,7 @@ enum TestCluster {
     /// `scripts/cluster ARGS` off the cooperative pool; throws when it fails.
     @discardableResult
     static func control(_ arguments: [String]) async throws -> String {
-        let result = await BrokerControl.offPool { run(arguments) }
+        let result = await offPool { run(arguments) }
         guard let result, result.status == 0 else {
             throw ClusterFailure(description: "scripts/cluster \(arguments.joined(separator: " ")) failed: \(result?.output ?? "could not start")")
         }

@@ -9,8 +9,8 @@ enum BrokerControl {
         ["/usr/sbin/rabbitmqctl", "/usr/bin/rabbitmqctl", "/usr/lib/rabbitmq/bin/rabbitmqctl"].contains { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
-    /// Runs rabbitmqctl to completion and returns its stdout (blocking: call it through
-    /// `offPool`).
+    /// Runs rabbitmqctl to completion and returns its stdout, nil if it failed (blocking: call
+    /// it through `offPool`).
     static func rabbitmqctl(_ arguments: [String]) -> String? {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -21,6 +21,8 @@ enum BrokerControl {
         do { try process.run() } catch { return nil }
         let data = out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
+        // A failed command (the node busy or unreachable) is not an empty listing.
+        guard process.terminationStatus == 0 else { return nil }
         return String(decoding: data, as: UTF8.self)
     }
 

@@ -147,7 +147,8 @@ let package = Package(
         // Test helpers shared by the test targets.
         .target(
             name: "TestSupport",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            // CSpawn: children that inherit no descriptor (Spawn.swift).
+            dependencies: ["CSpawn", .product(name: "Logging", package: "swift-log")],
             path: "Tests/TestSupport",
             swiftSettings: strict
         ),

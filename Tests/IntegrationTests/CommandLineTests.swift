@@ -141,31 +141,15 @@ struct CommandLineTests {
         let queue = TestBroker.uniqueName("cli-run")
         let config = try WarrenProcess.ConfigFile(WarrenProcess.config(queue: queue))
         defer { config.remove() }
-        let process = Process()
-        process.executableURL = WarrenProcess.executable
-        process.arguments = ["run", "--config", config.path]
-        let err = Pipe()
-        process.standardError = err
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        // Wait for the "ready" event on stderr.
-        var log = ""
-        let reader = err.fileHandleForReading
-        let deadline = ContinuousClock.now + .seconds(30)
-        while !log.contains("event=ready"), ContinuousClock.now < deadline {
-            let chunk = reader.availableData
-            if chunk.isEmpty { break }
-            log += String(decoding: chunk, as: UTF8.self)
-        }
-        #expect(log.contains("event=ready"), "log: \(log)")
+        let warren = try RunningWarren(config: config.path)
+        #expect(await warren.waitForLog("event=ready"), "log: \(warren.output)")
         let connection = try await TestBroker.connect()
         for name in [queue, "\(queue).dead", "\(queue).retry.1s", "\(queue).retry.8s"] {
             _ = try await connection.declareQueue(QueueDeclaration(name: name, passive: true))
         }
         await connection.close()
-        process.terminate()  // SIGTERM
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
+        warren.signal(SIGTERM)
+        #expect(await warren.waitForExit(timeout: .seconds(30)) == 0)
         await Self.deleteWarrenQueues(queue)
     }
 

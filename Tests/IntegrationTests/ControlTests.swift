@@ -1,6 +1,7 @@
 import AMQP
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 import WarrenCore
 
@@ -163,20 +164,7 @@ import WarrenCore
 
     /// Runs `arguments` as the user nobody.
     private static func runAsNobody(_ arguments: [String]) async throws -> WarrenProcess.Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
-        process.arguments = ["-u", "nobody", "--"] + arguments
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        return await BrokerControl.offPool {
-            let stdout = out.fileHandleForReading.readDataToEndOfFile()
-            let stderr = err.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return WarrenProcess.Result(
-                status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
-        }
+        let output = try await runToCompletion("/usr/sbin/runuser", ["-u", "nobody", "--"] + arguments)
+        return WarrenProcess.Result(status: output.status, stdout: output.stdoutText, stderr: output.stderrText)
     }
 }

@@ -1,6 +1,7 @@
 import AMQP
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 import WarrenCore
 
@@ -99,17 +100,17 @@ struct LogFormatTests {
         let user = TestBroker.uniqueName("log-user")
         let secret = "Pw\(UUID().uuidString.prefix(12))Secret"
         let wrong = "Wrong\(UUID().uuidString.prefix(12))Secret"
-        _ = await BrokerControl.offPool {
+        _ = await offPool {
             _ = BrokerControl.rabbitmqctl(["add_user", user, secret])
             return BrokerControl.rabbitmqctl(["set_permissions", "-p", "/", user, ".*", ".*", ".*"])
         }
         do {
             try await Self.checkPasswordsStayOut(user: user, secret: secret, wrong: wrong)
         } catch {
-            _ = await BrokerControl.offPool { BrokerControl.rabbitmqctl(["delete_user", user]) }
+            _ = await offPool { BrokerControl.rabbitmqctl(["delete_user", user]) }
             throw error
         }
-        _ = await BrokerControl.offPool { BrokerControl.rabbitmqctl(["delete_user", user]) }
+        _ = await offPool { BrokerControl.rabbitmqctl(["delete_user", user]) }
     }
 
     static func checkPasswordsStayOut(user: String, secret: String, wrong: String) async throws {

@@ -1,5 +1,6 @@
 import AMQP
 import Foundation
+import TestSupport
 import Testing
 import WarrenCore
 
@@ -9,9 +10,10 @@ extension EngineSuites {
 @Suite("max_body_size against RabbitMQ", .timeLimit(.minutes(3)))
 struct MaxBodySizeTests {
     /// A body whose bytes depend on `seed` and position, so a copy cut, shifted or mixed with
-    /// another message's bytes does not compare equal.
-    static func body(count: Int, seed: UInt8) -> [UInt8] {
-        (0..<count).map { UInt8(truncatingIfNeeded: ($0 &* 131) ^ ($0 >> 9)) &+ seed }
+    /// another message's bytes does not compare equal. Megabytes of them are CPU-bound work:
+    /// made off the cooperative pool.
+    static func body(count: Int, seed: UInt8) async -> [UInt8] {
+        await offPool { (0..<count).map { UInt8(truncatingIfNeeded: ($0 &* 131) ^ ($0 >> 9)) &+ seed } }
     }
 
     @Test func aBodyExactlyAtTheLimitIsHandledAndOneByteOverIsParkedWhole() async throws {
@@ -19,8 +21,8 @@ struct MaxBodySizeTests {
         let harness = try EngineHarness(queueSettings: "max_body_size = \"1MiB\"")
         let connection = try await TestBroker.connect()
         try await harness.start()
-        let over = Self.body(count: limit + 1, seed: 3)
-        try await harness.publish("at-limit", on: connection, body: Self.body(count: limit, seed: 1))
+        let over = await Self.body(count: limit + 1, seed: 3)
+        try await harness.publish("at-limit", on: connection, body: await Self.body(count: limit, seed: 1))
         try await harness.publish("over-limit", on: connection, body: over)
         let parked = try await harness.drainParked(expecting: 1, on: connection)
         #expect(await harness.recorder.wait { $0.finished == 1 })
@@ -45,11 +47,11 @@ struct MaxBodySizeTests {
         var bodies: [String: [UInt8]] = [:]
         for index in 0..<6 {
             let id = "big-\(index)"
-            bodies[id] = Self.body(count: (3 << 20) + index * 4099, seed: UInt8(index))
+            bodies[id] = await Self.body(count: (3 << 20) + index * 4099, seed: UInt8(index))
             try await harness.publish(id, on: connection, body: bodies[id] ?? [])
         }
         for index in 0..<4 {
-            try await harness.publish("small-\(index)", on: connection, body: Self.body(count: 1000, seed: 200))
+            try await harness.publish("small-\(index)", on: connection, body: await Self.body(count: 1000, seed: 200))
         }
         let parked = try await harness.drainParked(expecting: 6, on: connection)
         #expect(await harness.recorder.wait { $0.finished == 4 })
@@ -77,7 +79,7 @@ struct MaxBodySizeTests {
             arguments = { "x-dead-letter-exchange" = "", "x-dead-letter-routing-key" = "\(queue).broker-dlq" }
             """, queue: queue)
         try await harness.start()
-        let big = Self.body(count: 300_000, seed: 9)
+        let big = await Self.body(count: 300_000, seed: 9)
         try await harness.publish("big", on: connection, body: big)
         let consumer = try await connection.consume(ConsumeOptions(queue: "\(queue).broker-dlq", prefetch: 1))
         let dead = try #require(try await collect(1, from: consumer).first)
@@ -102,7 +104,7 @@ struct ConsumerBodyLimitTests {
         let connection = try await TestBroker.connect()
         try await TestBroker.withQueue("spool", on: connection) { queue in
             let publisher = try await connection.openPublisher()
-            let big = EngineSuites.MaxBodySizeTests.body(count: 5 * 131_072 + 11, seed: 4)
+            let big = await EngineSuites.MaxBodySizeTests.body(count: 5 * 131_072 + 11, seed: 4)
             let bodies = [Array("small".utf8), big, [UInt8](repeating: 1, count: 4096)]
             for (index, body) in bodies.enumerated() {
                 let outcome = try await publisher.publish(routingKey: queue, body: body, properties: BasicProperties(messageID: "m\(index)"))

@@ -47,11 +47,15 @@ struct MessageFuzzTests {
             } catch {}
         }
 
-        var generator = SplitMix64(seed: seed)
+        // Generating thousands of nested tables is CPU-bound work: made in one go, off the
+        // cooperative pool, in the same order from the same seed.
+        let messages = await offPool {
+            var generator = SplitMix64(seed: seed)
+            return (0..<Self.count).map { id in Self.mutatedMessage(id: id, replies: replies, using: &generator) }
+        }
         let publisher = try await connection.openPublisher()
         var receipts: [PublishReceipt] = []
-        for id in 0..<Self.count {
-            let (properties, body) = Self.mutatedMessage(id: id, replies: replies, using: &generator)
+        for (properties, body) in messages {
             receipts.append(try publisher.submit(OutgoingMessage(
                 exchange: "", routingKey: harness.queue, mandatory: true, properties: properties, body: body)))
             if receipts.count >= 200 {

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 import WarrenCore
 
@@ -8,14 +9,6 @@ import WarrenCore
 /// broker is needed. Each socket read has a generous receive timeout as a failure guard only.
 @Suite("Metrics listener limits", .timeLimit(.minutes(1)))
 struct ObservabilityLimitsTests {
-    /// Runs blocking socket calls on a thread of their own: the cooperative pool has only as
-    /// many threads as cores, and other suites run beside this one.
-    static func offPool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { continuation in
-            Thread { continuation.resume(returning: body()) }.start()
-        }
-    }
-
     /// One client socket, blocking, with a receive timeout as the failure guard.
     struct Client: Sendable {
         let fd: Int32
@@ -95,9 +88,9 @@ struct ObservabilityLimitsTests {
             let client = try Client(port: port)
             defer { client.close() }
             client.send(Self.request)
-            #expect(await Self.offPool { client.readHealthzResponse() })
+            #expect(await offPool { client.readHealthzResponse() })
             // Keep-alive: the server would wait for the next request forever without the limit.
-            #expect(await Self.offPool { client.closedByServer() })
+            #expect(await offPool { client.closedByServer() })
         }
     }
 
@@ -105,7 +98,7 @@ struct ObservabilityLimitsTests {
         try await Self.withServer(ObservabilityLimits(requestTimeout: .milliseconds(300))) { port in
             let client = try Client(port: port)
             defer { client.close() }
-            #expect(await Self.offPool { client.closedByServer() })
+            #expect(await offPool { client.closedByServer() })
         }
     }
 
@@ -116,7 +109,7 @@ struct ObservabilityLimitsTests {
             let client = try Client(port: port, guardTimeout: 1)
             defer { client.close() }
             #expect(client.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"))
-            let closed = await Self.offPool {
+            let closed = await offPool {
                 for index in 0..<150 {
                     // A send into a closed connection fails (EPIPE) or a read sees its end.
                     if !client.send("X-Slow-\(index): a\r\n") { return true }
@@ -136,18 +129,18 @@ struct ObservabilityLimitsTests {
             let second = try Client(port: port)
             // Both admitted: each is answered and stays open (keep-alive).
             first.send(Self.request)
-            #expect(await Self.offPool { first.readHealthzResponse() })
+            #expect(await offPool { first.readHealthzResponse() })
             second.send(Self.request)
-            #expect(await Self.offPool { second.readHealthzResponse() })
+            #expect(await offPool { second.readHealthzResponse() })
 
             let third = try Client(port: port)
             third.send(Self.request)
-            #expect(await Self.offPool { third.closedByServer() }, "a third connection was kept open with a cap of 2")
+            #expect(await offPool { third.closedByServer() }, "a third connection was kept open with a cap of 2")
             third.close()
 
             // The connections within the cap are still served.
             first.send(Self.request)
-            #expect(await Self.offPool { first.readHealthzResponse() })
+            #expect(await offPool { first.readHealthzResponse() })
 
             // Closing one frees its place (once the server has seen the close).
             second.close()
@@ -155,7 +148,7 @@ struct ObservabilityLimitsTests {
             for _ in 0..<50 where !answered {
                 let next = try Client(port: port)
                 next.send(Self.request)
-                answered = await Self.offPool { next.readHealthzResponse() }
+                answered = await offPool { next.readHealthzResponse() }
                 next.close()
                 if !answered { try await Task.sleep(for: .milliseconds(100)) }
             }

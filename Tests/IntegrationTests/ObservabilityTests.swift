@@ -9,7 +9,7 @@ import WarrenCore
 /// queue deletion and its recovery.
 @Suite(
     "Metrics and health endpoints of warren run", .requiresBroker, .timeLimit(.minutes(1)),
-    .enabled(if: MetricsScrape.parserAvailable, "needs Debian's python3-prometheus-client (scripts/setup)"))
+    .enabled("needs Debian's python3-prometheus-client (scripts/setup)") { await MetricsScrape.parserAvailable() })
 struct ObservabilityTests {
     static func source(queue: String, port: Int) -> String {
         """

@@ -137,7 +137,8 @@ struct PluginHandlerIntegrationTests {
     @Test func warrenCheckExits78ForALibraryWithoutTheEntryPoint() async throws {
         // A real shared library that is not a Warren plugin, as an operator might mistype it.
         let system = ["/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6", "/lib64/libm.so.6"]
-        let library = try system.first(where: FileManager.default.fileExists(atPath:)) ?? ExamplePlugins.compile("int f(void) { return 1; }")
+        var library = system.first(where: FileManager.default.fileExists(atPath:)) ?? ""
+        if library.isEmpty { library = try await ExamplePlugins.compile("int f(void) { return 1; }") }
         let config = try WarrenProcess.ConfigFile(Self.config(queue: "plugin-check", library: library))
         defer { config.remove() }
         let result = try await WarrenProcess.run(["check", "--config", config.path])
@@ -147,7 +148,7 @@ struct PluginHandlerIntegrationTests {
     }
 
     @Test func warrenCheckExits78ForAPluginOfAnotherABIVersion() async throws {
-        let library = try ExamplePlugins.compile(ExamplePlugins.minimalSource(abi: "4u"))
+        let library = try await ExamplePlugins.compile(ExamplePlugins.minimalSource(abi: "4u"))
         let config = try WarrenProcess.ConfigFile(Self.config(queue: "plugin-check", library: library))
         defer { config.remove() }
         let result = try await WarrenProcess.run(["check", "--config", config.path])

@@ -60,7 +60,7 @@ final class TracePropagationTests: Sendable {
     }
 
     @Test func aPluginSeesTheContextInTheMessageView() async throws {
-        let library = try ExamplePlugins.compile("""
+        let library = try await ExamplePlugins.compile("""
             #include <string.h>
             #include "warren_plugin.h"
             static __thread char text[1024];

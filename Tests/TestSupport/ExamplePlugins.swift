@@ -33,20 +33,16 @@ public enum ExamplePlugins {
     }
 
     /// Compiles C `source` against warren_plugin.h into a shared library in a new temporary
-    /// directory, with the system's `cc`.
-    public static func compile(_ source: String) throws -> String {
+    /// directory, with the system's `cc` (off the cooperative pool).
+    public static func compile(_ source: String) async throws -> String {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("warren-plugin-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let file = directory.appendingPathComponent("plugin.c").path
         let library = directory.appendingPathComponent("libplugin.so").path
         try source.write(toFile: file, atomically: true, encoding: .utf8)
         let header = repositoryRoot.appendingPathComponent("Sources/WarrenPlugin/include").path
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["cc", "-shared", "-fPIC", "-I", header, "-o", library, file]
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw Missing(description: "cc failed on \(file)") }
+        let cc = try await runToCompletion("/usr/bin/env", ["cc", "-shared", "-fPIC", "-I", header, "-o", library, file])
+        guard cc.status == 0 else { throw Missing(description: "cc failed on \(file): \(cc.stderrText)") }
         return library
     }
 

@@ -41,7 +41,7 @@ import Testing
     }
 
     private func ask(_ request: ControlProtocol.Request, _ path: String) async throws -> [String] {
-        try await RawClient.offPool { try ControlClient.send(request, to: path) }
+        try await offPool { try ControlClient.send(request, to: path) }
     }
 
     @Test func statusAnswersOkThenOneLinePerQueueInConfigurationOrder() async throws {
@@ -258,12 +258,6 @@ import Testing
 enum RawClient {
     struct Failure: Error, CustomStringConvertible {
         var description: String
-    }
-
-    static func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread { continuation.resume(with: Result { try body() }) }.start()
-        }
     }
 
     static func connect(_ path: String) throws -> Int32 {

@@ -109,7 +109,7 @@ struct PluginHandlerTests {
 
     /// ABI version 2 appended `stream_offset`: a stream delivery's offset, -1 for other queues.
     @Test func aPluginSeesTheStreamOffsetOfAStreamDeliveryAndMinusOneOtherwise() async throws {
-        let library = try ExamplePlugins.compile("""
+        let library = try await ExamplePlugins.compile("""
             #include <stdio.h>
             #include "warren_plugin.h"
             static __thread char text[32];
@@ -134,7 +134,7 @@ struct PluginHandlerTests {
 
     /// ABI version 3 appended `traceparent` and `tracestate`: the run's context.
     @Test func aPluginSeesTheRunsTraceContext() async throws {
-        let library = try ExamplePlugins.compile("""
+        let library = try await ExamplePlugins.compile("""
             #include <stdio.h>
             #include "warren_plugin.h"
             static __thread char text[700];
@@ -166,7 +166,7 @@ struct PluginHandlerTests {
     /// and handles messages as before.
     @Test(arguments: ["1u", "2u"])
     func aPluginOfAnOlderABIVersionStillHandlesMessages(_ abi: String) async throws {
-        let library = try ExamplePlugins.compile("""
+        let library = try await ExamplePlugins.compile("""
             #include "warren_plugin.h"
             static int init(const char *c, void **s) { (void)c; *s = 0; return 0; }
             static void handle(void *s, const warren_message *m, warren_result *r) {
@@ -187,7 +187,7 @@ struct PluginHandlerTests {
 
     @Test func aPluginThatSetsNothingAcksWithoutAReply() async throws {
         // Like a plugin built before `reply` was appended to warren_result: Warren zero-fills it.
-        let library = try ExamplePlugins.compile("""
+        let library = try await ExamplePlugins.compile("""
             #include "warren_plugin.h"
             static int init(const char *c, void **s) { (void)c; *s = 0; return 0; }
             static void handle(void *s, const warren_message *m, warren_result *r) { (void)s; (void)m; (void)r; }

@@ -6,29 +6,29 @@ import Testing
 
 @Suite("Plugin library checks")
 struct PluginProbeTests {
-    @Test func aLibraryBuiltAgainstThisHeaderIsAccepted() throws {
-        #expect(PluginProbe.problem(loading: try ExamplePlugins.compile(ExamplePlugins.minimalSource())) == nil)
+    @Test func aLibraryBuiltAgainstThisHeaderIsAccepted() async throws {
+        #expect(PluginProbe.problem(loading: try await ExamplePlugins.compile(ExamplePlugins.minimalSource())) == nil)
     }
 
-    @Test func anotherABIVersionIsRefusedWithBothVersionsNamed() throws {
-        let problem = PluginProbe.problem(loading: try ExamplePlugins.compile(ExamplePlugins.minimalSource(abi: "7u")))
+    @Test func anotherABIVersionIsRefusedWithBothVersionsNamed() async throws {
+        let problem = PluginProbe.problem(loading: try await ExamplePlugins.compile(ExamplePlugins.minimalSource(abi: "7u")))
         #expect(problem?.contains("ABI version 7") == true)
         #expect(problem?.contains("speaks versions 1 to 3") == true)
     }
 
     /// A version only appends fields a plugin of an older version never reads.
-    @Test func aLibraryOfTheOldestVersionIsStillAccepted() throws {
-        #expect(PluginProbe.problem(loading: try ExamplePlugins.compile(ExamplePlugins.minimalSource(abi: "1u"))) == nil)
+    @Test func aLibraryOfTheOldestVersionIsStillAccepted() async throws {
+        #expect(PluginProbe.problem(loading: try await ExamplePlugins.compile(ExamplePlugins.minimalSource(abi: "1u"))) == nil)
     }
 
-    @Test func aLibraryWithoutTheEntryPointIsRefused() throws {
-        let problem = PluginProbe.problem(loading: try ExamplePlugins.compile("int something_else(void) { return 1; }"))
+    @Test func aLibraryWithoutTheEntryPointIsRefused() async throws {
+        let problem = PluginProbe.problem(loading: try await ExamplePlugins.compile("int something_else(void) { return 1; }"))
         #expect(problem?.contains("does not export warren_plugin_v1") == true)
     }
 
-    @Test func aTableWithoutAFunctionIsRefused() throws {
+    @Test func aTableWithoutAFunctionIsRefused() async throws {
         let source = ExamplePlugins.minimalSource().replacingOccurrences(of: "init, handle, destroy", with: "init, 0, destroy")
-        #expect(PluginProbe.problem(loading: try ExamplePlugins.compile(source))?.contains("lacks init, handle or destroy") == true)
+        #expect(PluginProbe.problem(loading: try await ExamplePlugins.compile(source))?.contains("lacks init, handle or destroy") == true)
     }
 
     @Test func aFileThatIsNotALibraryIsRefused() throws {

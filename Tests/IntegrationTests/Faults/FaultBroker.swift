@@ -1,6 +1,7 @@
 import AMQP
 import Foundation
 import Glibc
+import TestSupport
 
 /// A broker a fault scenario runs against: its AMQP URL and how to run `rabbitmqctl` on it (for
 /// what AMQP cannot tell, like the unacked count, and for faults like memory alarms).
@@ -62,17 +63,12 @@ enum ToolRun {
         }
     }
 
-    /// `system(3)` on a thread of its own, for a daemon that detaches: Foundation's `Process`
-    /// never saw `rabbitmq-server -detached` exit (its `waitUntilExit` hung after the fork), and
-    /// the detached daemon would keep an output pipe open forever. Returns the exit status.
+    /// `sh -c line` through `spawnAndWait`, off the pool, for a daemon that detaches:
+    /// Foundation's `Process` never saw `rabbitmq-server -detached` exit (its `waitUntilExit`
+    /// hung after the fork), the detached daemon would keep an output pipe open forever, and
+    /// `system(3)` would hand it every socket the test process holds. Returns the exit status.
     static func shell(_ line: String) async -> Int32 {
-        await withCheckedContinuation { continuation in
-            let thread = Thread {
-                let status = system(line)
-                continuation.resume(returning: status < 0 ? -1 : (status >> 8) & 0xff)
-            }
-            thread.start()
-        }
+        await offPool { spawnAndWait(["/bin/sh", "-c", line]) ?? -1 }
     }
 
     private static func runBlocking(_ command: [String], environment: [String: String]?) -> Result {

@@ -18,6 +18,8 @@ final class FaultScenario: Sendable {
     let recordPath: String
     private let recoveries = Mutex<[Duration]>([])
     private let warrens = Mutex<[RunningWarren]>([])
+    /// What `processed()` has read of `recordPath` so far.
+    private let recorded = Mutex<(offset: UInt64, numbers: [Int])>((0, []))
 
     /// Runs `body` with a fresh scenario and deletes its queues and files whatever happened.
     static func run(
@@ -121,9 +123,25 @@ final class FaultScenario: Sendable {
     }
 
     /// The message numbers the handler recorded, one entry per processing (duplicates kept).
+    /// The file only grows: each call parses only the whole lines added since the last (tests
+    /// poll this every 20 ms while thousands of lines accumulate, beside other suites).
     func processed() -> [Int] {
-        guard let data = FileManager.default.contents(atPath: recordPath) else { return [] }
-        return String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { line -> Int? in
+        recorded.withLock { recorded in
+            guard let handle = FileHandle(forReadingAtPath: recordPath) else { return recorded.numbers }
+            defer { try? handle.close() }
+            guard (try? handle.seek(toOffset: recorded.offset)) != nil, let data = try? handle.readToEnd(),
+                let end = data.lastIndex(of: UInt8(ascii: "\n"))
+            else { return recorded.numbers }
+            // A line still being appended is read whole next time.
+            let lines = data[data.startIndex...end]
+            recorded.offset += UInt64(lines.count)
+            recorded.numbers += Self.numbers(in: lines)
+            return recorded.numbers
+        }
+    }
+
+    private static func numbers(in lines: Data) -> [Int] {
+        String(decoding: lines, as: UTF8.self).split(separator: "\n").compactMap { line -> Int? in
             if let number = Int(line.split(separator: " ").first ?? "") { return number }
             guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
                 let body = object["body"] as? String

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TestSupport
 
 /// `rabbitmqctl` for what AMQP cannot tell: the broker's count of unacknowledged messages.
 /// Available where the broker runs locally (CI, the quick start).
@@ -8,8 +9,8 @@ enum BrokerControl {
         ["/usr/sbin/rabbitmqctl", "/usr/bin/rabbitmqctl", "/usr/lib/rabbitmq/bin/rabbitmqctl"].contains { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
-    /// Runs rabbitmqctl to completion and returns its stdout (blocking: call it off the
-    /// cooperative pool, see `offPool`).
+    /// Runs rabbitmqctl to completion and returns its stdout, nil if it failed (blocking: call
+    /// it through `offPool`).
     static func rabbitmqctl(_ arguments: [String]) -> String? {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -20,14 +21,9 @@ enum BrokerControl {
         do { try process.run() } catch { return nil }
         let data = out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
+        // A failed command (the node busy or unreachable) is not an empty listing.
+        guard process.terminationStatus == 0 else { return nil }
         return String(decoding: data, as: UTF8.self)
-    }
-
-    /// Runs blocking `work` on a thread of its own, so the cooperative pool stays free.
-    static func offPool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { continuation in
-            Thread { continuation.resume(returning: work()) }.start()
-        }
     }
 
     /// Closes (broker side) every connection whose client-provided name is `name`; returns how
@@ -47,7 +43,12 @@ enum BrokerControl {
     }
 
     /// Messages delivered to consumers and not yet acked, per the broker.
-    static func unacknowledged(_ queue: String) -> Int? {
+    static func unacknowledged(_ queue: String) async -> Int? {
+        await offPool { unacknowledgedBlocking(queue) }
+    }
+
+    /// `unacknowledged`, blocking (for a thread of its own).
+    static func unacknowledgedBlocking(_ queue: String) -> Int? {
         let data = rabbitmqctl(["list_queues", "name", "messages_unacknowledged"]) ?? ""
         for line in data.split(separator: "\n") {
             let fields = line.split(separator: "\t")
@@ -67,7 +68,7 @@ final class UnackedSampler: Sendable {
     init(queue: String) {
         let thread = Thread { [self] in
             while !stopped.load(ordering: .acquiring) {
-                if let value = BrokerControl.unacknowledged(queue) { samples.withLock { $0.append(value) } }
+                if let value = BrokerControl.unacknowledgedBlocking(queue) { samples.withLock { $0.append(value) } }
             }
             done.store(true, ordering: .releasing)
         }

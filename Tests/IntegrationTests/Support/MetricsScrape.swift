@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import Glibc
 import NIOCore
+import TestSupport
 
 /// Reading warren's HTTP endpoints the way Prometheus and a load balancer do: plain GETs, and
 /// the exposition parsed by a real Prometheus text-format parser (`prometheus_client` from
@@ -18,14 +19,8 @@ enum MetricsScrape {
     /// Debian's interpreter, whose dist-packages hold the parser (a pyenv `python3` on PATH would not).
     static let python = "/usr/bin/python3"
 
-    static var parserAvailable: Bool {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = ["-c", "import prometheus_client.parser"]
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return false }
-        process.waitUntilExit()
-        return process.terminationStatus == 0
+    static func parserAvailable() async -> Bool {
+        (try? await runToCompletion(python, ["-c", "import prometheus_client.parser"]))?.status == 0
     }
 
     static func get(_ url: String) async throws -> (status: Int, body: String) {
@@ -45,28 +40,11 @@ enum MetricsScrape {
                     out.append({"name": s.name, "labels": s.labels, "value": s.value, "type": family.type})
             print(json.dumps(out))
             """
-        let (status, stdout, stderr) = await BrokerControl.offPool { () -> (Int32, Data, Data) in
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: python)
-            process.arguments = ["-c", script]
-            let input = Pipe()
-            let output = Pipe()
-            let errors = Pipe()
-            process.standardInput = input
-            process.standardOutput = output
-            process.standardError = errors
-            do { try process.run() } catch { return (-1, Data(), Data("\(error)".utf8)) }
-            input.fileHandleForWriting.write(Data(exposition.utf8))
-            try? input.fileHandleForWriting.close()
-            let out = output.fileHandleForReading.readDataToEndOfFile()
-            let err = errors.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return (process.terminationStatus, out, err)
+        let parsed = try await runToCompletion(python, ["-c", script], stdin: Data(exposition.utf8))
+        guard parsed.status == 0 else {
+            throw TestTimeout(what: "parsing /metrics (the parser said: \(parsed.stderrText))")
         }
-        guard status == 0 else {
-            throw TestTimeout(what: "parsing /metrics (the parser said: \(String(decoding: stderr, as: UTF8.self)))")
-        }
-        return try JSONDecoder().decode([Sample].self, from: stdout)
+        return try JSONDecoder().decode([Sample].self, from: parsed.stdout)
     }
 
     /// A TCP port that was free a moment ago on 127.0.0.1.

@@ -1,6 +1,7 @@
 import AMQP
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 /// The 3-node RabbitMQ cluster of `scripts/cluster` (nodes on 127.0.0.1:5681-5683), for the tests
@@ -30,25 +31,13 @@ enum TestCluster {
     }
 
     /// Runs `scripts/cluster ARGS` to completion: its status and stdout (nil if it cannot start).
-    /// Blocking: call it through `control`. posix_spawn and waitpid rather than Foundation's
-    /// Process, whose waitUntilExit was seen never to return for a script that starts a detached
-    /// Erlang node (the child stayed a zombie).
+    /// Blocking: call it through `control`. `spawnAndWait` rather than Foundation's Process,
+    /// whose waitUntilExit was seen never to return for a script that starts a detached Erlang
+    /// node (the child stayed a zombie); it also keeps the test process's sockets from the nodes.
     static func run(_ arguments: [String]) -> (status: Int32, output: String)? {
         let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("warren-cluster-out-\(UUID().uuidString)").path
         defer { unlink(outputPath) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        let argv = (["/bin/bash", script] + arguments).map { strdup($0) } + [nil]
-        defer { for pointer in argv { free(pointer) } }
-        var pid: pid_t = 0
-        guard posix_spawn(&pid, "/bin/bash", &actions, nil, argv, environ) == 0 else { return nil }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let exited = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        guard let exited = spawnAndWait(["/bin/bash", script] + arguments, outputPath: outputPath) else { return nil }
         let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
         return (exited, output)
     }
@@ -56,7 +45,7 @@ enum TestCluster {
     /// `scripts/cluster ARGS` off the cooperative pool; throws when it fails.
     @discardableResult
     static func control(_ arguments: [String]) async throws -> String {
-        let result = await BrokerControl.offPool { run(arguments) }
+        let result = await offPool { run(arguments) }
         guard let result, result.status == 0 else {
             throw ClusterFailure(description: "scripts/cluster \(arguments.joined(separator: " ")) failed: \(result?.output ?? "could not start")")
         }

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// Runs the `warren` executable built next to the test bundle, for end-to-end CLI tests.
@@ -17,33 +18,11 @@ struct WarrenProcess {
         return URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(".build/debug/warren")
     }
 
-    /// Runs to completion (killed after `timeout`).
+    /// Runs to completion (killed after `timeout`), off the cooperative pool.
     static func run(_ arguments: [String], stdin: String? = nil, timeout: Duration = .seconds(60)) async throws -> Result {
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        let out = Pipe()
-        let err = Pipe()
-        let input = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = input
-        try process.run()
-        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-        try input.fileHandleForWriting.close()
-        async let stdoutData = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
-        async let stderrData = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning {
-            if ContinuousClock.now > deadline {
-                process.terminate()
-                throw TestTimeout(what: "running warren \(arguments.joined(separator: " "))")
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        return Result(
-            status: process.terminationStatus, stdout: String(decoding: await stdoutData, as: UTF8.self),
-            stderr: String(decoding: await stderrData, as: UTF8.self))
+        let output = try await runToCompletion(executable.path, arguments, stdin: Data((stdin ?? "").utf8), timeout: timeout)
+        if output.timedOut { throw TestTimeout(what: "running warren \(arguments.joined(separator: " "))") }
+        return Result(status: output.status, stdout: output.stdoutText, stderr: output.stderrText)
     }
 
     /// A configuration file in a temporary directory, removed by `remove()`.

@@ -35,7 +35,7 @@ final class IOLoop {
         let sink: any DeliverySink
         var settler: AckSettler
         /// Deliveries assembled during this turn of the loop, handed over together at its end:
-        /// one wake-up of the reading task per turn instead of one per message.
+        /// one hand-over to the sink per turn instead of one per message.
         var pending: [Delivery] = []
         /// The last exchange and routing key seen: a consumer's deliveries mostly repeat them,
         /// and each delivery then shares one string instead of allocating its own.

@@ -1,26 +1,38 @@
 import Glibc
+import Synchronization
 
-/// Writes `contents` to `path` as an executable file (mode 0755), through a descriptor that is
-/// closed on exec. Tests run in parallel, and a child another test spawns while this file is
-/// open for writing would otherwise inherit the descriptor and make running the file fail with
-/// ETXTBSY ("Text file busy") until that child execs.
+/// Writes `contents` to `path` as an executable file (mode 0755) that no process of ours ever
+/// had open for writing.
+///
+/// Tests run in parallel, and any child another test spawns (a handler's process, a broker
+/// tool) starts with a copy of this process's descriptors until it execs, close-on-exec ones
+/// included. Had this process opened `path` for writing, running it at that moment would fail
+/// with ETXTBSY ("Text file busy"). So the bytes go to a temporary file, and `install`, a child
+/// of its own, copies them to `path` and exits: only it ever opened `path` for writing.
 public func writeExecutable(_ contents: String, to path: String) throws {
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
-    guard fd >= 0 else { throw ExecutableWriteError(path: path, errno: errno) }
-    defer { close(fd) }
+    let staging = "\(path).staging-\(getpid())-\(stagingCounter.add(1, ordering: .relaxed).newValue)"
+    defer { unlink(staging) }
+    let fd = open(staging, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw ExecutableWriteError(path: staging, errno: errno) }
     let bytes = Array(contents.utf8)
     var written = 0
     while written < bytes.count {
         let n = bytes[written...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         if n < 0 {
             if errno == EINTR { continue }
-            throw ExecutableWriteError(path: path, errno: errno)
+            let error = errno
+            close(fd)
+            throw ExecutableWriteError(path: staging, errno: error)
         }
         written += n
     }
-    // The mode of open() is filtered by the umask; the file must be executable regardless.
-    guard fchmod(fd, 0o755) == 0 else { throw ExecutableWriteError(path: path, errno: errno) }
+    close(fd)
+    guard spawnAndWait(["/usr/bin/install", "-m", "755", staging, path]) == 0 else {
+        throw ExecutableWriteError(path: path, errno: EIO)
+    }
 }
+
+private let stagingCounter = Atomic<Int>(0)
 
 /// The calling thread's name (`pthread_setname_np`; a `WorkerThread` is named after its queue's
 /// role, e.g. "warren-worker").

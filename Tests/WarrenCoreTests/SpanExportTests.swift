@@ -12,7 +12,7 @@ import W3CTraceContext
 /// sampler's decisions, which deliveries get spans, the OTLP encodings read back field by field,
 /// the bounded queue, and the exporter's retry, refusal and stop rules with a fake request.
 /// The exporter against a real HTTP receiver and broker is TraceExportTests.
-@Suite("Span recording and export")
+@Suite("Span recording and export", .timeLimit(.minutes(1)))
 struct SpanExportTests {
     static let producerTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
     static let producerSpan = "00f067aa0ba902b7"
@@ -224,14 +224,24 @@ struct SpanExportTests {
         #expect(queue.count == 2)
     }
 
-    /// A fake collector: answers each request from a script, then accepts.
+    /// A fake collector: answers each request from a script, then accepts; `acceptedTotals`
+    /// yields the number of spans accepted so far after each accepted request.
     final class Collector: Sendable {
         let answers: Mutex<[SpanExporter.Sent]>
         let received = Mutex<[Int]>([])
+        let accepted = Mutex(0)
+        let (acceptedTotals, acceptedContinuation) = AsyncStream.makeStream(of: Int.self)
         init(_ answers: [SpanExporter.Sent]) { self.answers = Mutex(answers) }
         func send(_ batch: [FinishedSpan]) -> SpanExporter.Sent {
             received.withLock { $0.append(batch.count) }
-            return answers.withLock { $0.isEmpty ? .accepted : $0.removeFirst() }
+            let answer = answers.withLock { $0.isEmpty ? SpanExporter.Sent.accepted : $0.removeFirst() }
+            if answer == .accepted {
+                acceptedContinuation.yield(accepted.withLock { total in
+                    total += batch.count
+                    return total
+                })
+            }
+            return answer
         }
     }
 
@@ -243,16 +253,14 @@ struct SpanExportTests {
         return exporter
     }
 
-    @Test func aFailedBatchIsSentAgainAfterABackOffAndNothingIsLost() async throws {
+    @Test func aFailureAtStopCountsEverythingLeftAsDropped() async throws {
         let queue = SpanQueue(limits: .init(capacity: 100, batchSize: 4))
         let (metrics, log) = (TestMetrics(), CapturedLog())
         let collector = Collector([.failed("connection refused"), .failed("HTTP 503")])
         for _ in 0..<6 { queue.append(Self.span()) }
         queue.close()
         let exporter = Self.exporter(queue, metrics, log: log)
-        let running = Task { await exporter.export { collector.send($0) } }
-        queue.wake()
-        await running.value
+        await exporter.export { collector.send($0) }
         // Closed before the first request: one failure at stop counts what is left.
         #expect(collector.received.withLock { $0 } == [4])
         #expect(try metrics.expectCounter(WarrenMetrics.traceSpansDropped, []).totalValue == 6)
@@ -266,7 +274,7 @@ struct SpanExportTests {
         let exporter = Self.exporter(queue, metrics, log: log)
         let running = Task { await exporter.export { collector.send($0) } }
         for _ in 0..<6 { queue.append(Self.span()) }
-        while try metrics.expectCounter(WarrenMetrics.traceSpansExported, []).totalValue < 6 { await Task.yield() }
+        for await total in collector.acceptedTotals where total >= 6 { break }
         queue.close()
         await running.value
         #expect(collector.received.withLock { $0 }.prefix(3) == [4, 4, 4], "the same batch, three times")

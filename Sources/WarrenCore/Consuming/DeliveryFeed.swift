@@ -32,8 +32,7 @@ final class DeliveryFeed: DeliverySink {
     func receive(_ batch: [Delivery]) -> Bool {
         guard !state.withLock({ $0.ended }) else { return false }
         arrived(batch)
-        push(batch)
-        return true
+        return push(batch)
     }
 
     /// The subscription ended: workers get what is waiting, then nil.
@@ -46,16 +45,21 @@ final class DeliveryFeed: DeliverySink {
     var endError: AMQPError? { state.withLock { $0.error } }
 
     /// Queues `batch`, handing its first deliveries to idle workers.
-    func push(_ batch: [Delivery]) {
+    /// False, taking nothing, once the feed ended: no worker would take them.
+    @discardableResult
+    func push(_ batch: [Delivery]) -> Bool {
         var handOver: [(CheckedContinuation<Delivery?, Never>, Delivery)] = []
-        state.withLock { state in
+        let taken = state.withLock { state in
+            guard !state.ended else { return false }
             var rest = batch[...]
             while !rest.isEmpty, let worker = state.idle.popLast() {
                 handOver.append((worker, rest.removeFirst()))
             }
             state.waiting.append(contentsOf: rest)
+            return true
         }
         for (worker, delivery) in handOver { worker.resume(returning: delivery) }
+        return taken
     }
 
     /// No more deliveries: workers get what is waiting, then nil.

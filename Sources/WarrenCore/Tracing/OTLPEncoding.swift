@@ -296,7 +296,7 @@ struct JSONWriter {
                 bytes.append(UInt8(ascii: "\\"))
                 bytes.append(byte)
             case 0..<0x20:
-                bytes.append(contentsOf: Array("\\u00".utf8))
+                raw("\\u00")
                 bytes.append(Self.hexDigit(byte >> 4))
                 bytes.append(Self.hexDigit(byte & 0xF))
             default:

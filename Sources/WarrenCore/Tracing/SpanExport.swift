@@ -71,13 +71,9 @@ struct SpanExporter: Sendable {
         timeout = configuration.exportTimeout
         scheduleDelay = configuration.scheduleDelay
         resource = SpanResource(serviceName: configuration.serviceName, attributes: configuration.resource)
-        dropped = Self.droppedCounter(factory: factory)
+        dropped = Counter(label: WarrenMetrics.traceSpansDropped, dimensions: [], factory: factory)
         exported = Counter(label: WarrenMetrics.traceSpansExported, dimensions: [], factory: factory)
         self.logger = logger
-    }
-
-    static func droppedCounter(factory: any MetricsFactory = MetricsSystem.factory) -> Counter {
-        Counter(label: WarrenMetrics.traceSpansDropped, dimensions: [], factory: factory)
     }
 
     /// How one request went.
@@ -221,9 +217,13 @@ struct SpanExporter: Sendable {
         }
     }
 
+    /// The duration in nanoseconds, at most `Int64.max` (an `OTEL_*_TIMEOUT` of years).
     static func nanoseconds(_ duration: Duration) -> Int64 {
         let (seconds, attoseconds) = duration.components
-        return seconds.multipliedReportingOverflow(by: 1_000_000_000).partialValue &+ attoseconds / 1_000_000_000
+        let (whole, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        guard !overflow else { return seconds < 0 ? 0 : .max }
+        let (total, overflowAgain) = whole.addingReportingOverflow(attoseconds / 1_000_000_000)
+        return overflowAgain ? .max : total
     }
 
     /// The URL without credentials, for the log.

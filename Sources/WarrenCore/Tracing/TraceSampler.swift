@@ -51,8 +51,8 @@ public struct TraceSampler: Sendable, Hashable, CustomStringConvertible {
     /// Whether the spans of a delivery in `trace` are recorded: a remote parent's flag when the
     /// sampler follows parents, else the root decision on the trace id.
     func samples(_ trace: MessageTrace) -> Bool {
-        if trace.isRemote && followsParent { return trace.flags.contains(.sampled) }
-        if !trace.isRemote { return trace.flags.contains(.sampled) }
+        // A trace started here was flagged by this sampler when it was drawn.
+        if !trace.isRemote || followsParent { return trace.flags.contains(.sampled) }
         return samples(newTrace: trace.traceID)
     }
 

@@ -46,7 +46,7 @@ extension TracingConfiguration {
             }
         }
         if let text = value("OTEL_EXPORTER_OTLP_TRACES_HEADERS") ?? value("OTEL_EXPORTER_OTLP_HEADERS") {
-            if let headers = Self.headers(text) {
+            if let headers = Self.keyValueList(text) {
                 result.headers = headers
             } else {
                 warnings.append("OTEL_EXPORTER_OTLP_HEADERS ignored: expected key=value pairs separated by commas")
@@ -66,7 +66,7 @@ extension TracingConfiguration {
         }
         if let name = value("OTEL_SERVICE_NAME") { result.serviceName = name }
         if let text = value("OTEL_RESOURCE_ATTRIBUTES") {
-            if let attributes = Self.headers(text) {
+            if let attributes = Self.keyValueList(text) {
                 result.resource.merge(attributes) { _, new in new }
                 if value("OTEL_SERVICE_NAME") == nil, let name = attributes["service.name"], !name.isEmpty { result.serviceName = name }
                 result.resource["service.name"] = nil
@@ -132,7 +132,7 @@ extension TracingConfiguration {
     /// `key=value,key2=value2` (W3C Baggage's list form, as `OTEL_EXPORTER_OTLP_HEADERS` and
     /// `OTEL_RESOURCE_ATTRIBUTES` use it), with percent-encoded values decoded; nil when a
     /// member has no `=` or an empty key.
-    static func headers(_ text: String) -> [String: String]? {
+    static func keyValueList(_ text: String) -> [String: String]? {
         var result: [String: String] = [:]
         for member in text.split(separator: ",") {
             guard let equals = member.firstIndex(of: "=") else { return nil }

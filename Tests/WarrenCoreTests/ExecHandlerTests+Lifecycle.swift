@@ -136,17 +136,17 @@ extension ExecHandlerTests {
     // MARK: resource hygiene
 
     @Test(arguments: RunThread.allCases) func aThousandRunsLeaveNoZombiesAndNoLeakedDescriptors(on thread: RunThread) async throws {
-        // Each child notes its pid: other suites' children run beside these, so "reaped" is
-        // checked for these ones.
+        // Each child notes its pid and the pipes it was given as 0, 1 and 2: other suites run
+        // beside these (with children and descriptors of their own), so "reaped" and "closed"
+        // are checked for these children's processes and pipes, not counted process-wide.
         let pids = "\(directory)/pids"
-        let note = "echo $$ >> \(pids)"
+        let note = "echo $$ $(readlink /proc/$$/fd/0) $(readlink /proc/$$/fd/1) $(readlink /proc/$$/fd/2) >> \(pids)"
         let worker = try makeHandler(script("\(note); cat >/dev/null; echo \"$WARREN_MESSAGE_ID\"; [ \"$WARREN_ATTEMPT\" = 1 ] || { echo bad >&2; exit 3; }"))
         let failing = try makeHandler(script("\(note); echo boom >&2; exit 3"))
         let missing = try makeHandler("\(directory)/missing-program")
         let sleeper = try makeHandler(script("\(note); sleep 300"), grace: .milliseconds(200))
         // Warm-up: the first run starts a thread for runs (kept for reuse).
         _ = await worker.handle(Self.input())
-        let descriptorsBefore = Self.openDescriptors()
 
         let total = 1000
         let handlers = (worker: worker, failing: failing, missing: missing, sleeper: sleeper)
@@ -172,12 +172,15 @@ extension ExecHandlerTests {
             return failures
         }
         #expect(failures == 0, "every run ended as its script says")
-        let ours = Set(((try? String(contentsOfFile: pids, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { pid_t($0) })
+        let notes = ((try? String(contentsOfFile: pids, encoding: .utf8)) ?? "").split(separator: "\n").map { $0.split(separator: " ") }
+        let ours = Set(notes.compactMap { $0.first.flatMap { pid_t($0) } })
+        let theirPipes = Set(notes.flatMap { $0.dropFirst().filter { $0.hasPrefix("pipe:") }.map(String.init) })
         #expect(ours.count >= total - total / 100, "the children noted their pids")
+        #expect(theirPipes.count >= ours.count, "the children noted their pipes")
         #expect(Self.zombieChildren().filter(ours.contains).isEmpty, "every child was reaped")
-        // Descriptors are closed as runs end; give concurrent closes a moment to settle.
-        let settled = await Self.poll { Self.openDescriptors() <= descriptorsBefore }
-        #expect(settled, "open descriptors: \(descriptorsBefore) before, \(Self.openDescriptors()) after")
+        // Warren's ends of a run's pipes, and its pidfd, are closed when the run ends.
+        let held = Self.descriptorsHeld(pipes: theirPipes, pidfdsOf: ours)
+        #expect(held.isEmpty, "\(held.count) descriptors still open for these runs' children, such as \(held.prefix(5))")
     }
 
     /// One run of the mix above; true when it ended as its script says.
@@ -224,8 +227,20 @@ extension ExecHandlerTests {
         return condition()
     }
 
-    static func openDescriptors() -> Int {
-        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+    /// This process's descriptors that are one of `pipes` (as `readlink` names them:
+    /// "pipe:[inode]") or a pidfd of one of `pidfdsOf`, each as "fd -> what".
+    static func descriptorsHeld(pipes: Set<String>, pidfdsOf pids: Set<pid_t>) -> [String] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        return entries.compactMap { entry -> String? in
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(entry)") else { return nil }
+            if pipes.contains(target) { return "\(entry) -> \(target)" }
+            guard target == "anon_inode:[pidfd]",
+                let info = try? String(contentsOfFile: "/proc/self/fdinfo/\(entry)", encoding: .utf8),
+                let line = info.split(separator: "\n").first(where: { $0.hasPrefix("Pid:") }),
+                let pid = pid_t(line.dropFirst(4).trimmingCharacters(in: .whitespaces)), pids.contains(pid)
+            else { return nil }
+            return "\(entry) -> pidfd of \(pid)"
+        }
     }
 
     /// Our children in state Z: exited but never reaped.

@@ -92,6 +92,9 @@ enum ExecProcess {
             state = Mutex(State(fd: fd))
         }
 
+        /// A run that ended without closing it (it always closes it) does not leak it.
+        deinit { close() }
+
         var isSignalled: Bool { state.withLock { $0.signalled } }
 
         func signal() {

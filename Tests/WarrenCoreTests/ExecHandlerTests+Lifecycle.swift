@@ -139,8 +139,10 @@ extension ExecHandlerTests {
         // Each child notes its pid and the pipes it was given as 0, 1 and 2: other suites run
         // beside these (with children and descriptors of their own), so "reaped" and "closed"
         // are checked for these children's processes and pipes, not counted process-wide.
+        // The pid first, with a builtin alone: a sleeper is killed 50 ms after it started.
         let pids = "\(directory)/pids"
-        let note = "echo $$ $(readlink /proc/$$/fd/0) $(readlink /proc/$$/fd/1) $(readlink /proc/$$/fd/2) >> \(pids)"
+        let pipes = "\(directory)/pipes"
+        let note = "echo $$ >> \(pids); echo $(readlink /proc/$$/fd/0) $(readlink /proc/$$/fd/1) $(readlink /proc/$$/fd/2) >> \(pipes)"
         let worker = try makeHandler(script("\(note); cat >/dev/null; echo \"$WARREN_MESSAGE_ID\"; [ \"$WARREN_ATTEMPT\" = 1 ] || { echo bad >&2; exit 3; }"))
         let failing = try makeHandler(script("\(note); echo boom >&2; exit 3"))
         let missing = try makeHandler("\(directory)/missing-program")
@@ -172,9 +174,9 @@ extension ExecHandlerTests {
             return failures
         }
         #expect(failures == 0, "every run ended as its script says")
-        let notes = ((try? String(contentsOfFile: pids, encoding: .utf8)) ?? "").split(separator: "\n").map { $0.split(separator: " ") }
-        let ours = Set(notes.compactMap { $0.first.flatMap { pid_t($0) } })
-        let theirPipes = Set(notes.flatMap { $0.dropFirst().filter { $0.hasPrefix("pipe:") }.map(String.init) })
+        let ours = Set(((try? String(contentsOfFile: pids, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { pid_t($0) })
+        let noted = ((try? String(contentsOfFile: pipes, encoding: .utf8)) ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" })
+        let theirPipes = Set(noted.filter { $0.hasPrefix("pipe:") }.map(String.init))
         #expect(ours.count >= total - total / 100, "the children noted their pids")
         #expect(theirPipes.count >= ours.count, "the children noted their pipes")
         #expect(Self.zombieChildren().filter(ours.contains).isEmpty, "every child was reaped")

@@ -75,15 +75,19 @@ struct PauseTests {
         await ready.wait()
         let connection = try await TestBroker.connect()
         let publisher = try await connection.openPublisher()
-        func publish(_ id: String, sleepMS: Int32 = 0) async throws {
-            let properties = BasicProperties(headers: ["x-test": "success", "x-test-sleep-ms": .int32(sleepMS)], messageID: AMQPString(id))
+        func publish(_ id: String, held: Bool = false) async throws {
+            var headers: FieldTable = ["x-test": "success"]
+            if held { headers["x-test-hold"] = true }
+            let properties = BasicProperties(headers: headers, messageID: AMQPString(id))
             #expect(try await publisher.publish(routingKey: queue, body: Array("x".utf8), properties: properties) == .confirmed)
         }
 
-        // Four slow messages: two run (concurrency 2), two wait in the prefetch window.
-        for index in 0..<4 { try await publish("slow\(index)", sleepMS: 500) }
+        // Four held messages: two run (concurrency 2) until released, two wait in the prefetch
+        // window.
+        for index in 0..<4 { try await publish("slow\(index)", held: true) }
         #expect(await recorder.wait { $0.running == 2 })
         #expect(try controls.pause(queue))
+        recorder.release.set()
         #expect(await recorder.wait { $0.finished == 2 }, "the two running handlers finish")
         #expect(try await Self.waitFor(queue, connection) { $0.consumerCount == 0 && $0.messageCount == 2 },
             "no consumer; the two not started are ready on the broker again")

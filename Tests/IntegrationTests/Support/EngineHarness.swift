@@ -36,6 +36,8 @@ final class Recorder: Sendable {
     }
 
     private let state = Mutex(State())
+    /// What a run of a message with the `x-test-hold` header waits for before it goes on.
+    let release = Latch()
 
     var snapshot: Snapshot { state.withLock { Snapshot(calls: $0.calls, finished: $0.finished, running: $0.running, maxRunning: $0.maxRunning) } }
 
@@ -115,6 +117,9 @@ struct ScriptedHandler: MessageHandler {
         let script = headers?["x-test"]?.stringValue ?? "success"
         if let ms = headers?["x-test-sleep-ms"]?.integerValue {
             try? await Task.sleep(for: .milliseconds(ms))
+        }
+        if headers?["x-test-hold"] != nil {
+            await recorder.release.wait()
         }
         if let ms = headers?["x-test-block-ms"]?.integerValue {
             usleep(UInt32(ms) * 1000)  // holds its thread, as a synchronous library call would

@@ -90,7 +90,8 @@ final class DeliveryFeed: DeliverySink {
     /// Workers suspended in `next()`, waiting for a delivery.
     var idleWorkers: Int { state.withLock { $0.idle.count } }
 
-    private func takeNow() -> Delivery? {
+    /// The next delivery if one is waiting, without suspending.
+    func takeNow() -> Delivery? {
         state.withLock { $0.waiting.popFirst() }
     }
 }

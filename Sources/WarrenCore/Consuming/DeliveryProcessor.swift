@@ -98,6 +98,32 @@ struct DeliveryProcessor: Sendable {
     /// `onOwnThread`: the calling worker runs on a thread of its own (`WorkerThread`), which a
     /// handler run may block (`HandlerInput.mayBlockThread`).
     nonisolated(nonsending) func process(_ delivery: Delivery, onOwnThread: Bool = false) async {
+        guard let rest = processAtOnce(delivery, onOwnThread: onOwnThread) else { return }
+        await finish(rest)
+    }
+
+    /// What is left of a delivery once `processAtOnce` came to a step that suspends.
+    enum Unfinished {
+        /// The handler(s) must run with `handle`.
+        case run(Run)
+        /// The decision's next action publishes.
+        case carryOut(DeliveryDecision.Action, DeliveryDecision, Delivery, MessageLog, TracedDelivery?)
+    }
+
+    struct Run {
+        let delivery: Delivery
+        let names: [String]
+        var input: HandlerInput
+        var log: MessageLog
+        var decision: DeliveryDecision
+        let traced: TracedDelivery?
+        let dedupID: AMQPString?
+    }
+
+    /// Takes the delivery as far as it goes without suspending: to its settlement when the
+    /// route is one handler that answers at once (`MessageHandler.outcomeAtOnce`) and nothing
+    /// is to be published; nil then. Otherwise what is left, for `finish`.
+    func processAtOnce(_ delivery: Delivery, onOwnThread: Bool = false) -> Unfinished? {
         let attempt = RetryPlanner.attempt(headers: delivery.properties.headers)
         let (trace, traced) = tracing.start(queue: queue.name, delivery, attempt: attempt)
         var log = MessageLog(logger: logger, queue: queue.name, delivery: delivery, attempt: attempt, trace: trace)
@@ -105,14 +131,12 @@ struct DeliveryProcessor: Sendable {
 
         if let (size, bodyLost) = oversized(delivery) {
             gate?.tally.processed(failed: false)
-            await carryOut(decision.start(.tooLarge(bodySize: size, bodyLost: bodyLost)), &decision, delivery, log, traced)
-            return
+            return conclude(decision.start(.tooLarge(bodySize: size, bodyLost: bodyLost)), decision, delivery, log, traced)
         }
         guard let names = router.handlers(for: delivery) else {
             log.unrouted = (delivery.exchange, delivery.routingKey, delivery.properties.type ?? "")
             gate?.tally.processed(failed: false)
-            await carryOut(decision.start(.unrouted), &decision, delivery, log, traced)
-            return
+            return conclude(decision.start(.unrouted), decision, delivery, log, traced)
         }
         if queue.ackPolicy.acksBeforeHandling {
             settle(delivery, .ack, .acked)
@@ -128,32 +152,50 @@ struct DeliveryProcessor: Sendable {
         if stream != nil { input.streamOffset = StreamPosition.offset(of: delivery) }
         input.mayBlockThread = onOwnThread
         let dedupID = dedup == nil || !queue.dedup ? nil : delivery.properties.messageID.flatMap { $0.isEmpty ? nil : $0 }
+        if names.count == 1 && dedupID == nil, let (outcome, elapsed) = runAtOnce(names[0], input) {
+            log.duration = elapsed
+            let trigger = handled(outcome, by: names[0], names, delivery, &log)
+            return conclude(decision.start(trigger), decision, delivery, log, traced)
+        }
+        return .run(Run(delivery: delivery, names: names, input: input, log: log, decision: decision, traced: traced, dedupID: dedupID))
+    }
+
+    /// Carries on from where `processAtOnce` stopped.
+    nonisolated(nonsending) func finish(_ unfinished: Unfinished) async {
+        switch unfinished {
+        case .carryOut(let action, var decision, let delivery, let log, let traced):
+            await carryOut(action, &decision, delivery, log, traced)
+        case .run(var run):
+            await runHandlers(&run)
+        }
+    }
+
+    private nonisolated(nonsending) func runHandlers(_ run: inout Run) async {
+        let (names, delivery, dedupID) = (run.names, run.delivery, run.dedupID)
         var runs: [(name: String, outcome: HandlerOutcome)] = []
         let (outcome, failedHandler): (HandlerOutcome, String?)
         if names.count == 1 && dedupID == nil {
             // The common case: one handler, nothing to look up first. Timed once, for the log
             // and the handler's metrics, and its result is not collected in an array.
-            let (only, elapsed) = await run(names[0], input)
+            let (only, elapsed) = await self.run(names[0], run.input)
             (outcome, failedHandler) = (only, names[0])
-            log.duration = elapsed
+            run.log.duration = elapsed
         } else {
             let started = ContinuousClock.now
-            let pending = if let dedupID { await notYetDone(names, messageID: dedupID, log) } else { names }
-            runs = await runEach(pending, input)
+            let pending = if let dedupID { await notYetDone(names, messageID: dedupID, run.log) } else { names }
+            runs = await runEach(pending, run.input)
             (outcome, failedHandler) = Self.combine(runs)
-            log.duration = .now - started
+            run.log.duration = .now - started
             // A first handler the dedup store skipped: its span ends unrun.
-            input.tracing?.run.endSkipped(handler: names[0])
+            run.input.tracing?.run.endSkipped(handler: names[0])
         }
-        log.handler = failedHandler ?? (names.count == 1 ? names[0] : names.joined(separator: ","))
-        log.outcome = outcome.resultName
-        if let gate { report(outcome, to: gate) }
+        let trigger = handled(outcome, by: failedHandler, names, delivery, &run.log)
         var recordSuccesses: (@Sendable () async -> Void)?
         if let dedupID {
             let succeeded = runs.filter { $0.outcome.isSuccess }
             if !succeeded.isEmpty {
                 let done = succeeded.map(\.name)
-                let context = log
+                let context = run.log
                 recordSuccesses = { await record(done, messageID: dedupID, context) }
             }
             if !outcome.isSuccess, let recordSuccesses {
@@ -161,16 +203,27 @@ struct DeliveryProcessor: Sendable {
                 // comes back: what they produced is published now, and they are recorded only
                 // once it is confirmed. If it is not, they are not recorded and run again.
                 let produced = succeeded.flatMap { outputs(of: $0.outcome, delivery) }
-                let problem = await publisher.publishAll(produced, tracing: traced)
+                let problem = await publisher.publishAll(produced, tracing: run.traced)
                 if let problem {
-                    log.warning("outputs of the handlers that succeeded not published; they will run again", metadata: [LogKeys.error: "\(problem)"])
+                    run.log.warning("outputs of the handlers that succeeded not published; they will run again", metadata: [LogKeys.error: "\(problem)"])
                 } else {
                     await recordSuccesses()
                 }
             }
         }
-        let trigger = DeliveryDecision.Trigger.handled(outcome, handler: failedHandler ?? names.first, outputs: outputs(of: outcome, delivery))
-        await carryOut(decision.start(trigger), &decision, delivery, log, traced, afterConfirm: outcome.isSuccess ? recordSuccesses : nil)
+        await carryOut(
+            run.decision.start(trigger), &run.decision, delivery, run.log, run.traced, afterConfirm: outcome.isSuccess ? recordSuccesses : nil)
+    }
+
+    /// What the decision hears of the route's outcome; notes it in the log context and tells
+    /// the queue's gate. `handler`: the one that decided a non-success outcome, if one did.
+    private func handled(
+        _ outcome: HandlerOutcome, by handler: String?, _ names: [String], _ delivery: Delivery, _ log: inout MessageLog
+    ) -> DeliveryDecision.Trigger {
+        log.handler = handler ?? (names.count == 1 ? names[0] : names.joined(separator: ","))
+        log.outcome = outcome.resultName
+        if let gate { report(outcome, to: gate) }
+        return .handled(outcome, handler: handler ?? names.first, outputs: outputs(of: outcome, delivery))
     }
 
     /// The size of a delivery over `max_body_size`, and whether its body is lost (the spool file
@@ -197,42 +250,60 @@ struct DeliveryProcessor: Sendable {
     ) async {
         var action = first
         var recordPending = afterConfirm != nil
-        while true {
-            switch action {
-            case .publish(let messages, let purpose):
-                let problem = await publisher.publishAll(messages, tracing: traced)
-                if let problem {
-                    log.debug("publish not confirmed", metadata: [LogKeys.error: "\(problem)", "class": "\(problem.kind.rawValue)"])
-                } else {
-                    backOff.succeeded()
-                    if recordPending && (purpose == .outputs || purpose == .outputsAfterAck) {
-                        recordPending = false
-                        await afterConfirm?()
-                    }
-                }
-                action = decision.published(problem)
-            case .settle(let disposition, let outcome, let event, let backOff):
-                if recordPending && outcome == .acked {
+        while case .publish(let messages, let purpose) = action {
+            let problem = await publisher.publishAll(messages, tracing: traced)
+            if let problem {
+                log.debug("publish not confirmed", metadata: [LogKeys.error: "\(problem)", "class": "\(problem.kind.rawValue)"])
+            } else {
+                backOff.succeeded()
+                if recordPending && (purpose == .outputs || purpose == .outputsAfterAck) {
+                    recordPending = false
                     await afterConfirm?()
                 }
-                settle(delivery, disposition, outcome)
-                if backOff { self.backOff.failed() }
-                log.event(event)
-                traced?.end(log, outcome, event)
-                return
-            case .finished(let event):
-                if recordPending && event.level < .error { await afterConfirm?() }
-                log.event(event)
-                traced?.end(log, .acked, event)
-                return
-            case .hold(let event):
-                metrics.count(.held)
-                log.event(event)
-                traced?.end(log, .held, event)
-                // A stream keeps nothing unacked for later: its next consumer reads it again.
-                if stream != nil { putBack(delivery) }
-                return
             }
+            action = decision.published(problem)
+        }
+        if recordPending, Self.isSuccessfulEnd(action) { await afterConfirm?() }
+        end(action, delivery, log, traced)
+    }
+
+    /// The action, carried out now when it ends the delivery (nil then); else what is left.
+    private func conclude(
+        _ action: DeliveryDecision.Action, _ decision: DeliveryDecision, _ delivery: Delivery, _ log: MessageLog, _ traced: TracedDelivery?
+    ) -> Unfinished? {
+        if case .publish = action { return .carryOut(action, decision, delivery, log, traced) }
+        end(action, delivery, log, traced)
+        return nil
+    }
+
+    /// Whether the delivery ends as a success: what a dedup store records.
+    private static func isSuccessfulEnd(_ action: DeliveryDecision.Action) -> Bool {
+        switch action {
+        case .settle(_, let outcome, _, _): outcome == .acked
+        case .finished(let event): event.level < .error
+        case .hold, .publish: false
+        }
+    }
+
+    /// Settles, holds or finishes the delivery, as the decision's last action says.
+    private func end(_ action: DeliveryDecision.Action, _ delivery: Delivery, _ log: MessageLog, _ traced: TracedDelivery?) {
+        switch action {
+        case .settle(let disposition, let outcome, let event, let backOff):
+            settle(delivery, disposition, outcome)
+            if backOff { self.backOff.failed() }
+            log.event(event)
+            traced?.end(log, outcome, event)
+        case .finished(let event):
+            log.event(event)
+            traced?.end(log, .acked, event)
+        case .hold(let event):
+            metrics.count(.held)
+            log.event(event)
+            traced?.end(log, .held, event)
+            // A stream keeps nothing unacked for later: its next consumer reads it again.
+            if stream != nil { putBack(delivery) }
+        case .publish:
+            assertionFailure("a publish is carried out, not ended")
         }
     }
 
@@ -319,9 +390,25 @@ struct DeliveryProcessor: Sendable {
     private nonisolated(nonsending) func run(_ name: String, _ input: HandlerInput) async -> (outcome: HandlerOutcome, elapsed: Duration) {
         let entry = resolved(name)
         let started = ContinuousClock.now
-        let outcome = await runUncounted(entry, input).tracing(input.trace)
+        let outcome = await runUncounted(entry, input)
+        return ran(entry, input, outcome, since: started)
+    }
+
+    /// `run` for a handler that answers at once; nil (nothing run) when it does not.
+    private func runAtOnce(_ name: String, _ input: HandlerInput) -> (outcome: HandlerOutcome, elapsed: Duration)? {
+        let entry = resolved(name)
+        let started = ContinuousClock.now
+        guard let outcome = entry.handler?.outcomeAtOnce(input) else { return nil }
+        return ran(entry, input, outcome, since: started)
+    }
+
+    /// A run's outcome carrying its context, with its span ended and its metrics counted.
+    private func ran(
+        _ entry: ResolvedHandler, _ input: HandlerInput, _ outcome: HandlerOutcome, since started: ContinuousClock.Instant
+    ) -> (outcome: HandlerOutcome, elapsed: Duration) {
+        let outcome = outcome.tracing(input.trace)
         let elapsed = ContinuousClock.now - started
-        input.tracing?.run.end(handler: name, outcome)
+        input.tracing?.run.end(handler: entry.name, outcome)
         entry.metrics?.record(outcome, after: elapsed)
         return (outcome, elapsed)
     }

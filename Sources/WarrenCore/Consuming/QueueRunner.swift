@@ -71,7 +71,12 @@ struct QueueRunner: Sendable {
     private nonisolated(nonsending) func work(_ feed: DeliveryFeed, limiter: RateLimiter?, onOwnThread: Bool) async {
         let metrics = processor.metrics
         let gate = processor.gate
-        while let delivery = await feed.next() {
+        while true {
+            // Taken without an async call while deliveries wait: a worker goes through a batch
+            // of deliveries whose handlers answer at once without Swift concurrency.
+            var next = feed.takeNow()
+            if next == nil { next = await feed.next() }
+            guard let delivery = next else { return }
             if draining.isSet || gate?.admits(admission) == false {
                 processor.putBack(delivery, endingConsumer: false)
                 metrics.count(.requeued)
@@ -102,7 +107,9 @@ struct QueueRunner: Sendable {
             }
             metrics.inflight.increment()
             processor.gate?.tally.started()
-            await processor.process(delivery, onOwnThread: onOwnThread)
+            if let rest = processor.processAtOnce(delivery, onOwnThread: onOwnThread) {
+                await processor.finish(rest)
+            }
             processor.gate?.tally.ended()
             metrics.inflight.decrement()
             activity.finished()

@@ -8,6 +8,7 @@ struct NoopHandler: MessageHandler {
     var threading: HandlerThreading { .neverBlocks }
 
     func handle(_ input: HandlerInput) async -> HandlerOutcome { .success(.none) }
+    func outcomeAtOnce(_ input: HandlerInput) -> HandlerOutcome? { .success(.none) }
 }
 
 /// `log`: one info line per message with its metadata and the start of its body.
@@ -39,7 +40,10 @@ struct RepublishHandler: MessageHandler {
     var enforcesOwnTimeout: Bool { true }
     var threading: HandlerThreading { .neverBlocks }
 
-    func handle(_ input: HandlerInput) async -> HandlerOutcome {
+    func handle(_ input: HandlerInput) async -> HandlerOutcome { copy(of: input) }
+    func outcomeAtOnce(_ input: HandlerInput) -> HandlerOutcome? { copy(of: input) }
+
+    private func copy(of input: HandlerInput) -> HandlerOutcome {
         let key = Self.expand(routingKey, input)
         // A copy of the input, so it continues the delivery's context, not this run's.
         var properties = input.properties

@@ -158,6 +158,11 @@ public protocol MessageHandler: Sendable {
     /// Where `handle` may run, which decides where its queue's workers run (`QueueRunner`).
     /// The default is `.sharedPool`.
     var threading: HandlerThreading { get }
+    /// The outcome decided without suspending, for a handler that never waits for anything
+    /// (`noop`, `republish`); nil means "call `handle`". When it answers, the engine takes the
+    /// delivery from receipt to settlement without an async call, so Swift concurrency is paid
+    /// only by handlers that really suspend. The default is nil.
+    func outcomeAtOnce(_ input: HandlerInput) -> HandlerOutcome?
 }
 
 extension MessageHandler {
@@ -165,6 +170,7 @@ extension MessageHandler {
     public func shutdown() async {}
     public var enforcesOwnTimeout: Bool { false }
     public var threading: HandlerThreading { .sharedPool }
+    public func outcomeAtOnce(_ input: HandlerInput) -> HandlerOutcome? { nil }
 }
 
 /// What a handler does to the thread it runs on, and so where its queue's workers run.

@@ -11,8 +11,9 @@ struct ThreadProbeHandler: MessageHandler {
     struct Observation: Sendable, Equatable {
         /// A connection's I/O thread.
         var ioThread: Bool
-        /// The engine told the handler its thread may block.
-        var mayBlock: Bool
+        /// Where the engine told the handler to wait with a thread held: "here", "on" (the
+        /// queue's blocking threads) or "spare".
+        var blocking: String
         /// The run is on a queue worker's own thread ("warren-worker").
         var workerThread: Bool
     }
@@ -36,8 +37,16 @@ struct ThreadProbeHandler: MessageHandler {
 
     static func observe(_ input: HandlerInput) -> Observation {
         Observation(
-            ioThread: IOLoopExecutor.isCurrentThreadAnIOThread, mayBlock: input.mayBlockThread,
+            ioThread: IOLoopExecutor.isCurrentThreadAnIOThread, blocking: blockingName(input.blocking),
             workerThread: currentThreadName() == "warren-worker")
+    }
+}
+
+func blockingName(_ blocking: BlockingWait) -> String {
+    switch blocking {
+    case .here: "here"
+    case .on: "on"
+    case .spare: "spare"
     }
 }
 
@@ -78,10 +87,10 @@ struct WorkerPlacementTests {
         _ = await engine.stopAndCleanUp()
         await connection.close()
 
-        // I/O thread / told it may block / on a worker's own thread.
-        let seen = probes.mapValues { $0.observations.list.withLock { Set($0.map { "\($0.ioThread)/\($0.mayBlock)/\($0.workerThread)" }) } }
-        #expect(seen["quick"] == ["true/false/false"], "handlers that never block run on the I/O thread")
-        #expect(seen["process"] == ["false/true/true"], "handlers that wait for a process run on the worker's own thread, and may block it")
-        #expect(seen["pool"] == ["false/false/false"], "anything else runs on the shared pool")
+        // I/O thread / where it may block / on a worker's own thread.
+        let seen = probes.mapValues { $0.observations.list.withLock { Set($0.map { "\($0.ioThread)/\($0.blocking)/\($0.workerThread)" }) } }
+        #expect(seen["quick"] == ["true/spare/false"], "handlers that never block run on the I/O thread")
+        #expect(seen["process"] == ["false/here/true"], "handlers that wait for a process run on the worker's own thread, and may block it")
+        #expect(seen["pool"] == ["false/spare/false"], "anything else runs on the shared pool")
     }
 }

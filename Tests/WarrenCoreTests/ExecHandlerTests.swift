@@ -223,19 +223,20 @@ final class ExecHandlerTests: Sendable {
     /// run anywhere but a queue worker's thread), or on a worker's own thread, which the run
     /// blocks itself (queues whose handlers are all exec).
     enum RunThread: CaseIterable, Sendable {
-        case dispatch
+        /// The run hands its wait to blocking threads (`BlockingWait.spare`).
+        case handedOver
         case worker
     }
 
     static func handle(_ handler: ExecHandler, _ input: HandlerInput, on thread: RunThread) async -> HandlerOutcome {
         switch thread {
-        case .dispatch:
+        case .handedOver:
             return await handler.handle(input)
         case .worker:
-            let worker = WorkerThread(name: "exec-test")
+            let worker = BlockingThreads(name: "exec-test", count: 1)
             defer { worker.stop() }
             var onItsThread = input
-            onItsThread.mayBlockThread = true
+            onItsThread.blocking = .here
             return await withTaskExecutorPreference(worker) { await handler.handle(onItsThread) }
         }
     }

@@ -211,7 +211,7 @@ struct PluginHandlerTests {
         // overlap on the plugin's own pool.
         let threads = ProcessInfo.processInfo.activeProcessorCount + 2
         let handler = try Self.handler(language, threads: threads)
-        #expect(Self.reply(await handler.handle(Self.input(headers: ["x-demo-reply": "thread"])))?.hasPrefix("thread=TP-#") == true)
+        #expect(Self.reply(await handler.handle(Self.input(headers: ["x-demo-reply": "thread"])))?.hasPrefix("thread=warren-plugin") == true)
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<threads {
                 group.addTask { _ = await handler.handle(Self.input(headers: ["x-demo-sleep-ms": .int32(400)])) }
@@ -360,7 +360,7 @@ struct PluginHandlerTests {
         #expect(PluginHandler.threads(for: "demo", in: configuration) == 12)
         #expect(PluginHandler.threads(for: "unused", in: configuration) == 1)
         let registry = try HandlerRegistry(configuration, logger: Self.logger)
-        #expect((registry["demo"] as? PluginHandler)?.instance.pool.numberOfThreads == 12)
+        #expect((registry["demo"] as? PluginHandler)?.instance.threads.count == 12)
         await registry.shutdown()
     }
 }

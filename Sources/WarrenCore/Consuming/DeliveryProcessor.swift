@@ -89,16 +89,37 @@ struct DeliveryProcessor: Sendable {
         Self.threading(of: resolved.map { $0.handler?.threading ?? .sharedPool }, dedup: dedup != nil && queue.dedup)
     }
 
+    /// How many of the queue's handlers wait with a thread held (`.ownThread`): a route runs at
+    /// most this many such runs at once, so its workers need as many `BlockingThreads` each.
+    var blockingHandlers: Int {
+        resolved.count { $0.handler?.threading == .ownThread }
+    }
+
+    /// Where a worker runs, and the threads its handlers may block (`QueueRunner`).
+    struct WorkerPlace: Sendable {
+        /// The queue's threads that may block; nil when none of its handlers blocks.
+        var threads: BlockingThreads?
+        /// The worker runs on one of `threads`, its own while it runs a handler.
+        var onOwnThread = false
+
+        static let anywhere = WorkerPlace(threads: nil)
+
+        /// Where a route of one handler may block.
+        var forRun: BlockingWait { onOwnThread ? .here : forFanOut }
+        /// Where each handler of a fan-out may block (they run at once, so not on the worker's thread).
+        var forFanOut: BlockingWait { threads.map { .on($0) } ?? .spare }
+    }
+
     static func threading(of handlers: [HandlerThreading], dedup: Bool) -> HandlerThreading {
         if handlers.allSatisfy({ $0 == .neverBlocks }) && !dedup { return .neverBlocks }
         if !handlers.isEmpty && handlers.allSatisfy({ $0 == .ownThread }) { return .ownThread }
         return .sharedPool
     }
 
-    /// `onOwnThread`: the calling worker runs on a thread of its own (`WorkerThread`), which a
-    /// handler run may block (`HandlerInput.mayBlockThread`).
-    nonisolated(nonsending) func process(_ delivery: Delivery, onOwnThread: Bool = false) async {
-        guard let rest = processAtOnce(delivery, onOwnThread: onOwnThread) else { return }
+    /// `place`: where the calling worker runs, and where its handlers may block
+    /// (`HandlerInput.blocking`).
+    nonisolated(nonsending) func process(_ delivery: Delivery, at place: WorkerPlace = .anywhere) async {
+        guard let rest = processAtOnce(delivery, at: place) else { return }
         await finish(rest)
     }
 
@@ -118,12 +139,14 @@ struct DeliveryProcessor: Sendable {
         var decision: DeliveryDecision
         let traced: TracedDelivery?
         let dedupID: AMQPString?
+        /// Where each handler of a fan-out may block.
+        let fanOut: BlockingWait
     }
 
     /// Takes the delivery as far as it goes without suspending: to its settlement when the
     /// route is one handler that answers at once (`MessageHandler.outcomeAtOnce`) and nothing
     /// is to be published; nil then. Otherwise what is left, for `finish`.
-    func processAtOnce(_ delivery: Delivery, onOwnThread: Bool = false) -> Unfinished? {
+    func processAtOnce(_ delivery: Delivery, at place: WorkerPlace = .anywhere) -> Unfinished? {
         let attempt = RetryPlanner.attempt(headers: delivery.properties.headers)
         let (trace, traced) = tracing.start(queue: queue.name, delivery, attempt: attempt)
         var log = MessageLog(logger: logger, queue: queue.name, delivery: delivery, attempt: attempt, trace: trace)
@@ -150,14 +173,16 @@ struct DeliveryProcessor: Sendable {
         // One handler: its lines name its run's span. A fan-out's name the delivery's.
         if names.count == 1 { log.trace = input.trace }
         if stream != nil { input.streamOffset = StreamPosition.offset(of: delivery) }
-        input.mayBlockThread = onOwnThread
+        input.blocking = place.forRun
         let dedupID = dedup == nil || !queue.dedup ? nil : delivery.properties.messageID.flatMap { $0.isEmpty ? nil : $0 }
         if names.count == 1 && dedupID == nil, let (outcome, elapsed) = runAtOnce(names[0], input) {
             log.duration = elapsed
             let trigger = handled(outcome, by: names[0], names, delivery, &log)
             return conclude(decision.start(trigger), decision, delivery, log, traced)
         }
-        return .run(Run(delivery: delivery, names: names, input: input, log: log, decision: decision, traced: traced, dedupID: dedupID))
+        return .run(Run(
+            delivery: delivery, names: names, input: input, log: log, decision: decision, traced: traced, dedupID: dedupID,
+            fanOut: place.forFanOut))
     }
 
     /// Carries on from where `processAtOnce` stopped.
@@ -183,7 +208,7 @@ struct DeliveryProcessor: Sendable {
         } else {
             let started = ContinuousClock.now
             let pending = if let dedupID { await notYetDone(names, messageID: dedupID, run.log) } else { names }
-            runs = await runEach(pending, run.input)
+            runs = await runEach(pending, run.input, fanOut: run.fanOut)
             (outcome, failedHandler) = Self.combine(runs)
             run.log.duration = .now - started
             // A first handler the dedup store skipped: its span ends unrun.
@@ -335,21 +360,22 @@ struct DeliveryProcessor: Sendable {
     // MARK: running handlers
 
     /// Runs every handler of the route concurrently, each result with its handler's name, in
-    /// route order.
-    private nonisolated(nonsending) func runEach(_ names: [String], _ input: HandlerInput) async -> [(name: String, outcome: HandlerOutcome)] {
+    /// route order. `fanOut`: where each may block.
+    private nonisolated(nonsending) func runEach(
+        _ names: [String], _ input: HandlerInput, fanOut: BlockingWait
+    ) async -> [(name: String, outcome: HandlerOutcome)] {
         if names.count == 1, let name = names.first {
             return [(name, await run(name, input).outcome)]
         }
-        // On a worker's own thread, each handler would block it in turn: the fan-out runs on
-        // the shared pool instead, where every handler waits on a thread of its own. Elsewhere
-        // the handlers inherit the worker's executor. Either way no run of a fan-out may block
-        // its thread.
-        let ownThread = input.mayBlockThread
+        // Each handler of a fan-out waits on a thread of its own (`fanOut`), never the
+        // worker's: on a worker's own thread the runs go to the shared pool, elsewhere they
+        // inherit the worker's executor.
+        let onWorkersThread = if case .here = input.blocking { true } else { false }
         let results = await withTaskGroup(of: (Int, HandlerOutcome).self) { group in
             for (index, name) in names.enumerated() {
                 var input = index == 0 ? input : input.nextRun(name)
-                input.mayBlockThread = false
-                if ownThread {
+                input.blocking = fanOut
+                if onWorkersThread {
                     group.addTask(executorPreference: globalConcurrentExecutor) { (index, await run(name, input).outcome) }
                 } else {
                     group.addTask { (index, await run(name, input).outcome) }

@@ -14,9 +14,12 @@ import AMQP
 ///   reach the wire, without a thread hand-over, and a worker goes through a whole batch
 ///   without suspending;
 /// - when every handler runs a child process (`exec`), each worker on a thread of its own
-///   (`WorkerThread`), which waits for the process itself: no hand-over per message while
-///   deliveries wait in the feed;
-/// - otherwise on the shared pool.
+///   (one of the queue's `BlockingThreads`), which waits for the process itself: no hand-over
+///   per message while deliveries wait in the feed;
+/// - otherwise on the shared pool, and a handler that waits with a thread held hands the wait
+///   to one of the queue's `BlockingThreads`.
+/// The queue has `BlockingThreads` when any of its handlers waits with a thread held: one per
+/// worker and such handler, as many as can wait at once.
 /// So a slow or stuck handler can never hold up reading, heartbeats or the other queues of the
 /// connection.
 ///
@@ -41,9 +44,10 @@ struct QueueRunner: Sendable {
     func run() async -> (any Error)? {
         let workers = max(1, concurrency)
         let threading = processor.threading
-        let threads = threading == .ownThread ? (0..<workers).map { _ in WorkerThread(name: "warren-worker") } : []
+        let blocking = processor.blockingHandlers
+        let threads = blocking > 0 ? BlockingThreads(name: "warren-worker", count: workers * blocking) : nil
         let limiter = processor.queue.rateLimit.map { RateLimiter($0, burst: workers) }
-        defer { for thread in threads { thread.stop() } }
+        defer { threads?.stop() }
         // A cancelled runner stops as an ended subscription does: workers finish what waits.
         await withTaskCancellationHandler {
             await runWorkers(workers, threading: threading, threads: threads, limiter: limiter)
@@ -53,22 +57,23 @@ struct QueueRunner: Sendable {
         return feed.endError
     }
 
-    private func runWorkers(_ workers: Int, threading: HandlerThreading, threads: [WorkerThread], limiter: RateLimiter?) async {
+    private func runWorkers(_ workers: Int, threading: HandlerThreading, threads: BlockingThreads?, limiter: RateLimiter?) async {
+        // Named in every case: a nil preference does not inherit the I/O thread.
+        let preference: any TaskExecutor = switch threading {
+        case .neverBlocks: consumer.connection.executor
+        case .ownThread: threads ?? globalConcurrentExecutor
+        case .sharedPool: globalConcurrentExecutor
+        }
+        let place = DeliveryProcessor.WorkerPlace(threads: threads, onOwnThread: threading == .ownThread && threads != nil)
         await withTaskGroup(of: Void.self) { group in
-            for index in 0..<workers {
-                // Named in every case: a nil preference does not inherit the I/O thread.
-                let preference: any TaskExecutor = switch threading {
-                case .neverBlocks: consumer.connection.executor
-                case .ownThread: threads[index]
-                case .sharedPool: globalConcurrentExecutor
-                }
-                group.addTask(executorPreference: preference) { await work(feed, limiter: limiter, onOwnThread: threading == .ownThread) }
+            for _ in 0..<workers {
+                group.addTask(executorPreference: preference) { await work(feed, limiter: limiter, at: place) }
             }
             await group.waitForAll()
         }
     }
 
-    private nonisolated(nonsending) func work(_ feed: DeliveryFeed, limiter: RateLimiter?, onOwnThread: Bool) async {
+    private nonisolated(nonsending) func work(_ feed: DeliveryFeed, limiter: RateLimiter?, at place: DeliveryProcessor.WorkerPlace) async {
         let metrics = processor.metrics
         let gate = processor.gate
         while true {
@@ -107,7 +112,7 @@ struct QueueRunner: Sendable {
             }
             metrics.inflight.increment()
             processor.gate?.tally.started()
-            if let rest = processor.processAtOnce(delivery, onOwnThread: onOwnThread) {
+            if let rest = processor.processAtOnce(delivery, at: place) {
                 await processor.finish(rest)
             }
             processor.gate?.tally.ended()

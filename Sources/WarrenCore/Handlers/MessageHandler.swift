@@ -25,11 +25,10 @@ public struct HandlerInput: Sendable {
     /// The delivery's own context (from its `traceparent`, or a trace started for it): what the
     /// copies of the input carry (retry, dead-letter, `republish`).
     public var deliveryTrace: MessageTrace
-    /// The run happens on a thread of its own (a queue worker's `WorkerThread`), which a handler
-    /// may block while it waits (an exec run waits for its process right there). False
-    /// everywhere else: on the shared pool or an I/O thread, a handler hands a blocking wait to
-    /// a thread of its own. Set by the engine, which knows where each worker runs.
-    public var mayBlockThread = false
+    /// Where the run may wait with a thread held (an exec run waiting for its process): right
+    /// here when its worker runs on a thread of its own, else on one of its queue's
+    /// `BlockingThreads`. Set by the engine, which knows where each worker runs.
+    public var blocking: BlockingWait = .spare
     /// The spans of this run and its delivery when warren exports spans (nil when it does not).
     var tracing: RunTracing?
 

@@ -58,7 +58,7 @@ struct ExecHandler: MessageHandler {
         let result = await ExecProcess.run(
             program, environment: environment.environment(for: input), input: input.body, captureStdout: wantsReply,
             timeout: input.timeout, stderr: StderrCollector(logger: logger, context: .init(handler: name, input: input)),
-            mayBlockThread: input.mayBlockThread)
+            blocking: input.blocking)
         return Self.outcome(of: result, timeout: input.timeout, wantsReply: wantsReply)
     }
 

@@ -1,5 +1,4 @@
 import CSpawn
-import Dispatch
 import Glibc
 import Synchronization
 
@@ -8,12 +7,12 @@ import Synchronization
 ///
 /// A run is one `poll` loop on a thread of its own: the spawn (posix_spawn, which does not copy
 /// warren's address space), the pipes, the exit (a pidfd), the deadline and cancellation are
-/// all waited for in one place. On a queue's worker thread (`WorkerThread`, queues whose
-/// handlers are all exec) the loop runs right there, with no thread hand-over. Anywhere else it
-/// costs two hand-overs (there and back), on a thread from libdispatch's overcommit pool (a
-/// serial queue per run), which starts another thread when all are busy and keeps idle ones for
-/// reuse: a run that blocks never holds up the cooperative pool, and runs never queue behind
-/// each other.
+/// all waited for in one place, where the run's `HandlerInput.blocking` says: on a queue
+/// worker's own thread (queues whose handlers are all exec) right there, with no thread
+/// hand-over; anywhere else on one of the queue's `BlockingThreads`, at the cost of two
+/// hand-overs (there and back). The queue has as many of those as its workers can run at once,
+/// so a run that blocks never holds up the cooperative pool, and runs never queue behind each
+/// other.
 /// Every child is reaped and every descriptor closed before the run returns.
 enum ExecProcess {
     /// How the run ended, before it is read as an outcome.
@@ -43,11 +42,10 @@ enum ExecProcess {
     ///
     /// - Parameter captureStdout: false when nobody reads stdout (the message has no
     ///   `reply_to`): it goes to /dev/null, and the run has one pipe fewer to wake up for.
-    /// - Parameter mayBlockThread: the caller's thread is its own (a queue worker's): the run
-    ///   waits there; otherwise on a libdispatch thread, and the caller's thread is free meanwhile.
+    /// - Parameter blocking: where the run waits for its process.
     static func run(
         _ program: ExecProgram, environment: CStringBlock, input: [UInt8], captureStdout: Bool, timeout: Duration,
-        stderr: StderrCollector, mayBlockThread: Bool
+        stderr: StderrCollector, blocking: BlockingWait
     ) async -> Finished {
         let cancellation: Cancellation
         do {
@@ -63,11 +61,7 @@ enum ExecProcess {
             return run.result
         }
         return await withTaskCancellationHandler {
-            // A worker's own thread (`WorkerThread`) waits for its process itself.
-            if mayBlockThread { return perform() }
-            return await withCheckedContinuation { (continuation: CheckedContinuation<Finished, Never>) in
-                DispatchQueue(label: "warren.exec").async { continuation.resume(returning: perform()) }
-            }
+            await blocking.run(perform) ?? Finished(ending: .notStarted("cannot start \(program.name): warren is stopping"), stderr: stderr)
         } onCancel: {
             cancellation.signal()
         }

@@ -1,13 +1,12 @@
 import Logging
-import NIOPosix
 import Synchronization
 
 /// One `[handlers.NAME]` entry of kind `plugin`: the library, the state its `init` returned, and
 /// the threads its calls run on.
 ///
-/// Calls run on a `NIOThreadPool` of the entry's own, never on the Swift cooperative pool or an
-/// I/O thread: a plugin blocks as it likes (disk, network, locks), and a stuck plugin stalls only
-/// its own pool. The state is destroyed exactly once, and only when no call can be running:
+/// Calls run on `BlockingThreads` of the entry's own (named `warren-plugin`), never on the Swift
+/// cooperative pool or an I/O thread: a plugin blocks as it likes (disk, network, locks), and a
+/// stuck plugin stalls only its own threads. The state is destroyed exactly once, and only when no call can be running:
 /// every call enters and leaves through `calls`, and `shutdown()` closes it first.
 final class PluginInstance: Sendable {
     struct SetupError: Error, CustomStringConvertible {
@@ -16,7 +15,7 @@ final class PluginInstance: Sendable {
 
     let name: String
     let library: PluginLibrary
-    let pool: NIOThreadPool
+    let threads: BlockingThreads
     let logger: Logger
     /// What `init` returned. nonisolated(unsafe): the pointer never changes, and the plugin
     /// contract makes `handle` safe to call on several threads at once for one state; `destroy`
@@ -48,16 +47,15 @@ final class PluginInstance: Sendable {
         self.state = state
         self.logger = logger
         let threads = max(threads, 1)
-        pool = NIOThreadPool(numberOfThreads: threads)
-        pool.start()
+        self.threads = BlockingThreads(name: "warren-plugin", count: threads)
         logger.info("plugin loaded", metadata: [LogKeys.handler: "\(name)", "library": "\(path)", "threads": "\(threads)"])
     }
 
-    /// Queues `input` for a pool thread. The job holds this instance, so the instance (and the
-    /// state) outlives every job.
+    /// Queues `input` for one of the entry's threads. The job holds this instance, so the
+    /// instance (and the state) outlives every job.
     func submit(_ input: HandlerInput, _ call: PluginCall) {
-        pool.submit { work in
-            guard work == .active, call.begin() else {
+        threads.submit { active in
+            guard active, call.begin() else {
                 call.finish(.notRun)
                 return
             }
@@ -88,9 +86,10 @@ final class PluginInstance: Sendable {
         calls.withLock { $0.running -= 1 }
     }
 
-    /// Calls `destroy` on a pool thread (it may block) and stops the pool. A call that overran its
-    /// timeout may still be inside the plugin: then the state is left alone (destroying it under
-    /// the call would crash warren) and the pool's threads end as their calls return.
+    /// Calls `destroy` on one of the entry's threads (it may block) and stops them. A call that
+    /// overran its timeout may still be inside the plugin: then the state is left alone
+    /// (destroying it under the call would crash warren) and the threads end as their calls
+    /// return.
     func shutdown() async {
         let (running, wasClosed) = calls.withLock { calls -> (Int, Bool) in
             defer { calls.closed = true }
@@ -101,19 +100,11 @@ final class PluginInstance: Sendable {
             logger.warning("plugin calls still running at shutdown; the plugin state is not destroyed", metadata: [
                 LogKeys.handler: "\(name)", "library": "\(library.path)", "running": "\(running)",
             ])
-            pool.shutdownGracefully { _ in }
+            threads.stop()
             return
         }
-        do {
-            try await pool.runIfActive { self.destroyState() }
-        } catch {
-            destroyState()
-        }
-        do {
-            try await pool.shutdownGracefully()
-        } catch {
-            logger.warning("plugin thread pool did not stop cleanly", metadata: [LogKeys.handler: "\(name)", LogKeys.error: "\(error)"])
-        }
+        if await threads.run({ self.destroyState() }) == nil { destroyState() }
+        threads.stop()
     }
 
     private func destroyState() {
@@ -126,7 +117,7 @@ final class PluginInstance: Sendable {
         let closed = calls.withLock { $0.closed }
         if !closed {
             library.destroy(state)
-            pool.shutdownGracefully { _ in }
+            threads.stop()
         }
     }
 }

@@ -31,12 +31,12 @@ def section_drain(h, rep):
         sec = "drain"
         rep.add(sec, f"C consumer, ack each, prefetch {prefetch}", runs["c-each"], notes="baseline")
         rep.ratio_row(sec, f"warren noop, immediate, prefetch {prefetch}", runs["warren-immediate"], runs["c-each"],
-                      "C each", 0.90)
+                      "C each", 0.95)
         rep.cpu_row(sec, f"  CPU per message, immediate, prefetch {prefetch}", runs["warren-immediate"],
                     runs["c-each"], "C each", 1.5)
         rep.add(sec, f"C consumer, ack multiple every {k}, prefetch {prefetch}", runs["c-multiple"], notes="baseline")
         rep.ratio_row(sec, f"warren noop, batched, prefetch {prefetch}", runs["warren-batched"], runs["c-multiple"],
-                      "C multiple", 0.90)
+                      "C multiple", 0.95)
         rep.cpu_row(sec, f"  CPU per message, batched, prefetch {prefetch}", runs["warren-batched"],
                     runs["c-multiple"], "C multiple", 1.5)
 

@@ -17,7 +17,10 @@ import Logging
 struct DeliveryDecision {
     /// What the decision needs to know about the queue and the delivery.
     struct Context {
-        var queue: QueueConfiguration
+        /// The queue's configuration, shared by every delivery of its consumer rather than
+        /// copied (with a reference count per field) for each.
+        let shared: Shared<QueueConfiguration>
+        var queue: QueueConfiguration { shared.value }
         var delivery: Delivery
         var attempt: Int
         /// When the copies are stamped (`x-warren-failed-at`); nil reads the clock when a
@@ -26,6 +29,14 @@ struct DeliveryDecision {
         /// The delivery's trace context, which its retry and dead-letter copies carry forward
         /// (docs/tracing.md); nil leaves the copies' headers as the input's.
         var trace: MessageTrace? = nil
+
+        init(queue: Shared<QueueConfiguration>, delivery: Delivery, attempt: Int, now: Date? = nil, trace: MessageTrace? = nil) {
+            (self.shared, self.delivery, self.attempt, self.now, self.trace) = (queue, delivery, attempt, now, trace)
+        }
+
+        init(queue: QueueConfiguration, delivery: Delivery, attempt: Int, now: Date? = nil, trace: MessageTrace? = nil) {
+            self.init(queue: Shared(queue), delivery: delivery, attempt: attempt, now: now, trace: trace)
+        }
     }
 
     /// What started the decision.
@@ -341,5 +352,15 @@ extension QueueConfiguration {
     var hasBrokerDeadLetterExchange: Bool {
         if case .broker = deadLetter { return true }
         return arguments["x-dead-letter-exchange"] != nil
+    }
+}
+
+/// An immutable value shared by reference: what every delivery of a consumer reads (its queue's
+/// configuration, its log context) without copying it per message.
+final class Shared<Value: Sendable>: Sendable {
+    let value: Value
+
+    init(_ value: Value) {
+        self.value = value
     }
 }

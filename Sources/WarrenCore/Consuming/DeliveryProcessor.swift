@@ -34,6 +34,9 @@ struct DeliveryProcessor: Sendable {
     /// handler names are found here by comparing a few strings (usually the same storage)
     /// instead of hashing each name into three dictionaries per message.
     private let resolved: [ResolvedHandler]
+    /// What each delivery's decision and log context read, shared rather than copied per message.
+    private let sharedQueue: Shared<QueueConfiguration>
+    private let logBase: Shared<MessageLog.Base>
 
     private struct ResolvedHandler: Sendable {
         let name: String
@@ -60,6 +63,8 @@ struct DeliveryProcessor: Sendable {
         self.logger = logger
         let metrics = QueueMetrics(queue: queue)
         self.metrics = metrics
+        sharedQueue = Shared(queue)
+        logBase = Shared(MessageLog.Base(logger: logger, queue: queue.name))
         var resolved: [ResolvedHandler] = []
         for name in queue.handlerNames where !resolved.contains(where: { $0.name == name }) {
             resolved.append(Self.resolve(name, queue: queue, handlers: handlers, configurations: handlerConfigurations, metrics: metrics))
@@ -149,8 +154,8 @@ struct DeliveryProcessor: Sendable {
     func processAtOnce(_ delivery: Delivery, at place: WorkerPlace = .anywhere) -> Unfinished? {
         let attempt = RetryPlanner.attempt(headers: delivery.properties.headers)
         let (trace, traced) = tracing.start(queue: queue.name, delivery, attempt: attempt)
-        var log = MessageLog(logger: logger, queue: queue.name, delivery: delivery, attempt: attempt, trace: trace)
-        var decision = DeliveryDecision(.init(queue: queue, delivery: delivery, attempt: attempt, trace: trace))
+        var log = MessageLog(logBase, delivery: delivery, attempt: attempt, trace: trace)
+        var decision = DeliveryDecision(.init(queue: sharedQueue, delivery: delivery, attempt: attempt, trace: trace))
 
         if let (size, bodyLost) = oversized(delivery) {
             gate?.tally.processed(failed: false)
@@ -535,8 +540,15 @@ struct DeliveryProcessor: Sendable {
 /// A delivery's log context, kept as plain values: the metadata dictionary is built only when an
 /// event is actually logged (swift-log evaluates metadata lazily), not for every message.
 struct MessageLog {
-    let logger: Logger
-    let queue: String
+    /// What every delivery of a consumer logs with.
+    struct Base: Sendable {
+        var logger: Logger
+        var queue: String
+    }
+
+    private let base: Shared<Base>
+    var logger: Logger { base.value.logger }
+    var queue: String { base.value.queue }
     /// What the metadata needs of the delivery, not a copy of all of it.
     let deliveryTag: UInt64
     let messageID: AMQPString?
@@ -550,8 +562,11 @@ struct MessageLog {
     var unrouted: (exchange: AMQPString, routingKey: AMQPString, type: AMQPString)?
 
     init(logger: Logger, queue: String, delivery: Delivery, attempt: Int, trace: MessageTrace) {
-        self.logger = logger
-        self.queue = queue
+        self.init(Shared(Base(logger: logger, queue: queue)), delivery: delivery, attempt: attempt, trace: trace)
+    }
+
+    init(_ base: Shared<Base>, delivery: Delivery, attempt: Int, trace: MessageTrace) {
+        self.base = base
         self.deliveryTag = delivery.tag.value
         self.messageID = delivery.properties.messageID
         self.attempt = attempt

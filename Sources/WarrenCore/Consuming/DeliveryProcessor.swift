@@ -20,6 +20,8 @@ struct DeliveryProcessor: Sendable {
     /// Set for a stream queue: its read position and the consumer to end when a delivery must
     /// be read again (a stream takes nothing back).
     let stream: StreamReading?
+    /// `stream != nil`, kept as a flag: reading an optional struct copies it, on every settlement.
+    private let isStream: Bool
     /// The queue's gate: its circuit breaker hears of each handler run, its counts of each
     /// delivery (nil in tests that exercise the processor alone).
     let gate: QueueGate?
@@ -60,6 +62,7 @@ struct DeliveryProcessor: Sendable {
         self.connection = connection
         self.dedup = dedup
         self.stream = stream
+        isStream = stream != nil
         self.logger = logger
         let metrics = QueueMetrics(queue: queue)
         self.metrics = metrics
@@ -177,7 +180,7 @@ struct DeliveryProcessor: Sendable {
         if let traced { input.startRun(names[0], in: traced) }
         // One handler: its lines name its run's span. A fan-out's name the delivery's.
         if names.count == 1 { log.trace = input.trace }
-        if stream != nil { input.streamOffset = StreamPosition.offset(of: delivery) }
+        if isStream { input.streamOffset = StreamPosition.offset(of: delivery) }
         input.blocking = place.forRun
         let dedupID = dedup == nil || !queue.dedup ? nil : delivery.properties.messageID.flatMap { $0.isEmpty ? nil : $0 }
         if names.count == 1 && dedupID == nil, let (outcome, elapsed) = runAtOnce(names[0], input) {
@@ -331,7 +334,7 @@ struct DeliveryProcessor: Sendable {
             log.event(event)
             traced?.end(log, .held, event)
             // A stream keeps nothing unacked for later: its next consumer reads it again.
-            if stream != nil { putBack(delivery) }
+            if isStream { putBack(delivery) }
         case .publish:
             assertionFailure("a publish is carried out, not ended")
         }
@@ -425,20 +428,26 @@ struct DeliveryProcessor: Sendable {
         return ran(entry, input, outcome, since: started)
     }
 
-    /// `run` for a handler that answers at once; nil (nothing run) when it does not.
+    /// `run` for a handler that answers at once; nil (nothing run) when it does not. Its run is
+    /// counted with a duration of zero: it waited for nothing, and two clock reads would cost
+    /// more than the run.
     private func runAtOnce(_ name: String, _ input: HandlerInput) -> (outcome: HandlerOutcome, elapsed: Duration)? {
         let entry = resolved(name)
-        let started = ContinuousClock.now
         guard let outcome = entry.handler?.outcomeAtOnce(input) else { return nil }
-        return ran(entry, input, outcome, since: started)
+        return ran(entry, input, outcome, after: .zero)
     }
 
     /// A run's outcome carrying its context, with its span ended and its metrics counted.
     private func ran(
         _ entry: ResolvedHandler, _ input: HandlerInput, _ outcome: HandlerOutcome, since started: ContinuousClock.Instant
     ) -> (outcome: HandlerOutcome, elapsed: Duration) {
+        ran(entry, input, outcome, after: ContinuousClock.now - started)
+    }
+
+    private func ran(
+        _ entry: ResolvedHandler, _ input: HandlerInput, _ outcome: HandlerOutcome, after elapsed: Duration
+    ) -> (outcome: HandlerOutcome, elapsed: Duration) {
         let outcome = outcome.tracing(input.trace)
-        let elapsed = ContinuousClock.now - started
         input.tracing?.run.end(handler: entry.name, outcome)
         entry.metrics?.record(outcome, after: elapsed)
         return (outcome, elapsed)
@@ -491,7 +500,7 @@ struct DeliveryProcessor: Sendable {
     /// by what warren decided (a settlement of a channel that died meanwhile still counts).
     private func settle(_ delivery: Delivery, _ disposition: Disposition, _ outcome: MessageOutcome) {
         metrics.count(outcome)
-        guard let stream else {
+        guard isStream, let stream else {
             connection.settle(delivery.tag, disposition)
             return
         }
@@ -509,7 +518,7 @@ struct DeliveryProcessor: Sendable {
     /// from its offset by the next consumer (this one is ended). What the queue's workers do
     /// with deliveries they will not start (draining).
     func putBack(_ delivery: Delivery, endingConsumer: Bool = true) {
-        guard let stream else {
+        guard isStream, let stream else {
             connection.settle(delivery.tag, .nack(requeue: true))
             return
         }

@@ -44,9 +44,9 @@ import Testing
         #expect(await feed.next() == nil)
     }
 
-    /// Workers suspended on an empty feed each get one delivery of a later batch, the rest wait
-    /// for whoever asks next; together they see every delivery exactly once, and all of them end
-    /// (none is left suspended) when the feed ends.
+    /// A batch wakes one of the workers suspended on an empty feed, the rest wait for whoever
+    /// asks next; together they see every delivery exactly once, and all of them end (none is
+    /// left suspended) when the feed ends.
     @Test func idleWorkersShareABatchAndAllEndWhenTheFeedEnds() async {
         let feed = DeliveryFeed()
         let workers = 4
@@ -66,6 +66,29 @@ import Testing
             return all
         }
         #expect(taken.sorted() == Array(1...10))
+    }
+
+    /// One idle worker is woken per batch; a worker about to suspend wakes the next idle one
+    /// for what waits, and nothing when nothing waits.
+    @Test func aBatchWakesOneIdleWorkerAndASuspendingWorkerWakesAnother() async {
+        let feed = DeliveryFeed()
+        final class Got: Sendable { let tags = Mutex<[UInt64]>([]) }
+        let got = Got()
+        let workers = (0..<2).map { _ in
+            Task {
+                if let delivery = await feed.next() { got.tags.withLock { $0.append(delivery.tag.value) } }
+            }
+        }
+        await Self.untilIdle(feed, 2)
+        feed.push(Self.deliveries(1...3))
+        #expect(feed.idleWorkers == 1, "one worker woken for the batch")
+        feed.wakeAnother()
+        #expect(feed.idleWorkers == 0, "the other woken for what waits")
+        for worker in workers { await worker.value }
+        #expect(got.tags.withLock { Set($0) } == [1, 2])
+        feed.wakeAnother()
+        #expect(feed.takeNow()?.tag.value == 3, "with no worker idle, the rest still waits")
+        feed.end()
     }
 
     @Test func aWorkerWaitingOnAnEmptyFeedGetsNilWhenItEnds() async {

@@ -5,8 +5,13 @@ import Synchronization
 /// Hands a consumer's deliveries to a queue's workers, first come first served: the one
 /// hand-over between the I/O loop and the workers. The consumer is started with the feed as its
 /// sink (`AMQPConnection.consume(_:into:)`), so the loop pushes each turn's batch here itself,
-/// on its thread; an idle worker gets the next delivery without suspending while any is
-/// waiting, so a worker whose handler finishes at once goes through a whole batch in one run.
+/// on its thread; a worker gets the next delivery without suspending while any is waiting, so
+/// a worker whose handler finishes at once goes through a whole batch in one run.
+///
+/// A batch wakes one idle worker, not one per delivery: where the handlers answer at once, that
+/// worker takes the rest without another task switch. A worker about to suspend on a delivery
+/// (its handler waits for something) wakes the next idle one for what is waiting
+/// (`wakeAnother`), so no delivery waits behind a suspended worker while another is idle.
 /// Holds at most what the consumer received and no worker took yet (the prefetch window bounds
 /// it).
 final class DeliveryFeed: DeliverySink {
@@ -44,22 +49,33 @@ final class DeliveryFeed: DeliverySink {
     /// Why the subscription ended, once it has, when it did not end normally.
     var endError: AMQPError? { state.withLock { $0.error } }
 
-    /// Queues `batch`, handing its first deliveries to idle workers.
+    /// Queues `batch`, handing its first delivery to an idle worker if one waits.
     /// False, taking nothing, once the feed ended: no worker would take them.
     @discardableResult
     func push(_ batch: [Delivery]) -> Bool {
-        var handOver: [(CheckedContinuation<Delivery?, Never>, Delivery)] = []
+        var handOver: (CheckedContinuation<Delivery?, Never>, Delivery)?
         let taken = state.withLock { state in
             guard !state.ended else { return false }
             var rest = batch[...]
-            while !rest.isEmpty, let worker = state.idle.popLast() {
-                handOver.append((worker, rest.removeFirst()))
+            if let first = rest.first, let worker = state.idle.popLast() {
+                handOver = (worker, first)
+                rest = rest.dropFirst()
             }
             state.waiting.append(contentsOf: rest)
             return true
         }
-        for (worker, delivery) in handOver { worker.resume(returning: delivery) }
+        if let (worker, delivery) = handOver { worker.resume(returning: delivery) }
         return taken
+    }
+
+    /// Hands the next waiting delivery to an idle worker, if both exist: called by a worker
+    /// about to suspend on the delivery it took.
+    func wakeAnother() {
+        let handOver = state.withLock { state -> (CheckedContinuation<Delivery?, Never>, Delivery)? in
+            guard !state.idle.isEmpty, let delivery = state.waiting.popFirst(), let worker = state.idle.popLast() else { return nil }
+            return (worker, delivery)
+        }
+        if let (worker, delivery) = handOver { worker.resume(returning: delivery) }
     }
 
     /// No more deliveries: workers get what is waiting, then nil.

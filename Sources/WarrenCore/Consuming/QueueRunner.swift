@@ -113,6 +113,8 @@ struct QueueRunner: Sendable {
             metrics.inflight.increment()
             processor.gate?.tally.started()
             if let rest = processor.processAtOnce(delivery, at: place) {
+                // This worker suspends: what waits goes to another.
+                feed.wakeAnother()
                 await processor.finish(rest)
             }
             processor.gate?.tally.ended()

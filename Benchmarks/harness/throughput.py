@@ -74,7 +74,7 @@ def section_publish(h, rep):
     sec = "publish"
     rep.add(sec, f"C publisher, confirms, window {s.window}, mandatory", runs["c"],
             notes="baseline; wall time from spawn, start-up included")
-    rep.ratio_row(sec, f"warren publish --count, window {s.window}", runs["warren"], runs["c"], "C publisher", 0.85,
+    rep.ratio_row(sec, f"warren publish --count, window {s.window}", runs["warren"], runs["c"], "C publisher", 0.90,
                   notes=f"warren publish --count 1 takes {startup * 1000:.0f} ms")
     for concurrency in (8, 64):
         rep.ratio_row(sec, f"warren run, republish handler, prefetch 1000, concurrency {concurrency}",

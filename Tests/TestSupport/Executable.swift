@@ -34,8 +34,8 @@ public func writeExecutable(_ contents: String, to path: String) throws {
 
 private let stagingCounter = Atomic<Int>(0)
 
-/// The calling thread's name (`pthread_setname_np`; a `WorkerThread` is named after its queue's
-/// role, e.g. "warren-worker").
+/// The calling thread's name (`pthread_setname_np`; `BlockingThreads` are named for their role,
+/// e.g. "warren-worker").
 public func currentThreadName() -> String {
     // Linux keeps it in /proc/thread-self/comm (pthread_getname_np is not in the Glibc module).
     let fd = open("/proc/thread-self/comm", O_RDONLY | O_CLOEXEC)

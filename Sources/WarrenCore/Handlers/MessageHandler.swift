@@ -181,9 +181,9 @@ public enum HandlerThreading: Sendable {
     /// `handle` awaits slow work without blocking a thread, or blocks only briefly: the shared
     /// pool, so it can never hold up reading, heartbeats or the other queues.
     case sharedPool
-    /// `handle` waits for slow work (a child process) and may block the thread it runs on when
-    /// `HandlerInput.mayBlockThread` says the thread is its own; elsewhere it hands the wait to a
-    /// thread of its own. A queue whose handlers are all like this gives each worker a thread
-    /// (`WorkerThread`).
+    /// `handle` waits for slow work (a child process) with a thread held, where
+    /// `HandlerInput.blocking` says: right where it runs when the thread is its worker's own,
+    /// else on one of its queue's `BlockingThreads`. A queue with such handlers has those
+    /// threads; when all its handlers are like this, each worker runs on one of them.
     case ownThread
 }

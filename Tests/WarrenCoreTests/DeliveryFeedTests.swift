@@ -68,10 +68,11 @@ import Testing
         #expect(taken.sorted() == Array(1...10))
     }
 
-    /// One idle worker is woken per batch; a worker about to suspend wakes the next idle one
-    /// for what waits, and nothing when nothing waits.
-    @Test func aBatchWakesOneIdleWorkerAndASuspendingWorkerWakesAnother() async {
+    /// Where the workers share one thread, one idle worker is woken per batch; a worker about
+    /// to suspend wakes the next idle one for what waits, and nothing when nothing waits.
+    @Test func onOneThreadABatchWakesOneIdleWorkerAndASuspendingWorkerWakesAnother() async {
         let feed = DeliveryFeed()
+        feed.workersShareOneThread(true)
         final class Got: Sendable { let tags = Mutex<[UInt64]>([]) }
         let got = Got()
         let workers = (0..<2).map { _ in
@@ -89,6 +90,24 @@ import Testing
         feed.wakeAnother()
         #expect(feed.takeNow()?.tag.value == 3, "with no worker idle, the rest still waits")
         feed.end()
+    }
+
+    /// Elsewhere each delivery of a batch wakes an idle worker, so they run in parallel.
+    @Test func elsewhereEachDeliveryOfABatchWakesAnIdleWorker() async {
+        let feed = DeliveryFeed()
+        final class Got: Sendable { let tags = Mutex<[UInt64]>([]) }
+        let got = Got()
+        let workers = (0..<3).map { _ in
+            Task {
+                if let delivery = await feed.next() { got.tags.withLock { $0.append(delivery.tag.value) } }
+            }
+        }
+        await Self.untilIdle(feed, 3)
+        feed.push(Self.deliveries(1...2))
+        #expect(feed.idleWorkers == 1, "two woken, one for each delivery")
+        feed.end()
+        for worker in workers { await worker.value }
+        #expect(got.tags.withLock { Set($0) } == [1, 2])
     }
 
     @Test func aWorkerWaitingOnAnEmptyFeedGetsNilWhenItEnds() async {

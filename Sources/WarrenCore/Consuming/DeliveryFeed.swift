@@ -8,16 +8,21 @@ import Synchronization
 /// on its thread; a worker gets the next delivery without suspending while any is waiting, so
 /// a worker whose handler finishes at once goes through a whole batch in one run.
 ///
-/// A batch wakes one idle worker, not one per delivery: where the handlers answer at once, that
-/// worker takes the rest without another task switch. A worker about to suspend on a delivery
-/// (its handler waits for something) wakes the next idle one for what is waiting
-/// (`wakeAnother`), so no delivery waits behind a suspended worker while another is idle.
+/// Where the workers share one thread (the I/O thread: `workersShareOneThread`), a batch wakes
+/// one idle worker, not one per delivery: that worker takes the rest without another task
+/// switch while the handlers answer at once, and waking the others would only queue them behind
+/// it on the same thread. Elsewhere each delivery of a batch wakes an idle worker, so they run in
+/// parallel at once. Either way, a worker about to suspend on a delivery (its handler waits for
+/// something) wakes the next idle one for what is waiting (`wakeAnother`), so no delivery waits
+/// behind a suspended worker while another is idle.
 /// Holds at most what the consumer received and no worker took yet (the prefetch window bounds
 /// it).
 final class DeliveryFeed: DeliverySink {
     private struct State: Sendable {
         var waiting: Deque<Delivery> = []
         var idle: [CheckedContinuation<Delivery?, Never>] = []
+        /// A batch wakes one idle worker rather than one per delivery.
+        var onePerBatch = false
         var ended = false
         /// Why the subscription ended, when it did not end normally.
         var error: AMQPError?
@@ -49,22 +54,29 @@ final class DeliveryFeed: DeliverySink {
     /// Why the subscription ended, once it has, when it did not end normally.
     var endError: AMQPError? { state.withLock { $0.error } }
 
-    /// Queues `batch`, handing its first delivery to an idle worker if one waits.
-    /// False, taking nothing, once the feed ended: no worker would take them.
+    /// The queue's workers all run on one thread (set by the runner before they start).
+    func workersShareOneThread(_ shared: Bool) {
+        state.withLock { $0.onePerBatch = shared }
+    }
+
+    /// Queues `batch`, handing its first deliveries to idle workers: one, or one each, as
+    /// `workersShareOneThread` says. False, taking nothing, once the feed ended: no worker would
+    /// take them.
     @discardableResult
     func push(_ batch: [Delivery]) -> Bool {
-        var handOver: (CheckedContinuation<Delivery?, Never>, Delivery)?
+        var handOver: [(CheckedContinuation<Delivery?, Never>, Delivery)] = []
         let taken = state.withLock { state in
             guard !state.ended else { return false }
             var rest = batch[...]
-            if let first = rest.first, let worker = state.idle.popLast() {
-                handOver = (worker, first)
+            while let first = rest.first, let worker = state.idle.popLast() {
+                handOver.append((worker, first))
                 rest = rest.dropFirst()
+                if state.onePerBatch { break }
             }
             state.waiting.append(contentsOf: rest)
             return true
         }
-        if let (worker, delivery) = handOver { worker.resume(returning: delivery) }
+        for (worker, delivery) in handOver { worker.resume(returning: delivery) }
         return taken
     }
 

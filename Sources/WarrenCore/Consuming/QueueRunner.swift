@@ -65,6 +65,7 @@ struct QueueRunner: Sendable {
         case .sharedPool: globalConcurrentExecutor
         }
         let place = DeliveryProcessor.WorkerPlace(threads: threads, onOwnThread: threading == .ownThread && threads != nil)
+        feed.workersShareOneThread(threading == .neverBlocks)
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<workers {
                 group.addTask(executorPreference: preference) { await work(feed, limiter: limiter, at: place) }

@@ -26,6 +26,24 @@ import Testing
         while feed.idleWorkers < workers { await Task.yield() }
     }
 
+    final class Taken: Sendable {
+        private let tags = Mutex<[UInt64]>([])
+        func append(_ tag: UInt64) { tags.withLock { $0.append(tag) } }
+        var all: Set<UInt64> { tags.withLock { Set($0) } }
+    }
+
+    /// `count` workers, each waiting on the empty feed for one delivery; what they took.
+    static func idleWorkers(_ count: Int, on feed: DeliveryFeed) async -> ([Task<Void, Never>], Taken) {
+        let taken = Taken()
+        let workers = (0..<count).map { _ in
+            Task {
+                if let delivery = await feed.next() { taken.append(delivery.tag.value) }
+            }
+        }
+        await untilIdle(feed, count)
+        return (workers, taken)
+    }
+
     @Test func oneWorkerTakesEveryDeliveryInOrderThenNilOnceEnded() async {
         let feed = DeliveryFeed()
         feed.push(Self.deliveries(1...3))
@@ -73,20 +91,13 @@ import Testing
     @Test func onOneThreadABatchWakesOneIdleWorkerAndASuspendingWorkerWakesAnother() async {
         let feed = DeliveryFeed()
         feed.workersShareOneThread(true)
-        final class Got: Sendable { let tags = Mutex<[UInt64]>([]) }
-        let got = Got()
-        let workers = (0..<2).map { _ in
-            Task {
-                if let delivery = await feed.next() { got.tags.withLock { $0.append(delivery.tag.value) } }
-            }
-        }
-        await Self.untilIdle(feed, 2)
+        let (workers, got) = await Self.idleWorkers(2, on: feed)
         feed.push(Self.deliveries(1...3))
         #expect(feed.idleWorkers == 1, "one worker woken for the batch")
         feed.wakeAnother()
         #expect(feed.idleWorkers == 0, "the other woken for what waits")
         for worker in workers { await worker.value }
-        #expect(got.tags.withLock { Set($0) } == [1, 2])
+        #expect(got.all == [1, 2])
         feed.wakeAnother()
         #expect(feed.takeNow()?.tag.value == 3, "with no worker idle, the rest still waits")
         feed.end()
@@ -95,19 +106,12 @@ import Testing
     /// Elsewhere each delivery of a batch wakes an idle worker, so they run in parallel.
     @Test func elsewhereEachDeliveryOfABatchWakesAnIdleWorker() async {
         let feed = DeliveryFeed()
-        final class Got: Sendable { let tags = Mutex<[UInt64]>([]) }
-        let got = Got()
-        let workers = (0..<3).map { _ in
-            Task {
-                if let delivery = await feed.next() { got.tags.withLock { $0.append(delivery.tag.value) } }
-            }
-        }
-        await Self.untilIdle(feed, 3)
+        let (workers, got) = await Self.idleWorkers(3, on: feed)
         feed.push(Self.deliveries(1...2))
         #expect(feed.idleWorkers == 1, "two woken, one for each delivery")
         feed.end()
         for worker in workers { await worker.value }
-        #expect(got.tags.withLock { Set($0) } == [1, 2])
+        #expect(got.all == [1, 2])
     }
 
     @Test func aWorkerWaitingOnAnEmptyFeedGetsNilWhenItEnds() async {

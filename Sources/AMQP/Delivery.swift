@@ -41,7 +41,18 @@ public struct Delivery: Sendable {
     public let body: [UInt8]
     /// Set when the content header announced a body over the consumer's `maxBodySize`: the body
     /// was spooled to a temporary file as it arrived (or dropped, if that failed), not buffered.
-    public let oversizedBody: OversizedBody?
+    public var oversizedBody: OversizedBody? { oversized?.value }
+    /// Boxed: rare, and about half the size of a delivery inline, which every copy of a delivery
+    /// (the feed, the decision) would move.
+    private let oversized: OversizedBox?
+
+    private final class OversizedBox: Sendable {
+        let value: OversizedBody
+
+        init(_ value: OversizedBody) {
+            self.value = value
+        }
+    }
 
     public init(
         tag: DeliveryTag, consumerTag: String, redelivered: Bool, exchange: AMQPString, routingKey: AMQPString,
@@ -54,6 +65,6 @@ public struct Delivery: Sendable {
         self.routingKey = routingKey
         self.properties = properties
         self.body = body
-        self.oversizedBody = oversizedBody
+        self.oversized = oversizedBody.map(OversizedBox.init)
     }
 }

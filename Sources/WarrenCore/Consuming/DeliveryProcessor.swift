@@ -138,7 +138,7 @@ struct DeliveryProcessor: Sendable {
         /// The handler(s) must run with `handle`.
         case run(Run)
         /// The decision's next action publishes.
-        case carryOut(DeliveryDecision.Action, DeliveryDecision, Delivery, MessageLog, TracedDelivery?)
+        case carryOut(DeliveryDecision.Action, DeliveryDecision, MessageLog, TracedDelivery?)
     }
 
     struct Run {
@@ -205,7 +205,8 @@ struct DeliveryProcessor: Sendable {
     @inline(never)
     nonisolated(nonsending) func finish(_ unfinished: Unfinished) async {
         switch unfinished {
-        case .carryOut(let action, var decision, let delivery, let log, let traced):
+        case .carryOut(let action, var decision, let log, let traced):
+            let delivery = decision.context.delivery
             await carryOut(action, &decision, delivery, log, traced)
         case .run(var run):
             await runHandlers(&run)
@@ -313,7 +314,7 @@ struct DeliveryProcessor: Sendable {
     private func conclude(
         _ action: DeliveryDecision.Action, _ decision: DeliveryDecision, _ delivery: Delivery, _ log: MessageLog, _ traced: TracedDelivery?
     ) -> Unfinished? {
-        if case .publish = action { return .carryOut(action, decision, delivery, log, traced) }
+        if case .publish = action { return .carryOut(action, decision, log, traced) }
         end(action, delivery, log, traced)
         return nil
     }
@@ -434,7 +435,7 @@ struct DeliveryProcessor: Sendable {
         let entry = resolved(name)
         let started = ContinuousClock.now
         let outcome = await runUncounted(entry, input)
-        return ran(entry, input, outcome, since: started)
+        return ran(entry, input, outcome, after: .now - started)
     }
 
     /// `run` for a handler that answers at once; nil (nothing run) when it does not. Its run is
@@ -447,12 +448,6 @@ struct DeliveryProcessor: Sendable {
     }
 
     /// A run's outcome carrying its context, with its span ended and its metrics counted.
-    private func ran(
-        _ entry: ResolvedHandler, _ input: HandlerInput, _ outcome: HandlerOutcome, since started: ContinuousClock.Instant
-    ) -> (outcome: HandlerOutcome, elapsed: Duration) {
-        ran(entry, input, outcome, after: ContinuousClock.now - started)
-    }
-
     private func ran(
         _ entry: ResolvedHandler, _ input: HandlerInput, _ outcome: HandlerOutcome, after elapsed: Duration
     ) -> (outcome: HandlerOutcome, elapsed: Duration) {

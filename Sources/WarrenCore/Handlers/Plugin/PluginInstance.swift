@@ -6,8 +6,9 @@ import Synchronization
 ///
 /// Calls run on `BlockingThreads` of the entry's own (named `warren-plugin`), never on the Swift
 /// cooperative pool or an I/O thread: a plugin blocks as it likes (disk, network, locks), and a
-/// stuck plugin stalls only its own threads. The state is destroyed exactly once, and only when no call can be running:
-/// every call enters and leaves through `calls`, and `shutdown()` closes it first.
+/// stuck plugin stalls only its own threads. The state is destroyed exactly once, and only when
+/// no call can be running: every call enters and leaves through `calls`, and `shutdown()` closes
+/// it first.
 final class PluginInstance: Sendable {
     struct SetupError: Error, CustomStringConvertible {
         var description: String
@@ -46,9 +47,8 @@ final class PluginInstance: Sendable {
         self.library = library
         self.state = state
         self.logger = logger
-        let threads = max(threads, 1)
         self.threads = BlockingThreads(name: "warren-plugin", count: threads)
-        logger.info("plugin loaded", metadata: [LogKeys.handler: "\(name)", "library": "\(path)", "threads": "\(threads)"])
+        logger.info("plugin loaded", metadata: [LogKeys.handler: "\(name)", "library": "\(path)", "threads": "\(self.threads.count)"])
     }
 
     /// Queues `input` for one of the entry's threads. The job holds this instance, so the

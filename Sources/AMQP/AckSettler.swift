@@ -10,11 +10,16 @@ import DequeModule
 ///   equal dispositions as one frame with `multiple=true` (`coalesced` mode);
 /// - holds finished deliveries above a gap (a slow message below them) for at most `holdBack`,
 ///   then settles them one by one, so one slow handler cannot stall the prefetch window;
+/// - holds a contiguous run shorter than half the prefetch `window` while the broker may still
+///   send more (fewer than `window` unsettled), for at most `holdBack`: the broker is not
+///   waiting for it, and each frame costs a send and the broker's work. Once half the window
+///   is finished, or the window is full, it goes out at once;
 /// - in `immediate` mode sends one frame per delivery as soon as it is flushed.
 /// Pure: time is passed in as monotonic nanoseconds.
 struct AckSettler {
     enum Mode: Sendable, Equatable {
-        case coalesced(holdBackNanoseconds: UInt64)
+        /// `window`: the consumer's prefetch count, 0 for none (nothing contiguous is held).
+        case coalesced(holdBackNanoseconds: UInt64, window: Int = 0)
         case immediate
     }
 
@@ -96,14 +101,18 @@ struct AckSettler {
     /// The frames to send now, in order. Appends to `actions`.
     mutating func flush(now: UInt64, into actions: inout [Action]) {
         guard finishedCount > 0 else { return }
-        walkContiguous(into: &actions)
-        guard finishedCount > 0 else { return }
-        // Above the gap: settle individually, in tag order, whatever has waited long enough.
         let holdBack: UInt64
         switch mode {
         case .immediate: holdBack = 0
-        case .coalesced(let nanoseconds): holdBack = nanoseconds
+        case .coalesced(let nanoseconds, let window):
+            holdBack = nanoseconds
+            if window > 1 && unsettledCount < window && holdsContiguousRun(below: window / 2, now: now, holdBack: nanoseconds) {
+                return
+            }
         }
+        walkContiguous(into: &actions)
+        guard finishedCount > 0 else { return }
+        // Above the gap: settle individually, in tag order, whatever has waited long enough.
         for index in slots.indices {
             guard case .finished(let disposition, let at) = slots[index], now &- at >= holdBack else { continue }
             actions.append(Self.single(floor + UInt64(index), disposition))
@@ -114,10 +123,33 @@ struct AckSettler {
         }
     }
 
+    /// Whether the finished run at the floor is shorter than `limit` and nothing finished (in the
+    /// run or above a gap) has waited `holdBack`: then nothing need go out yet. Called only with
+    /// fewer than a window of unsettled tags, so the scan is bounded by the window.
+    private func holdsContiguousRun(below limit: Int, now: UInt64, holdBack: UInt64) -> Bool {
+        var run = 0
+        var inRun = true
+        for slot in slots {
+            switch slot {
+            case .handling:
+                inRun = false
+            case .finished(_, let at):
+                if now &- at >= holdBack { return false }
+                if inRun {
+                    run += 1
+                    if run >= limit { return false }
+                }
+            case .sent:
+                continue
+            }
+        }
+        return true
+    }
+
     /// The earliest time at which `flush` would send something it holds back now.
     func nextDeadline() -> UInt64? {
         guard finishedCount > 0 else { return nil }
-        guard case .coalesced(let holdBack) = mode else { return 0 }
+        guard case .coalesced(let holdBack, _) = mode else { return 0 }
         var earliest = UInt64.max
         for slot in slots {
             if case .finished(_, let at) = slot, at < earliest { earliest = at }

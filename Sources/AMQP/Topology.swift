@@ -57,7 +57,10 @@ public struct QueueDeclareResult: Sendable, Hashable {
 public enum SettlementMode: Sendable, Hashable {
     /// Runs of equal dispositions over contiguous tags go out as one `multiple=true` frame.
     /// Settlements above a gap (a slower delivery below them) wait at most `holdBack`, then go
-    /// out one by one, so one slow handler cannot hold the whole prefetch window.
+    /// out one by one, so one slow handler cannot hold the whole prefetch window. While the
+    /// broker may still send (fewer unsettled than the prefetch), a contiguous run shorter than
+    /// half the prefetch also waits, at most `holdBack`, so that a fast consumer sends one frame
+    /// per half window instead of one per read.
     case coalesced(holdBack: Duration)
     /// One frame per settlement.
     case immediate

@@ -117,6 +117,59 @@ struct AckSettlerTests {
         #expect(s.unsettledCount == 0)
     }
 
+    // MARK: a contiguous run while the broker may still send
+
+    private let windowed = AckSettler.Mode.coalesced(holdBackNanoseconds: 1_000, window: 10)
+
+    @Test func aShortContiguousRunWaitsWhileTheWindowHasRoomThenGoesOutAfterTheHoldBack() {
+        var s = settler(4, mode: windowed)
+        for tag: UInt64 in 1...3 { _ = s.record(tag, .ack, now: 100) }
+        #expect(flush(&s, now: 500).isEmpty, "3 finished of a window of 10, 4 unsettled: the broker can still send 6")
+        #expect(s.nextDeadline() == 1_100)
+        #expect(flush(&s, now: 1_100) == [.ack(tag: 3, multiple: true)])
+        #expect(s.unsettledCount == 1)
+    }
+
+    @Test func aRunOfHalfTheWindowGoesOutAtOnce() {
+        var s = settler(6, mode: windowed)
+        for tag: UInt64 in 1...4 { _ = s.record(tag, .ack, now: 0) }
+        #expect(flush(&s, now: 1).isEmpty)
+        _ = s.record(5, .ack, now: 1)
+        #expect(flush(&s, now: 2) == [.ack(tag: 5, multiple: true)])
+    }
+
+    @Test func aFullWindowSendsWhatIsFinishedAtOnce() {
+        // Ten unsettled of ten: the broker sends nothing more until something is settled, so
+        // holding the run would leave workers idle.
+        var s = settler(10, mode: windowed)
+        _ = s.record(1, .ack, now: 0)
+        #expect(flush(&s, now: 1) == [.ack(tag: 1, multiple: false)])
+    }
+
+    @Test func aDeliveryAboveAGapThatWaitedOutTheHoldBackReleasesTheHeldRunToo() {
+        var s = settler(5, mode: windowed)
+        _ = s.record(3, .ack, now: 0)
+        _ = s.record(1, .ack, now: 600)
+        #expect(flush(&s, now: 700).isEmpty)
+        #expect(flush(&s, now: 1_000) == [.ack(tag: 1, multiple: false), .ack(tag: 3, multiple: false)])
+        #expect(s.unsettledCount == 3)
+    }
+
+    @Test func withoutAWindowOrWithAWindowOfOneNothingContiguousWaits() {
+        for mode in [AckSettler.Mode.coalesced(holdBackNanoseconds: 1_000), .coalesced(holdBackNanoseconds: 1_000, window: 1)] {
+            var s = settler(3, mode: mode)
+            _ = s.record(1, .ack, now: 0)
+            #expect(flush(&s, now: 1) == [.ack(tag: 1, multiple: false)], "\(mode)")
+        }
+    }
+
+    @Test func closingSendsAHeldRun() {
+        var s = settler(4, mode: windowed)
+        _ = s.record(1, .nack(requeue: true), now: 0)
+        _ = s.record(2, .nack(requeue: true), now: 0)
+        #expect(flush(&s, now: .max) == [.nack(tag: 2, multiple: true, requeue: true)])
+    }
+
     @Test func outOfOrderCompletionOfAThousandDeliveriesSettlesEachExactlyOnce() {
         var generator = SplitMix64(seed: 42)
         var s = settler(1_000, mode: .coalesced(holdBackNanoseconds: 50))

@@ -98,8 +98,11 @@ extension IOLoop {
     }
 
     private func complete(_ message: ContentAssembler.Message, on channel: Channel) {
-        switch (message.start, channel.role) {
-        case (.deliver(let method), .consumer(let consumer)):
+        // One enum at a time: a switch over the pair copies both into a tuple, destroyed through
+        // its metadata, for every delivery.
+        switch channel.role {
+        case .consumer(let consumer):
+            guard case .deliver(let method) = message.start else { break }
             switch channel.lifecycle.routeDelivery() {
             case .reader:
                 break
@@ -119,7 +122,9 @@ extension IOLoop {
                 properties: message.properties, body: message.body, oversizedBody: message.oversized)
             if consumer.pending.isEmpty { consumersWithPending.append(consumer) }
             consumer.pending.append(delivery)
-        case (.returned(let method), .publisher(let publisher)):
+            return
+        case .publisher(let publisher):
+            guard case .returned(let method) = message.start else { break }
             let matched = publisher.tracker.returned(
                 messageID: message.properties.messageID, replyCode: method.replyCode, replyText: method.replyText)
             if !matched {
@@ -127,11 +132,14 @@ extension IOLoop {
                     "channel": "\(channel.id)", "routing_key": "\(method.routingKey)",
                 ])
             }
-        case (_, .getter(let getter)):
+            return
+        case .getter(let getter):
             getCompleted(message, on: channel, getter)
-        default:
-            logger.debug("content on a channel that does not expect it", metadata: ["channel": "\(channel.id)"])
+            return
+        case .control:
+            break
         }
+        logger.debug("content on a channel that does not expect it", metadata: ["channel": "\(channel.id)"])
     }
 
     private func handleMethod(channel id: UInt16, method: amqp_method_t) {

@@ -24,32 +24,32 @@ extension IOLoop {
 
     func flushSettlements(now: UInt64) {
         guard !pendingSettlement.isEmpty else { return }
-        for id in pendingSettlement {
-            guard let channel = channels[id], channel.lifecycle.sendsSettlements, case .consumer(let consumer) = channel.role else {
-                pendingSettlement.remove(id)
-                continue
+        pendingSettlement.keep { id in isAlive && flushSettlements(of: id, now: now) }
+    }
+
+    /// Sends what channel `id`'s settler lets go now; whether it still holds some.
+    private func flushSettlements(of id: UInt16, now: UInt64) -> Bool {
+        guard let channel = channel(id), channel.lifecycle.sendsSettlements, case .consumer(let consumer) = channel.role else {
+            return false
+        }
+        settleActions.removeAll(keepingCapacity: true)
+        consumer.settler.flush(now: now, into: &settleActions)
+        for action in settleActions {
+            let status: Int32
+            switch action {
+            case .ack(let tag, let multiple):
+                status = amqp_basic_ack(connection, id, tag, multiple ? 1 : 0)
+            case .nack(let tag, let multiple, let requeue):
+                status = amqp_basic_nack(connection, id, tag, multiple ? 1 : 0, requeue ? 1 : 0)
+            case .reject(let tag, let requeue):
+                status = amqp_basic_reject(connection, id, tag, requeue ? 1 : 0)
             }
-            settleActions.removeAll(keepingCapacity: true)
-            consumer.settler.flush(now: now, into: &settleActions)
-            for action in settleActions {
-                let status: Int32
-                switch action {
-                case .ack(let tag, let multiple):
-                    status = amqp_basic_ack(connection, id, tag, multiple ? 1 : 0)
-                case .nack(let tag, let multiple, let requeue):
-                    status = amqp_basic_nack(connection, id, tag, multiple ? 1 : 0, requeue ? 1 : 0)
-                case .reject(let tag, let requeue):
-                    status = amqp_basic_reject(connection, id, tag, requeue ? 1 : 0)
-                }
-                guard status == AMQP_STATUS_OK.rawValue else {
-                    fail(libraryError(status, "settling deliveries on channel \(id)"))
-                    return
-                }
-            }
-            if consumer.settler.finishedCount == 0 {
-                pendingSettlement.remove(id)
+            guard status == AMQP_STATUS_OK.rawValue else {
+                fail(libraryError(status, "settling deliveries on channel \(id)"))
+                return true
             }
         }
+        return consumer.settler.finishedCount > 0
     }
 
     func enqueue(_ publish: CommandQueue.Publish) {

@@ -128,7 +128,7 @@ final class IOLoop {
     var isAlive: Bool { lifecycle.isAlive }
     var closeWaiters: [CheckedContinuation<Void, Never>] = []
     /// Consumer channels with settlements recorded but not yet sent.
-    var pendingSettlement: Set<UInt16> = []
+    var pendingSettlement = ChannelIDs()
     /// Consumers with deliveries assembled this turn, not yet handed over (flushDeliveries).
     var consumersWithPending: [ConsumerState] = []
     var resolutions: [Tracker.Resolution] = []
@@ -379,4 +379,28 @@ struct RepeatedString {
         }
         return string
     }
+}
+
+/// The ids of the channels with something to send, each once, in the order they first had
+/// some. A connection has a few channels busy at a time: a short array searched linearly costs
+/// less than hashing into a set, and `keep` filters it in place.
+struct ChannelIDs: Sequence {
+    private var ids: [UInt16] = []
+
+    var isEmpty: Bool { ids.isEmpty }
+
+    mutating func insert(_ id: UInt16) {
+        if !ids.contains(id) { ids.append(id) }
+    }
+
+    mutating func remove(_ id: UInt16) {
+        if let index = ids.firstIndex(of: id) { ids.remove(at: index) }
+    }
+
+    /// Keeps the ids for which `body` (called once for each, in order) returns true.
+    mutating func keep(_ body: (UInt16) -> Bool) {
+        ids.removeAll { !body($0) }
+    }
+
+    func makeIterator() -> IndexingIterator<[UInt16]> { ids.makeIterator() }
 }

@@ -89,7 +89,9 @@ struct DeliveryDecision {
         case hold(Event)
     }
 
-    private enum State {
+    /// Boxed: only a delivery whose decision publishes gets past `idle`, and the decision is
+    /// copied into what a suspended delivery keeps.
+    private indirect enum State {
         case idle
         /// Outputs are out; on confirm, ack with this event.
         case awaitingOutputs(success: Event, afterAck: Bool, outcome: HandlerOutcome, handler: String?)

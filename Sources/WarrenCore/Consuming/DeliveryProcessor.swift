@@ -173,7 +173,7 @@ struct DeliveryProcessor: Sendable {
             return conclude(decision.start(.tooLarge(bodySize: size, bodyLost: bodyLost)), decision, delivery, log, traced)
         }
         guard let names = router.handlers(for: delivery) else {
-            log.unrouted = (delivery.exchange, delivery.routingKey, delivery.properties.type ?? "")
+            log.unrouted = Shared((delivery.exchange, delivery.routingKey, delivery.properties.type ?? ""))
             gate?.tally.processed(failed: false)
             return conclude(decision.start(.unrouted), decision, delivery, log, traced)
         }
@@ -191,8 +191,8 @@ struct DeliveryProcessor: Sendable {
         if isStream { input.streamOffset = StreamPosition.offset(of: delivery) }
         input.blocking = place.forRun
         let dedupID = dedup == nil || !queue.dedup ? nil : delivery.properties.messageID.flatMap { $0.isEmpty ? nil : $0 }
-        if names.count == 1 && dedupID == nil, let (outcome, elapsed) = runAtOnce(names[0], input) {
-            log.duration = elapsed
+        if names.count == 1 && dedupID == nil, let outcome = runAtOnce(names[0], input) {
+            log.duration = .zero
             let trigger = handled(outcome, by: names[0], names, delivery, &log)
             return conclude(decision.start(trigger), decision, delivery, log, traced)
         }
@@ -435,13 +435,14 @@ struct DeliveryProcessor: Sendable {
         let entry = resolved(name)
         let started = ContinuousClock.now
         let outcome = await runUncounted(entry, input)
-        return ran(entry, input, outcome, after: .now - started)
+        let elapsed = ContinuousClock.now - started
+        return (ran(entry, input, outcome, after: elapsed), elapsed)
     }
 
     /// `run` for a handler that answers at once; nil (nothing run) when it does not. Its run is
     /// counted with a duration of zero: it waited for nothing, and two clock reads would cost
     /// more than the run.
-    private func runAtOnce(_ name: String, _ input: HandlerInput) -> (outcome: HandlerOutcome, elapsed: Duration)? {
+    private func runAtOnce(_ name: String, _ input: HandlerInput) -> HandlerOutcome? {
         let entry = resolved(name)
         guard let outcome = entry.handler?.outcomeAtOnce(input) else { return nil }
         return ran(entry, input, outcome, after: .zero)
@@ -450,11 +451,11 @@ struct DeliveryProcessor: Sendable {
     /// A run's outcome carrying its context, with its span ended and its metrics counted.
     private func ran(
         _ entry: ResolvedHandler, _ input: HandlerInput, _ outcome: HandlerOutcome, after elapsed: Duration
-    ) -> (outcome: HandlerOutcome, elapsed: Duration) {
+    ) -> HandlerOutcome {
         let outcome = outcome.tracing(input.trace)
         input.tracing?.run.end(handler: entry.name, outcome)
         entry.metrics?.record(outcome, after: elapsed)
-        return (outcome, elapsed)
+        return outcome
     }
 
     private nonisolated(nonsending) func runUncounted(_ entry: ResolvedHandler, _ input: HandlerInput) async -> HandlerOutcome {
@@ -571,8 +572,8 @@ struct MessageLog {
     var handler: String?
     var outcome: String?
     var duration: Duration?
-    /// Where an unrouted message came from, for its log line.
-    var unrouted: (exchange: AMQPString, routingKey: AMQPString, type: AMQPString)?
+    /// Where an unrouted message came from, for its log line (boxed: few messages are unrouted).
+    var unrouted: Shared<(exchange: AMQPString, routingKey: AMQPString, type: AMQPString)>?
 
     init(logger: Logger, queue: String, delivery: Delivery, attempt: Int, trace: MessageTrace) {
         self.init(Shared(Base(logger: logger, queue: queue)), delivery: delivery, attempt: attempt, trace: trace)
@@ -595,7 +596,7 @@ struct MessageLog {
         if let handler { metadata[LogKeys.handler] = "\(handler)" }
         if let outcome { metadata[LogKeys.outcome] = "\(outcome)" }
         if let duration { metadata[LogKeys.durationMS] = "\(duration.milliseconds)" }
-        if let unrouted {
+        if let unrouted = unrouted?.value {
             metadata["exchange"] = "\(unrouted.exchange)"
             metadata["routing_key"] = "\(unrouted.routingKey)"
             metadata["type"] = "\(unrouted.type)"

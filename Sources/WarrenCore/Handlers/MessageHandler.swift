@@ -110,13 +110,16 @@ public struct HandlerOutput: Sendable {
 }
 
 /// How one handler run ended.
+///
+/// A failure and a verdict are boxed (`indirect`): the success every message of a healthy queue
+/// ends with stays small to copy through the decision.
 public enum HandlerOutcome: Sendable {
     case success(HandlerOutput)
-    case failure(HandlerFailure)
+    indirect case failure(HandlerFailure)
     /// `error` is the handler's own explanation, if it gave one. `details` carries what the run
     /// left behind for a person to look at (exit code, stderr tail, HTTP status) when the verdict
     /// was read from them, so a rejected message is parked with the same forensics as a failed one.
-    case verdict(Verdict, error: String?, output: HandlerOutput, details: HandlerFailure? = nil)
+    indirect case verdict(Verdict, error: String?, output: HandlerOutput, details: HandlerFailure? = nil)
 
     /// Success, or the ack verdict (the same thing said explicitly).
     public var isSuccess: Bool {

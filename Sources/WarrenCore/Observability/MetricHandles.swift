@@ -48,7 +48,12 @@ struct HandlerMetrics: Sendable {
 
     func record(_ outcome: HandlerOutcome, after elapsed: Duration) {
         runs[HandlerResult(outcome).rawValue].increment()
-        duration.record(duration: elapsed)
+        // A run that answered at once is recorded as zero without converting a `Duration`.
+        if elapsed == .zero {
+            duration.recordNanoseconds(0)
+        } else {
+            duration.record(duration: elapsed)
+        }
     }
 }
 

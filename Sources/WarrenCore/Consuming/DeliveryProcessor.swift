@@ -40,11 +40,20 @@ struct DeliveryProcessor: Sendable {
     private let sharedQueue: Shared<QueueConfiguration>
     private let logBase: Shared<MessageLog.Base>
 
-    private struct ResolvedHandler: Sendable {
+    /// A class: looked up for every run, and one reference is cheaper to hand out than a copy
+    /// of its four fields (each with references of its own).
+    private final class ResolvedHandler: Sendable {
         let name: String
         let handler: (any MessageHandler)?
         let timeout: Duration
         let metrics: HandlerMetrics?
+
+        init(name: String, handler: (any MessageHandler)?, timeout: Duration, metrics: HandlerMetrics?) {
+            self.name = name
+            self.handler = handler
+            self.timeout = timeout
+            self.metrics = metrics
+        }
     }
 
     init(

@@ -207,7 +207,8 @@ extension IOLoop {
             let mode: AckSettler.Mode
             switch options.settlement {
             case .immediate: mode = .immediate
-            case .coalesced(let holdBack): mode = .coalesced(holdBackNanoseconds: holdBack.nanoseconds, window: Int(options.prefetch))
+            case .coalesced(let holdBack, let holdingRuns):
+                mode = .coalesced(holdBackNanoseconds: holdBack.nanoseconds, window: holdingRuns ? Int(options.prefetch) : 0)
             }
             let consumer = ConsumerState(queue: options.queue, consumerTag: tag, sink: sink, settler: AckSettler(mode: mode))
             let channel = Channel(id: id, role: .consumer(consumer))

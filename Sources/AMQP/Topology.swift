@@ -60,12 +60,14 @@ public enum SettlementMode: Sendable, Hashable {
     /// out one by one, so one slow handler cannot hold the whole prefetch window. While the
     /// broker may still send (fewer unsettled than the prefetch), a contiguous run shorter than
     /// half the prefetch also waits, at most `holdBack`, so that a fast consumer sends one frame
-    /// per half window instead of one per read.
-    case coalesced(holdBack: Duration)
+    /// per half window instead of one per read; `holdingRuns: false` sends such a run at the
+    /// next turn (a consumer that acks before handling, whose ack should not trail its handler).
+    case coalesced(holdBack: Duration, holdingRuns: Bool = true)
     /// One frame per settlement.
     case immediate
 
-    public static let `default` = SettlementMode.coalesced(holdBack: .milliseconds(20))
+    public static let defaultHoldBack = Duration.milliseconds(20)
+    public static let `default` = SettlementMode.coalesced(holdBack: defaultHoldBack)
 }
 
 /// `basic.qos` + `basic.consume` on a channel of its own.

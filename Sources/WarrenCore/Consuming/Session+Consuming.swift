@@ -216,6 +216,16 @@ extension Session {
         if queue.consumerPriority != 0 { arguments["x-priority"] = .int64(Int64(queue.consumerPriority)) }
         return ConsumeOptions(
             queue: queue.name, prefetch: UInt16(clamping: prefetch), arguments: arguments,
-            settlement: queue.ackMode == .immediate ? .immediate : .default, maxBodySize: queue.maxBodySize)
+            settlement: settlementMode(queue), maxBodySize: queue.maxBodySize)
+    }
+
+    /// `ack_first` promises the ack before the handler runs: its acks go out at the next turn of
+    /// the loop, not held for a fuller batch.
+    static func settlementMode(_ queue: QueueConfiguration) -> SettlementMode {
+        switch queue.ackMode {
+        case .immediate: .immediate
+        case .batched:
+            queue.ackPolicy.acksBeforeHandling ? .coalesced(holdBack: SettlementMode.defaultHoldBack, holdingRuns: false) : .default
+        }
     }
 }

@@ -75,6 +75,16 @@ struct AckSettler {
         self.mode = mode
     }
 
+    /// The settler of a consumer opened with `settlement` and `prefetch`.
+    init(_ settlement: SettlementMode, prefetch: UInt16) {
+        switch settlement {
+        case .immediate:
+            self.init(mode: .immediate)
+        case .coalesced(let holdBack, let holdingRuns):
+            self.init(mode: .coalesced(holdBackNanoseconds: holdBack.nanoseconds, window: holdingRuns ? Int(prefetch) : 0))
+        }
+    }
+
     /// Deliveries received and not yet settled on the wire.
     var unsettledCount: Int { slots.count - sentCount }
 

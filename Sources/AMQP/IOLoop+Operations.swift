@@ -204,13 +204,8 @@ extension IOLoop {
                 try rpcFailed(channel: id, "consuming from queue \"\(options.queue)\"")
             }
             let tag = String(amqpBytes: ok.pointee.consumer_tag)
-            let mode: AckSettler.Mode
-            switch options.settlement {
-            case .immediate: mode = .immediate
-            case .coalesced(let holdBack, let holdingRuns):
-                mode = .coalesced(holdBackNanoseconds: holdBack.nanoseconds, window: holdingRuns ? Int(options.prefetch) : 0)
-            }
-            let consumer = ConsumerState(queue: options.queue, consumerTag: tag, sink: sink, settler: AckSettler(mode: mode))
+            let consumer = ConsumerState(
+                queue: options.queue, consumerTag: tag, sink: sink, settler: AckSettler(options.settlement, prefetch: options.prefetch))
             let channel = Channel(id: id, role: .consumer(consumer))
             channel.assembler.maxBodySize = options.maxBodySize
             channels[id] = channel

@@ -163,6 +163,20 @@ struct AckSettlerTests {
         }
     }
 
+    @Test func aConsumerOpenedHoldingRunsHasItsPrefetchAsTheWindowAndOneThatDoesNotHoldsNothing() {
+        var holding = AckSettler(.coalesced(holdBack: .microseconds(1)), prefetch: 10)
+        var notHolding = AckSettler(.coalesced(holdBack: .microseconds(1), holdingRuns: false), prefetch: 10)
+        for tag: UInt64 in 1...4 {
+            holding.delivered(tag)
+            notHolding.delivered(tag)
+        }
+        _ = holding.record(1, .ack, now: 0)
+        _ = notHolding.record(1, .ack, now: 0)
+        #expect(flush(&holding, now: 1).isEmpty, "one finished of a window of 10 waits")
+        #expect(flush(&notHolding, now: 1) == [.ack(tag: 1, multiple: false)])
+        #expect(AckSettler(.immediate, prefetch: 10).mode == .immediate)
+    }
+
     @Test func closingSendsAHeldRun() {
         var s = settler(4, mode: windowed)
         _ = s.record(1, .nack(requeue: true), now: 0)

@@ -151,7 +151,6 @@ struct DeliveryProcessor: Sendable {
     }
 
     struct Run {
-        let delivery: Delivery
         let names: [String]
         var input: HandlerInput
         var log: MessageLog
@@ -206,7 +205,7 @@ struct DeliveryProcessor: Sendable {
             return conclude(decision.start(trigger), decision, delivery, log, traced)
         }
         return .run(Run(
-            delivery: delivery, names: names, input: input, log: log, decision: decision, traced: traced, dedupID: dedupID,
+            names: names, input: input, log: log, decision: decision, traced: traced, dedupID: dedupID,
             fanOut: place.forFanOut))
     }
 
@@ -223,7 +222,7 @@ struct DeliveryProcessor: Sendable {
     }
 
     private nonisolated(nonsending) func runHandlers(_ run: inout Run) async {
-        let (names, delivery, dedupID) = (run.names, run.delivery, run.dedupID)
+        let (names, delivery, dedupID) = (run.names, run.decision.context.delivery, run.dedupID)
         var runs: [(name: String, outcome: HandlerOutcome)] = []
         let (outcome, failedHandler): (HandlerOutcome, String?)
         if names.count == 1 && dedupID == nil {

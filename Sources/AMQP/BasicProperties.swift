@@ -22,6 +22,14 @@ public struct BasicProperties: Sendable, Hashable {
         var userID: AMQPString? = nil
         var appID: AMQPString? = nil
         var clusterID: AMQPString? = nil
+
+        /// No property set. Nil checks, not `== Fields()`: the derived equality compares each
+        /// field through its type's `==`, for every delivery that has a property.
+        var isEmpty: Bool {
+            contentType == nil && contentEncoding == nil && headers == nil && deliveryMode == nil && priority == nil
+                && correlationID == nil && replyTo == nil && expiration == nil && messageID == nil && timestamp == nil
+                && type == nil && userID == nil && appID == nil && clusterID == nil
+        }
     }
 
     private final class Storage: @unchecked Sendable {
@@ -126,7 +134,7 @@ public struct BasicProperties: Sendable, Hashable {
             contentType: contentType, contentEncoding: contentEncoding, headers: headers, deliveryMode: deliveryMode,
             priority: priority, correlationID: correlationID, replyTo: replyTo, expiration: expiration, messageID: messageID,
             timestamp: timestamp, type: type, userID: userID, appID: appID, clusterID: clusterID)
-        storage = fields == Fields() ? .empty : Storage(fields)
+        storage = fields.isEmpty ? .empty : Storage(fields)
     }
 
     public static let persistent = BasicProperties(deliveryMode: 2)

@@ -25,12 +25,14 @@ struct ConnectionLifecycle: Sendable {
         case closeGracefully
     }
 
-    private(set) var state = State.open
-
-    /// Not failed. Checked several times per frame: matching the case does not copy the error.
-    var isAlive: Bool {
-        if case .failed = state { false } else { true }
+    private(set) var state = State.open {
+        didSet { isAlive = if case .failed = state { false } else { true } }
     }
+
+    /// Not failed. Checked several times per frame and per settlement, so it is stored: a
+    /// computed property of a struct kept in the loop (a class) reads a copy of the whole
+    /// state (its reason, its error) to match the case.
+    private(set) var isAlive = true
 
     /// The reason it failed, if it did.
     var failure: AMQPError? {

@@ -53,7 +53,10 @@ final class IOLoop {
         func flush() -> [Delivery] {
             guard !pending.isEmpty else { return [] }
             let batch = pending
+            // The next turn's batch starts at this one's size: growing from empty would
+            // reallocate it several times per turn.
             pending = []
+            pending.reserveCapacity(batch.count)
             return sink.receive(batch) ? [] : batch
         }
 

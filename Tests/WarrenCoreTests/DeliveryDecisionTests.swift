@@ -72,6 +72,34 @@ struct DeliveryDecisionTests {
         #expect(Self.settled(action)?.1 == .acked)
     }
 
+    /// The engine skips making a decision when `settlesAtOnce` answers: its answer must be what
+    /// the decision itself would have done, for every policy and every kind of outcome.
+    @Test(arguments: AckPolicy.allCases)
+    func settlingAtOnceIsExactlyWhatTheDecisionWouldDo(policy: AckPolicy) {
+        let outcomes: [HandlerOutcome] = [
+            .success(.none), .success(HandlerOutput(reply: [1])), .failure(HandlerFailure("exit code 1", exitCode: 1)),
+            .verdict(.ack, error: nil, output: .none), .verdict(.requeue, error: "busy", output: .none),
+            .verdict(.reject, error: "bad", output: .none), .verdict(.retry(delay: .seconds(1)), error: "later", output: .none),
+        ]
+        var settledAtOnce = 0
+        for outcome in outcomes {
+            for outputs in [[], [Self.reply]] where outputs.isEmpty || outcome.isSuccess {
+                var decision = Self.decision(Self.queue(policy: policy))
+                let full = decision.start(.handled(outcome, handler: "h", outputs: outputs))
+                guard let atOnce = DeliveryDecision.settlesAtOnce(outcome, outputs: outputs, policy: policy) else {
+                    // Left to the decision: it publishes something first.
+                    #expect(Self.published(full) != nil, "\(policy) \(outcome) \(outputs.count)")
+                    continue
+                }
+                settledAtOnce += 1
+                #expect("\(atOnce)" == "\(full)", "\(policy) \(outcome) \(outputs.count)")
+            }
+        }
+        // A success without outputs, an ack verdict, and a requeue (or, after ack_first, every
+        // outcome without outputs) end at once under every policy.
+        #expect(settledAtOnce >= 3)
+    }
+
     @Test func aReplyReturnedAsUnroutableGoesThroughTheRetryLadderNotBackToTheQueue() {
         var decision = Self.decision(Self.queue(policy: .nackOnError))
         _ = decision.start(Self.success)

@@ -190,27 +190,53 @@ struct DeliveryDecision {
     }
 
     private mutating func handled(_ outcome: HandlerOutcome, handler: String?, outputs: [OutgoingMessage]) -> Action {
-        let action = queue.ackPolicy.action(for: outcome)
-        switch action {
+        if let action = Self.settlesAtOnce(outcome, outputs: outputs, policy: queue.ackPolicy) {
+            state = .done
+            return action
+        }
+        switch queue.ackPolicy.action(for: outcome) {
         case .alreadySettled:
-            if case .failure(let failure) = outcome {
-                return finish(Event(level: .warning, message: "handler failed after ack_first acked the message", error: failure.error))
-            }
-            return publishOutputs(outputs, success: Event(level: .debug, message: "message handled"), afterAck: true, outcome: outcome, handler: handler)
+            return publishOutputs(outputs, success: Self.handledEvent(outcome, afterAck: true), afterAck: true, outcome: outcome, handler: handler)
         case .ack:
-            if case .failure(let failure) = outcome {
-                return publishOutputs(
-                    outputs, success: Event(level: .warning, message: "handler failed; acked anyway (ack_policy = ack)", error: failure.error),
-                    afterAck: false, outcome: outcome, handler: handler)
-            }
-            return publishOutputs(outputs, success: Event(level: .debug, message: "message handled"), afterAck: false, outcome: outcome, handler: handler)
+            return publishOutputs(outputs, success: Self.handledEvent(outcome, afterAck: false), afterAck: false, outcome: outcome, handler: handler)
         case .requeue:
-            return settle(.nack(requeue: true), .requeued, Event(level: .warning, message: "message requeued", error: Self.errorText(outcome) ?? "requeue verdict"))
+            return settle(.nack(requeue: true), .requeued, Self.requeuedEvent(outcome))
         case .retry(let delay):
             return retry(delay: delay, error: Self.errorText(outcome) ?? "retry verdict", handler: handler, failure: Self.details(outcome))
         case .deadLetter(let reason):
             return deadLetter(reason, error: Self.errorText(outcome) ?? reason.rawValue, handler: handler, failure: Self.details(outcome))
         }
+    }
+
+    /// The whole decision for a handled delivery when it needs nothing of the delivery itself:
+    /// nothing to publish first, no copy to make (an ack, a requeue, or nothing more after
+    /// `ack_first`). `start(.handled(...))` returns the same action; this lets the engine skip
+    /// making a decision (and copying the delivery into it) for most messages. Nil when the
+    /// decision has more to do.
+    static func settlesAtOnce(_ outcome: HandlerOutcome, outputs: [OutgoingMessage], policy: AckPolicy) -> Action? {
+        switch policy.action(for: outcome) {
+        case .alreadySettled:
+            // A failure publishes nothing: its outputs are none.
+            if case .failure = outcome { return .finished(handledEvent(outcome, afterAck: true)) }
+            return outputs.isEmpty ? .finished(handledEvent(outcome, afterAck: true)) : nil
+        case .ack:
+            return outputs.isEmpty ? .settle(.ack, .acked, handledEvent(outcome, afterAck: false)) : nil
+        case .requeue:
+            return .settle(.nack(requeue: true), .requeued, requeuedEvent(outcome))
+        case .retry, .deadLetter:
+            return nil
+        }
+    }
+
+    /// What is logged when the handling ends in an ack (or after `ack_first`'s ack).
+    private static func handledEvent(_ outcome: HandlerOutcome, afterAck: Bool) -> Event {
+        guard case .failure(let failure) = outcome else { return Event(level: .debug, message: "message handled") }
+        if afterAck { return Event(level: .warning, message: "handler failed after ack_first acked the message", error: failure.error) }
+        return Event(level: .warning, message: "handler failed; acked anyway (ack_policy = ack)", error: failure.error)
+    }
+
+    private static func requeuedEvent(_ outcome: HandlerOutcome) -> Event {
+        Event(level: .warning, message: "message requeued", error: errorText(outcome) ?? "requeue verdict")
     }
 
     private mutating func publishOutputs(

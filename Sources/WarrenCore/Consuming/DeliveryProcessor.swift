@@ -44,16 +44,28 @@ struct DeliveryProcessor: Sendable {
     /// of its four fields (each with references of its own).
     private final class ResolvedHandler: Sendable {
         let name: String
-        let handler: (any MessageHandler)?
+        /// Not optional: a method called on an optional existential read from a class copies
+        /// it (and its reference) to unwrap it, for every run. A name with no handler behind
+        /// it has `Unconfigured`.
+        let handler: any MessageHandler
+        let isConfigured: Bool
         let timeout: Duration
         let metrics: HandlerMetrics?
 
         init(name: String, handler: (any MessageHandler)?, timeout: Duration, metrics: HandlerMetrics?) {
             self.name = name
-            self.handler = handler
+            self.handler = handler ?? Unconfigured()
+            isConfigured = handler != nil
             self.timeout = timeout
             self.metrics = metrics
         }
+
+        /// Stands in for a handler that is not configured; never run (`runUncounted`).
+        private struct Unconfigured: MessageHandler {
+            func handle(_ input: HandlerInput) async -> HandlerOutcome { .failure(HandlerFailure("handler not configured")) }
+        }
+
+        var threading: HandlerThreading { isConfigured ? handler.threading : .sharedPool }
     }
 
     init(
@@ -103,13 +115,13 @@ struct DeliveryProcessor: Sendable {
     /// no dedup store is read or written); on a thread each when every handler waits for a
     /// child process; otherwise on the shared pool.
     var threading: HandlerThreading {
-        Self.threading(of: resolved.map { $0.handler?.threading ?? .sharedPool }, dedup: dedup != nil && queue.dedup)
+        Self.threading(of: resolved.map(\.threading), dedup: dedup != nil && queue.dedup)
     }
 
     /// How many of the queue's handlers wait with a thread held (`.ownThread`): a route runs at
     /// most this many such runs at once, so its workers need as many `BlockingThreads` each.
     var blockingHandlers: Int {
-        resolved.count { $0.handler?.threading == .ownThread }
+        resolved.count { $0.threading == .ownThread }
     }
 
     /// Where a worker runs, and the threads its handlers may block (`QueueRunner`).
@@ -174,15 +186,21 @@ struct DeliveryProcessor: Sendable {
         let attempt = RetryPlanner.attempt(headers: delivery.properties.headers)
         let (trace, traced) = tracing.start(queue: queue.name, delivery, attempt: attempt)
         var log = MessageLog(logBase, delivery: delivery, attempt: attempt, trace: trace)
-        var decision = DeliveryDecision(.init(queue: sharedQueue, delivery: delivery, attempt: attempt, trace: trace))
+        // Made only when the delivery needs more than a settlement (most need none): it holds
+        // a copy of the delivery.
+        func decision() -> DeliveryDecision {
+            DeliveryDecision(.init(queue: sharedQueue, delivery: delivery, attempt: attempt, trace: trace))
+        }
 
         if let (size, bodyLost) = oversized(delivery) {
             gate?.tally.processed(failed: false)
+            var decision = decision()
             return conclude(decision.start(.tooLarge(bodySize: size, bodyLost: bodyLost)), decision, delivery, log, traced)
         }
         guard let names = router.handlers(for: delivery) else {
             log.unrouted = Shared((delivery.exchange, delivery.routingKey, delivery.properties.type ?? ""))
             gate?.tally.processed(failed: false)
+            var decision = decision()
             return conclude(decision.start(.unrouted), decision, delivery, log, traced)
         }
         if queue.ackPolicy.acksBeforeHandling {
@@ -201,11 +219,16 @@ struct DeliveryProcessor: Sendable {
         let dedupID = dedup == nil || !queue.dedup ? nil : delivery.properties.messageID.flatMap { $0.isEmpty ? nil : $0 }
         if names.count == 1 && dedupID == nil, let outcome = runAtOnce(names[0], input) {
             log.duration = .zero
-            let trigger = handled(outcome, by: names[0], names, delivery, &log)
-            return conclude(decision.start(trigger), decision, delivery, log, traced)
+            let outputs = handled(outcome, by: names[0], names, &log, delivery)
+            if let action = DeliveryDecision.settlesAtOnce(outcome, outputs: outputs, policy: queue.ackPolicy) {
+                end(action, delivery, log, traced)
+                return nil
+            }
+            var decision = decision()
+            return conclude(decision.start(.handled(outcome, handler: names[0], outputs: outputs)), decision, delivery, log, traced)
         }
         return .run(Run(
-            names: names, input: input, log: log, decision: decision, traced: traced, dedupID: dedupID,
+            names: names, input: input, log: log, decision: decision(), traced: traced, dedupID: dedupID,
             fanOut: place.forFanOut))
     }
 
@@ -240,7 +263,8 @@ struct DeliveryProcessor: Sendable {
             // A first handler the dedup store skipped: its span ends unrun.
             run.input.tracing?.run.endSkipped(handler: names[0])
         }
-        let trigger = handled(outcome, by: failedHandler, names, delivery, &run.log)
+        let trigger = DeliveryDecision.Trigger.handled(
+            outcome, handler: failedHandler ?? names.first, outputs: handled(outcome, by: failedHandler, names, &run.log, delivery))
         var recordSuccesses: (@Sendable () async -> Void)?
         if let dedupID {
             let succeeded = runs.filter { $0.outcome.isSuccess }
@@ -266,15 +290,16 @@ struct DeliveryProcessor: Sendable {
             run.decision.start(trigger), &run.decision, delivery, run.log, run.traced, afterConfirm: outcome.isSuccess ? recordSuccesses : nil)
     }
 
-    /// What the decision hears of the route's outcome; notes it in the log context and tells
-    /// the queue's gate. `handler`: the one that decided a non-success outcome, if one did.
+    /// Notes the route's outcome in the log context and tells the queue's gate; returns what
+    /// the outcome publishes (`outputs(of:_:)`). `handler`: the one that decided a non-success
+    /// outcome, if one did.
     private func handled(
-        _ outcome: HandlerOutcome, by handler: String?, _ names: [String], _ delivery: Delivery, _ log: inout MessageLog
-    ) -> DeliveryDecision.Trigger {
+        _ outcome: HandlerOutcome, by handler: String?, _ names: [String], _ log: inout MessageLog, _ delivery: Delivery
+    ) -> [OutgoingMessage] {
         log.handler = handler ?? (names.count == 1 ? names[0] : names.joined(separator: ","))
         log.outcome = outcome.resultName
         if let gate { report(outcome, to: gate) }
-        return .handled(outcome, handler: handler ?? names.first, outputs: outputs(of: outcome, delivery))
+        return outputs(of: outcome, delivery)
     }
 
     /// The size of a delivery over `max_body_size`, and whether its body is lost (the spool file
@@ -452,7 +477,7 @@ struct DeliveryProcessor: Sendable {
     /// more than the run.
     private func runAtOnce(_ name: String, _ input: HandlerInput) -> HandlerOutcome? {
         let entry = resolved(name)
-        guard let outcome = entry.handler?.outcomeAtOnce(input) else { return nil }
+        guard entry.isConfigured, let outcome = entry.handler.outcomeAtOnce(input) else { return nil }
         return ran(entry, input, outcome, after: .zero)
     }
 
@@ -467,7 +492,8 @@ struct DeliveryProcessor: Sendable {
     }
 
     private nonisolated(nonsending) func runUncounted(_ entry: ResolvedHandler, _ input: HandlerInput) async -> HandlerOutcome {
-        guard let handler = entry.handler else {
+        let handler = entry.handler
+        guard entry.isConfigured else {
             return .failure(HandlerFailure("handler \"\(entry.name)\" is not configured"))
         }
         let timeout = entry.timeout
@@ -566,6 +592,13 @@ struct MessageLog {
     struct Base: Sendable {
         var logger: Logger
         var queue: String
+        /// The logger's level, read once: reading it through the logger copies its handler
+        /// (an existential) for every delivery, and a logger value's level never changes.
+        var logLevel: Logger.Level
+
+        init(logger: Logger, queue: String) {
+            (self.logger, self.queue, logLevel) = (logger, queue, logger.logLevel)
+        }
     }
 
     private let base: Shared<Base>
@@ -614,7 +647,7 @@ struct MessageLog {
 
     /// Logs what the delivery decision asked for.
     func event(_ event: DeliveryDecision.Event) {
-        guard logger.logLevel <= event.level else { return }
+        guard base.value.logLevel <= event.level else { return }
         var extra: Logger.Metadata = [:]
         if let error = event.error { extra[LogKeys.error] = "\(error)" }
         if let reason = event.reason { extra[LogKeys.reason] = "\(reason.rawValue)" }

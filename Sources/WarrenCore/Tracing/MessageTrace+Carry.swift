@@ -29,20 +29,24 @@ extension HandlerOutcome {
     /// `traceparent` of its own gets the run's, and the reply (built later, from the delivery's
     /// `reply_to`) will.
     func tracing(_ run: MessageTrace) -> HandlerOutcome {
+        // Most outcomes publish nothing: returned as they are, not taken apart and rebuilt.
         switch self {
-        case .failure:
-            return self
-        case .success(let output):
+        case .success(let output) where output.publishesSomething:
             return .success(output.tracing(run))
-        case .verdict(let verdict, let error, let output, let details):
+        case .verdict(let verdict, let error, let output, let details) where output.publishesSomething:
             return .verdict(verdict, error: error, output: output.tracing(run), details: details)
+        default:
+            return self
         }
     }
 }
 
 extension HandlerOutput {
+    /// A reply or a publish.
+    var publishesSomething: Bool { reply != nil || !publishes.isEmpty }
+
     func tracing(_ run: MessageTrace) -> HandlerOutput {
-        guard reply != nil || !publishes.isEmpty else { return self }
+        guard publishesSomething else { return self }
         var output = self
         for index in output.publishes.indices {
             run.stamp(&output.publishes[index].properties.headers, replacing: false)

@@ -34,9 +34,10 @@ public struct Deliveries: AsyncSequence, Sendable {
 /// called on the connection's I/O thread, with each turn's deliveries as one batch, so a reader
 /// gets them without a stream or a task in between. It must not block.
 public protocol DeliverySink: AnyObject, Sendable {
-    /// A turn's deliveries. False: nobody takes deliveries any more; the loop gives them back to
-    /// the broker (`basic.nack` with requeue) at once.
-    func receive(_ batch: [Delivery]) -> Bool
+    /// A turn's deliveries, handed over (a sink may move them out rather than copy each).
+    /// Returns those it refused, all of them when nobody takes deliveries any more: the loop
+    /// gives them back to the broker (`basic.nack` with requeue) at once.
+    func receive(_ batch: consuming [Delivery]) -> [Delivery]
     /// No more deliveries: nil after `cancel()` or `close()`, else why the subscription ended
     /// (the broker cancelled it or closed its channel, or the connection died).
     func finish(_ error: AMQPError?)
@@ -50,9 +51,10 @@ final class StreamSink: DeliverySink {
         self.continuation = continuation
     }
 
-    func receive(_ batch: [Delivery]) -> Bool {
-        if case .terminated = continuation.yield(batch) { return false }
-        return true
+    func receive(_ batch: consuming [Delivery]) -> [Delivery] {
+        let batch = batch
+        if case .terminated = continuation.yield(batch) { return batch }
+        return []
     }
 
     func finish(_ error: AMQPError?) {

@@ -52,12 +52,13 @@ final class IOLoop {
         /// Hands the pending deliveries to the reader; returns them when nobody reads any more.
         func flush() -> [Delivery] {
             guard !pending.isEmpty else { return [] }
+            let count = pending.count
             let batch = pending
             // The next turn's batch starts at this one's size: growing from empty would
             // reallocate it several times per turn.
             pending = []
-            pending.reserveCapacity(batch.count)
-            return sink.receive(batch) ? [] : batch
+            pending.reserveCapacity(count)
+            return sink.receive(consume batch)
         }
 
         /// Ends the stream after what it already received.

@@ -53,6 +53,20 @@ import Testing
         #expect(await feed.next() == nil, "an ended feed stays ended")
     }
 
+    @Test func anEndedFeedGivesTheWholeBatchBackInOrder() {
+        let feed = DeliveryFeed()
+        feed.end()
+        #expect(feed.receive(Self.deliveries(1...4)).map(\.tag.value) == [1, 2, 3, 4])
+        #expect(feed.push(Self.deliveries(5...6)).map(\.tag.value) == [5, 6])
+    }
+
+    @Test func aTakenBatchIsNotGivenBack() async {
+        let feed = DeliveryFeed()
+        #expect(feed.receive(Self.deliveries(1...3)).isEmpty)
+        feed.end()
+        #expect(await Self.drain(feed) == [1, 2, 3])
+    }
+
     @Test func deliveriesWaitingWhenTheFeedEndsAreStillHandedOut() async {
         let feed = DeliveryFeed()
         feed.push(Self.deliveries(1...2))

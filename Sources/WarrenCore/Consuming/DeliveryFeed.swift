@@ -18,9 +18,14 @@ import Synchronization
 /// Holds at most what the consumer received and no worker took yet (the prefetch window bounds
 /// it).
 final class DeliveryFeed: DeliverySink {
+    /// An idle worker. Unchecked: each is resumed exactly once, by whoever removes it from
+    /// `idle` under the lock (a batch, `wakeAnother`, `end`), and a checked continuation costs
+    /// an allocation and two atomic operations more for every batch.
+    private typealias Waiter = UnsafeContinuation<Delivery?, Never>
+
     private struct State: Sendable {
         var waiting: Deque<Delivery> = []
-        var idle: [CheckedContinuation<Delivery?, Never>] = []
+        var idle: [Waiter] = []
         /// A batch wakes one idle worker rather than one per delivery.
         var onePerBatch = false
         var ended = false
@@ -39,8 +44,8 @@ final class DeliveryFeed: DeliverySink {
 
     /// The consumer's batch, on the I/O thread; false once the feed ended (the loop gives the
     /// batch back to the broker).
-    func receive(_ batch: [Delivery]) -> Bool {
-        guard !state.withLock({ $0.ended }) else { return false }
+    func receive(_ batch: consuming [Delivery]) -> [Delivery] {
+        guard !state.withLock({ $0.ended }) else { return batch }
         arrived(batch)
         return push(batch)
     }
@@ -62,28 +67,40 @@ final class DeliveryFeed: DeliverySink {
     /// Queues `batch`, handing its first deliveries to idle workers: one, or one each, as
     /// `workersShareOneThread` says. False, taking nothing, once the feed ended: no worker would
     /// take them.
+    /// Returns the batch when the feed has ended (nothing taken), else an empty array.
     @discardableResult
-    func push(_ batch: [Delivery]) -> Bool {
-        var handOver: [(CheckedContinuation<Delivery?, Never>, Delivery)] = []
+    func push(_ batch: consuming [Delivery]) -> [Delivery] {
+        // Taken from the end, each delivery moves out of the batch into the feed: copying
+        // them would retain, then release, every reference a delivery holds.
+        var batch = batch
+        reverse(&batch)
+        var handOver: [(Waiter, Delivery)] = []
         let taken = state.withLock { state in
             guard !state.ended else { return false }
-            var rest = batch[...]
-            while let first = rest.first, let worker = state.idle.popLast() {
-                handOver.append((worker, first))
-                rest = rest.dropFirst()
+            while !batch.isEmpty, let worker = state.idle.popLast() {
+                handOver.append((worker, batch.removeLast()))
                 if state.onePerBatch { break }
             }
-            state.waiting.append(contentsOf: rest)
+            while let delivery = batch.popLast() { state.waiting.append(delivery) }
             return true
         }
         for (worker, delivery) in handOver { worker.resume(returning: delivery) }
-        return taken
+        guard taken else {
+            reverse(&batch)
+            return batch
+        }
+        return []
+    }
+
+    /// Through the buffer: its swaps move the deliveries, where the array's copy them.
+    private func reverse(_ batch: inout [Delivery]) {
+        batch.withUnsafeMutableBufferPointer { $0.reverse() }
     }
 
     /// Hands the next waiting delivery to an idle worker, if both exist: called by a worker
     /// about to suspend on the delivery it took.
     func wakeAnother() {
-        let handOver = state.withLock { state -> (CheckedContinuation<Delivery?, Never>, Delivery)? in
+        let handOver = state.withLock { state -> (Waiter, Delivery)? in
             guard !state.idle.isEmpty, let delivery = state.waiting.popFirst(), let worker = state.idle.popLast() else { return nil }
             return (worker, delivery)
         }
@@ -104,7 +121,7 @@ final class DeliveryFeed: DeliverySink {
     /// The next delivery; nil once the feed ended and nothing waits.
     nonisolated(nonsending) func next() async -> Delivery? {
         if let ready = takeNow() { return ready }
-        return await withCheckedContinuation { continuation in
+        return await withUnsafeContinuation { continuation in
             let now: Delivery?? = state.withLock { state in
                 if let delivery = state.waiting.popFirst() { return .some(delivery) }
                 if state.ended { return .some(nil) }

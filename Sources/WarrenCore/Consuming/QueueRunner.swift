@@ -98,26 +98,31 @@ struct QueueRunner: Sendable {
                     continue
                 }
             }
-            // Counted as started while it waits for a rate-limit slot: a queue that waits for
-            // its rate is busy, not stalled.
-            activity.started()
             if let limiter {
+                // Counted as started while it waits for a rate-limit slot: a queue that waits
+                // for its rate is busy, not stalled.
+                activity.started()
                 // `rate_limit`: the delivery waits for its slot here, within the prefetch window.
                 await limiter.acquire(unless: draining)
+                activity.finished()
                 if draining.isSet {
                     processor.putBack(delivery, endingConsumer: false)
                     metrics.count(.requeued)
-                    activity.finished()
                     continue
                 }
             }
+            // A delivery settled without suspending is in flight for one function call, which
+            // a reading would only catch by chance: it is counted in flight (the gauge, the
+            // status's count, the stall check's) only when it waits for something. Those
+            // counts are only read for display and for the stall check, which also sees every
+            // delivery received.
+            guard let rest = processor.processAtOnce(delivery, at: place) else { continue }
+            activity.started()
             metrics.inflight.increment()
             processor.gate?.tally.started()
-            if let rest = processor.processAtOnce(delivery, at: place) {
-                // This worker suspends: what waits goes to another.
-                feed.wakeAnother()
-                await processor.finish(rest)
-            }
+            // This worker suspends: what waits goes to another.
+            feed.wakeAnother()
+            await processor.finish(rest)
             processor.gate?.tally.ended()
             metrics.inflight.decrement()
             activity.finished()

@@ -107,8 +107,8 @@ struct ContentAssembler {
             phase = .spoolingBody
             return nil
         }
+        // Reserved by the first body frame (`body(_:)`), which usually carries it all.
         body = []
-        body.reserveCapacity(min(expectedSize, Self.maximumUpfrontReservation))
         phase = .awaitingBody
         return nil
     }
@@ -125,6 +125,14 @@ struct ContentAssembler {
             throw AMQPError(
                 .protocolError,
                 "body frames carried more than the \(expectedSize) bytes their header announced")
+        }
+        if body.isEmpty {
+            if bytes.count == expectedSize {
+                // The whole body in one frame: one allocation of its size and one copy.
+                body = [UInt8](bytes)
+                return complete()
+            }
+            body.reserveCapacity(min(expectedSize, Self.maximumUpfrontReservation))
         }
         body.append(contentsOf: bytes)
         return body.count == expectedSize ? complete() : nil
@@ -162,7 +170,9 @@ struct ContentAssembler {
     }
 
     private mutating func complete() -> Message {
-        guard let start else {
+        // Moved out (`take`, `swap`), not copied then reset: a copy retains every string and
+        // buffer of the message once more, and the reset releases them again.
+        guard let start = start.take() else {
             preconditionFailure("ContentAssembler completed a message in phase \(phase) without a start method")
         }
         var oversized: OversizedBody?
@@ -175,14 +185,14 @@ struct ContentAssembler {
             }
             oversized = OversizedBody(size: expectedSize, spool: kept)
         }
-        let message = Message(start: start, properties: properties, body: body, oversized: oversized)
+        var body: [UInt8] = []
+        swap(&body, &self.body)
+        var properties = BasicProperties()
+        swap(&properties, &self.properties)
         phase = .idle
         spool = nil
         spoolError = nil
         spooledCount = 0
-        self.start = nil
-        body = []
-        properties = BasicProperties()
-        return message
+        return Message(start: start, properties: properties, body: body, oversized: oversized)
     }
 }

@@ -5,11 +5,16 @@ import AMQP
 public struct Router: Sendable {
     public let target: QueueTarget
 
+    /// A single handler's route, made once: not an array allocated for every delivery.
+    private let single: [String]?
+
     public init(_ target: QueueTarget) {
         self.target = target
+        if case .handler(let name) = target { single = [name] } else { single = nil }
     }
 
     public func handlers(for delivery: Delivery) -> [String]? {
+        if let single { return single }
         switch target {
         case .handler(let name):
             return [name]

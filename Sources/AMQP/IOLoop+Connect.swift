@@ -21,7 +21,7 @@ extension IOLoop {
                     name: configuration.connectionName, heartbeat: negotiated.heartbeat, callTimeout: configuration.rpcTimeout)
                 return IOLoop(
                     connection: connection, queue: queue, events: events, negotiated: negotiated, logger: loopLogger,
-                    maxFramesPerTurn: configuration.maxFramesPerTurn, progress: progress)
+                    maxFramesPerTurn: configuration.maxFramesPerTurn, isPlainTCP: !endpoint.useTLS, progress: progress)
             } catch {
                 logger.debug("endpoint failed", metadata: ["endpoint": "\(endpoint)", "error": "\(error)"])
                 failures.append(error)

@@ -11,6 +11,15 @@ extension IOLoop {
         var zero = Glibc.timeval(tv_sec: 0, tv_usec: 0)
         var count = 0
         while count < limit && isAlive {
+            // Over plain TCP, once this turn has read and the library holds nothing more, what
+            // is left is in the kernel, where the loop's poll() sees it: asking the library
+            // again would only cost a recv() that finds nothing and a poll() of its own, two
+            // system calls per turn. The first call of a turn always goes through (it sends a
+            // due heartbeat and notices a silent broker). Over TLS, OpenSSL may hold bytes it
+            // has read and poll() cannot see, so the library is asked until it has none.
+            if isPlainTCP && count > 0 && amqp_data_in_buffer(connection) == 0 && amqp_frames_enqueued(connection) == 0 {
+                return count
+            }
             let status = amqp_simple_wait_frame_noblock(connection, &frame, &zero)
             if status == AMQP_STATUS_TIMEOUT.rawValue { return count }
             guard status == AMQP_STATUS_OK.rawValue else {

@@ -114,6 +114,9 @@ final class IOLoop {
     let negotiated: NegotiatedParameters
     var logger: Logger
     let maxFramesPerTurn: Int
+    /// Whether the connection is plain TCP, where all the library has not yet read is in the
+    /// kernel and poll() sees it (`drainInput`).
+    let isPlainTCP: Bool
     /// What a health check reads: last turn, last bytes from the broker, blocking calls.
     let progress: IOLoopProgress
 
@@ -141,13 +144,15 @@ final class IOLoop {
     var settleActions: [AckSettler.Action] = []
 
     init(connection: amqp_connection_state_t, queue: CommandQueue, events: AsyncStream<ConnectionEvent>.Continuation,
-         negotiated: NegotiatedParameters, logger: Logger, maxFramesPerTurn: Int, progress: IOLoopProgress) {
+         negotiated: NegotiatedParameters, logger: Logger, maxFramesPerTurn: Int, isPlainTCP: Bool = false,
+         progress: IOLoopProgress) {
         self.connection = connection
         self.queue = queue
         self.events = events
         self.negotiated = negotiated
         self.logger = logger
         self.maxFramesPerTurn = max(1, maxFramesPerTurn)
+        self.isPlainTCP = isPlainTCP
         self.progress = progress
     }
 

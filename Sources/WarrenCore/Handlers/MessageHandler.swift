@@ -96,17 +96,54 @@ public struct HandlerFailure: Sendable, Hashable, Error, CustomStringConvertible
 /// What a successful run produces besides success: the RPC reply (published to the message's
 /// `reply_to`) and messages to publish. All are confirmed before the input is acked.
 public struct HandlerOutput: Sendable {
-    public var reply: [UInt8]?
-    public var publishes: [OutgoingMessage]
+    /// One optional reference, nil when the run produced nothing (most runs): an outcome is
+    /// copied several times on its way to the settlement, and three fields of their own would
+    /// cost three reference counts each time. Immutable: a change makes a new box.
+    private final class Storage: Sendable {
+        let reply: [UInt8]?
+        let publishes: [OutgoingMessage]
+        let replyTrace: MessageTrace?
+
+        init(reply: [UInt8]?, publishes: [OutgoingMessage], replyTrace: MessageTrace?) {
+            (self.reply, self.publishes, self.replyTrace) = (reply, publishes, replyTrace)
+        }
+    }
+
+    private var storage: Storage?
+
+    public var reply: [UInt8]? {
+        get { storage?.reply }
+        set { update(reply: newValue, publishes: publishes, replyTrace: replyTrace) }
+    }
+
+    public var publishes: [OutgoingMessage] {
+        get { storage?.publishes ?? [] }
+        set { update(reply: reply, publishes: newValue, replyTrace: replyTrace) }
+    }
+
     /// The context of the run that produced `reply`, which the reply carries; set by the engine.
-    public var replyTrace: MessageTrace?
+    public var replyTrace: MessageTrace? {
+        get { storage?.replyTrace }
+        set { update(reply: reply, publishes: publishes, replyTrace: newValue) }
+    }
 
     public init(reply: [UInt8]? = nil, publishes: [OutgoingMessage] = []) {
-        self.reply = reply
-        self.publishes = publishes
+        update(reply: reply, publishes: publishes, replyTrace: nil)
+    }
+
+    private mutating func update(reply: [UInt8]?, publishes: [OutgoingMessage], replyTrace: MessageTrace?) {
+        storage = reply == nil && publishes.isEmpty && replyTrace == nil
+            ? nil : Storage(reply: reply, publishes: publishes, replyTrace: replyTrace)
     }
 
     public static let none = HandlerOutput()
+
+    /// A reply or a publish. Read from the box, not through `reply` and `publishes`, which
+    /// return copies.
+    var publishesSomething: Bool {
+        guard let storage else { return false }
+        return storage.reply != nil || !storage.publishes.isEmpty
+    }
 }
 
 /// How one handler run ended.

@@ -34,20 +34,32 @@ struct QueueMetrics: Sendable {
 
 /// One handler's series on one queue: runs by result, and the duration histogram.
 struct HandlerMetrics: Sendable {
-    /// Indexed by `HandlerResult.rawValue`.
-    private let runs: [Counter]
+    /// One counter per result, each in a field of its own: taken out of an array, a counter
+    /// would be retained and released around its increment, for every run.
+    private let success, failure, timeout, ack, reject, requeue, retry: Counter
     private let duration: Timer
 
     init(queue: String, handler: String, factory: any MetricsFactory) {
-        runs = HandlerResult.allCases.map {
+        func runs(_ result: HandlerResult) -> Counter {
             Counter(
-                label: WarrenMetrics.handlerRuns, dimensions: [("queue", queue), ("handler", handler), ("result", $0.label)], factory: factory)
+                label: WarrenMetrics.handlerRuns, dimensions: [("queue", queue), ("handler", handler), ("result", result.label)],
+                factory: factory)
         }
+        (success, failure, timeout, ack) = (runs(.success), runs(.failure), runs(.timeout), runs(.ack))
+        (reject, requeue, retry) = (runs(.reject), runs(.requeue), runs(.retry))
         duration = Timer(label: WarrenMetrics.handlerDuration, dimensions: [("queue", queue), ("handler", handler)], factory: factory)
     }
 
     func record(_ outcome: HandlerOutcome, after elapsed: Duration) {
-        runs[HandlerResult(outcome).rawValue].increment()
+        switch HandlerResult(outcome) {
+        case .success: success.increment()
+        case .failure: failure.increment()
+        case .timeout: timeout.increment()
+        case .ack: ack.increment()
+        case .reject: reject.increment()
+        case .requeue: requeue.increment()
+        case .retry: retry.increment()
+        }
         // A run that answered at once is recorded as zero without converting a `Duration`.
         if elapsed == .zero {
             duration.recordNanoseconds(0)

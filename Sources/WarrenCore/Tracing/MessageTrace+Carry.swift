@@ -42,15 +42,15 @@ extension HandlerOutcome {
 }
 
 extension HandlerOutput {
-    /// A reply or a publish.
-    var publishesSomething: Bool { reply != nil || !publishes.isEmpty }
-
     func tracing(_ run: MessageTrace) -> HandlerOutput {
         guard publishesSomething else { return self }
         var output = self
-        for index in output.publishes.indices {
-            run.stamp(&output.publishes[index].properties.headers, replacing: false)
+        // Stamped in a local copy, then stored once: each write to `publishes` makes a new box.
+        var publishes = output.publishes
+        for index in publishes.indices {
+            run.stamp(&publishes[index].properties.headers, replacing: false)
         }
+        if !publishes.isEmpty { output.publishes = publishes }
         if output.reply != nil && output.replyTrace == nil { output.replyTrace = run }
         return output
     }

@@ -185,7 +185,8 @@ struct DeliveryProcessor: Sendable {
     func processAtOnce(_ delivery: Delivery, at place: WorkerPlace = .anywhere) -> Unfinished? {
         let attempt = RetryPlanner.attempt(headers: delivery.properties.headers)
         let (trace, traced) = tracing.start(queue: queue.name, delivery, attempt: attempt)
-        var log = MessageLog(logBase, delivery: delivery, attempt: attempt, trace: trace)
+        // The log context, like the decision, is made only when something needs it.
+        func log(_ trace: MessageTrace) -> MessageLog { MessageLog(logBase, delivery: delivery, attempt: attempt, trace: trace) }
         // Made only when the delivery needs more than a settlement (most need none): it holds
         // a copy of the delivery.
         func decision() -> DeliveryDecision {
@@ -195,9 +196,10 @@ struct DeliveryProcessor: Sendable {
         if let (size, bodyLost) = oversized(delivery) {
             gate?.tally.processed(failed: false)
             var decision = decision()
-            return conclude(decision.start(.tooLarge(bodySize: size, bodyLost: bodyLost)), decision, delivery, log, traced)
+            return conclude(decision.start(.tooLarge(bodySize: size, bodyLost: bodyLost)), decision, delivery, log(trace), traced)
         }
         guard let names = router.handlers(for: delivery) else {
+            var log = log(trace)
             log.unrouted = Shared((delivery.exchange, delivery.routingKey, delivery.properties.type ?? ""))
             gate?.tally.processed(failed: false)
             var decision = decision()
@@ -212,24 +214,28 @@ struct DeliveryProcessor: Sendable {
             timeout: queue.handlerTimeout, trace: traced == nil ? trace.child() : trace, deliveryTrace: trace)
         // With spans, the run's context is its span's (no id drawn for nothing).
         if let traced { input.startRun(names[0], in: traced) }
-        // One handler: its lines name its run's span. A fan-out's name the delivery's.
-        if names.count == 1 { log.trace = input.trace }
         if isStream { input.streamOffset = StreamPosition.offset(of: delivery) }
         input.blocking = place.forRun
         let dedupID = dedup == nil || !queue.dedup ? nil : delivery.properties.messageID.flatMap { $0.isEmpty ? nil : $0 }
         if names.count == 1 && dedupID == nil, let outcome = runAtOnce(names[0], input) {
-            log.duration = .zero
-            let outputs = handled(outcome, by: names[0], names, &log, delivery)
+            let outputs = reported(outcome, delivery)
+            // The one handler's run: its lines name its run's span.
+            func runLog() -> MessageLog {
+                var log = log(input.trace)
+                (log.handler, log.outcome, log.duration) = (names[0], outcome.resultName, .zero)
+                return log
+            }
             if let action = DeliveryDecision.settlesAtOnce(outcome, outputs: outputs, policy: queue.ackPolicy) {
-                end(action, delivery, log, traced)
+                end(action, delivery, runLog(), traced)
                 return nil
             }
             var decision = decision()
-            return conclude(decision.start(.handled(outcome, handler: names[0], outputs: outputs)), decision, delivery, log, traced)
+            return conclude(decision.start(.handled(outcome, handler: names[0], outputs: outputs)), decision, delivery, runLog(), traced)
         }
+        // One handler: its lines name its run's span. A fan-out's name the delivery's.
         return .run(Run(
-            names: names, input: input, log: log, decision: decision(), traced: traced, dedupID: dedupID,
-            fanOut: place.forFanOut))
+            names: names, input: input, log: log(names.count == 1 ? input.trace : trace), decision: decision(), traced: traced,
+            dedupID: dedupID, fanOut: place.forFanOut))
     }
 
     /// Carries on from where `processAtOnce` stopped. Never inlined (see `processAtOnce`).
@@ -298,6 +304,11 @@ struct DeliveryProcessor: Sendable {
     ) -> [OutgoingMessage] {
         log.handler = handler ?? (names.count == 1 ? names[0] : names.joined(separator: ","))
         log.outcome = outcome.resultName
+        return reported(outcome, delivery)
+    }
+
+    /// Tells the queue's gate of the route's outcome; returns what the outcome publishes.
+    private func reported(_ outcome: HandlerOutcome, _ delivery: Delivery) -> [OutgoingMessage] {
         if let gate { report(outcome, to: gate) }
         return outputs(of: outcome, delivery)
     }
@@ -362,25 +373,34 @@ struct DeliveryProcessor: Sendable {
     }
 
     /// Settles, holds or finishes the delivery, as the decision's last action says.
-    private func end(_ action: DeliveryDecision.Action, _ delivery: Delivery, _ log: MessageLog, _ traced: TracedDelivery?) {
+    ///
+    /// The log context is made only when the event is logged at the logger's level or the
+    /// delivery has a span: most deliveries end with a debug line that is not written.
+    private func end(
+        _ action: DeliveryDecision.Action, _ delivery: Delivery, _ log: @autoclosure () -> MessageLog, _ traced: TracedDelivery?
+    ) {
+        let (event, outcome): (DeliveryDecision.Event, MessageOutcome)
         switch action {
-        case .settle(let disposition, let outcome, let event, let backOff):
-            settle(delivery, disposition, outcome)
+        case .settle(let disposition, let settled, let settledEvent, let backOff):
+            settle(delivery, disposition, settled)
             if backOff { self.backOff.failed() }
-            log.event(event)
-            traced?.end(log, outcome, event)
-        case .finished(let event):
-            log.event(event)
-            traced?.end(log, .acked, event)
-        case .hold(let event):
+            (event, outcome) = (settledEvent, settled)
+        case .finished(let finishedEvent):
+            (event, outcome) = (finishedEvent, .acked)
+        case .hold(let heldEvent):
             metrics.count(.held)
-            log.event(event)
-            traced?.end(log, .held, event)
-            // A stream keeps nothing unacked for later: its next consumer reads it again.
-            if isStream { putBack(delivery) }
+            (event, outcome) = (heldEvent, .held)
         case .publish:
             assertionFailure("a publish is carried out, not ended")
+            return
         }
+        if traced != nil || logBase.value.logLevel <= event.level {
+            let log = log()
+            log.event(event)
+            traced?.end(log, outcome, event)
+        }
+        // A stream keeps nothing unacked for later: its next consumer reads it again.
+        if case .hold = action, isStream { putBack(delivery) }
     }
 
     // MARK: dedup

@@ -377,10 +377,13 @@ struct DeliveryProcessor: Sendable {
     /// The log context is made only when the event is logged at the logger's level or the
     /// delivery has a span: most deliveries end with a debug line that is not written.
     private func end(
-        _ action: DeliveryDecision.Action, _ delivery: Delivery, _ log: @autoclosure () -> MessageLog, _ traced: TracedDelivery?
+        _ action: consuming DeliveryDecision.Action, _ delivery: Delivery, _ log: @autoclosure () -> MessageLog,
+        _ traced: TracedDelivery?
     ) {
         let (event, outcome): (DeliveryDecision.Event, MessageOutcome)
-        switch action {
+        var holds = false
+        // Taken apart, not copied: its event's strings would be retained and released again.
+        switch consume action {
         case .settle(let disposition, let settled, let settledEvent, let backOff):
             settle(delivery, disposition, settled)
             if backOff { self.backOff.failed() }
@@ -389,7 +392,7 @@ struct DeliveryProcessor: Sendable {
             (event, outcome) = (finishedEvent, .acked)
         case .hold(let heldEvent):
             metrics.count(.held)
-            (event, outcome) = (heldEvent, .held)
+            (event, outcome, holds) = (heldEvent, .held, true)
         case .publish:
             assertionFailure("a publish is carried out, not ended")
             return
@@ -400,7 +403,7 @@ struct DeliveryProcessor: Sendable {
             traced?.end(log, outcome, event)
         }
         // A stream keeps nothing unacked for later: its next consumer reads it again.
-        if case .hold = action, isStream { putBack(delivery) }
+        if holds && isStream { putBack(delivery) }
     }
 
     // MARK: dedup

@@ -163,20 +163,20 @@ final class IOLoop {
         return lastChannel
     }
 
+    /// A settlement made by a job running on this thread, between turns (`CommandQueue.submit`).
+    func recordFromJob(_ settle: CommandQueue.Settle) {
+        if isAlive { record(settle, now: turnNow) }
+    }
+
     /// Runs the loop until the connection ends; `executor`'s jobs run between reading and
     /// writing, so what they settle goes out in the same turn.
     func run(executor: IOLoopExecutor) {
         let wakeFD = queue.wakeFD
         let idleTimeoutMS = negotiated.heartbeat > 0 ? min(negotiated.heartbeat * 500, 1000) : 1000
         progress.register()
-        // Jobs run between reading and writing: a settlement they make is recorded directly,
-        // timed by the turn's clock. Unowned and unchecked: the closure is called only on this
-        // thread, while this function runs (it is removed before it returns), so the loop is
-        // alive whenever it is called, and a checked reference costs two atomic operations per
-        // settlement.
-        queue.loopThreadStarted { [unowned(unsafe) self] settle in
-            if self.isAlive { self.record(settle, now: self.turnNow) }
-        }
+        // Jobs run between reading and writing: a settlement they make is recorded directly
+        // (`recordFromJob`), timed by the turn's clock.
+        queue.loopThreadStarted(self)
         defer { queue.loopThreadEnded() }
         while isAlive {
             if drainInput(limit: maxFramesPerTurn) > 0 { progress.heard(at: monotonicNanoseconds()) }

@@ -129,8 +129,7 @@ extension IOLoop {
                 tag: tag, consumerTag: method.consumerTag, redelivered: method.redelivered,
                 exchange: method.exchange, routingKey: method.routingKey,
                 properties: message.properties, body: message.body, oversizedBody: message.oversized)
-            if consumer.pending.isEmpty { consumersWithPending.append(consumer) }
-            consumer.pending.append(delivery)
+            if consumer.add(delivery) { consumersWithPending.append(consumer) }
             return
         case .publisher(let publisher):
             guard case .returned(let method) = message.start else { break }

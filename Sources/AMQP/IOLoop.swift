@@ -35,8 +35,12 @@ final class IOLoop {
         let sink: any DeliverySink
         var settler: AckSettler
         /// Deliveries assembled during this turn of the loop, handed over together at its end:
-        /// one hand-over to the sink per turn instead of one per message.
-        var pending: [Delivery] = []
+        /// one hand-over to the sink per turn instead of one per message (`add`, `flush`).
+        private(set) var pending: [Delivery] = []
+        /// The size of the last batch handed over: the next one's first delivery reserves that
+        /// much, rather than the batch growing from empty (several reallocations per turn), and
+        /// an idle consumer holds no buffer.
+        private var lastBatchCount = 0
         /// The last exchange and routing key seen: a consumer's deliveries mostly repeat them,
         /// and each delivery then shares one string instead of allocating its own.
         var exchange = RepeatedString()
@@ -49,15 +53,20 @@ final class IOLoop {
             self.settler = settler
         }
 
+        /// Adds a delivery to this turn's batch; true when it is the turn's first.
+        func add(_ delivery: Delivery) -> Bool {
+            let first = pending.isEmpty
+            if first { pending.reserveCapacity(lastBatchCount) }
+            pending.append(delivery)
+            return first
+        }
+
         /// Hands the pending deliveries to the reader; returns them when nobody reads any more.
         func flush() -> [Delivery] {
             guard !pending.isEmpty else { return [] }
-            let count = pending.count
+            lastBatchCount = pending.count
             let batch = pending
-            // The next turn's batch starts at this one's size: growing from empty would
-            // reallocate it several times per turn.
             pending = []
-            pending.reserveCapacity(count)
             return sink.receive(consume batch)
         }
 

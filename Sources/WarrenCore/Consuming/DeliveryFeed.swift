@@ -42,8 +42,8 @@ final class DeliveryFeed: DeliverySink {
         self.arrived = arrived
     }
 
-    /// The consumer's batch, on the I/O thread; false once the feed ended (the loop gives the
-    /// batch back to the broker).
+    /// The consumer's batch, on the I/O thread; returned whole once the feed ended (the loop
+    /// gives it back to the broker).
     func receive(_ batch: consuming [Delivery]) -> [Delivery] {
         guard !state.withLock({ $0.ended }) else { return batch }
         arrived(batch)
@@ -65,9 +65,8 @@ final class DeliveryFeed: DeliverySink {
     }
 
     /// Queues `batch`, handing its first deliveries to idle workers: one, or one each, as
-    /// `workersShareOneThread` says. False, taking nothing, once the feed ended: no worker would
-    /// take them.
-    /// Returns the batch when the feed has ended (nothing taken), else an empty array.
+    /// `workersShareOneThread` says. Returns nothing; or, once the feed ended, the whole batch,
+    /// taking none of it: no worker would take them.
     @discardableResult
     func push(_ batch: consuming [Delivery]) -> [Delivery] {
         // Taken from the end, each delivery moves out of the batch into the feed: copying

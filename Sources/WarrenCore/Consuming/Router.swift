@@ -14,10 +14,9 @@ public struct Router: Sendable {
     }
 
     public func handlers(for delivery: Delivery) -> [String]? {
-        if let single { return single }
         switch target {
-        case .handler(let name):
-            return [name]
+        case .handler:
+            return single
         case .routes(let routes, _):
             return routes.first { Self.matches($0.match, delivery) }?.handlers
         }

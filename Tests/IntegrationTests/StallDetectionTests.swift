@@ -56,10 +56,24 @@ struct StallDetectionTests {
         #expect(await log.wait(for: "consumer up again"))
         #expect(await recorder.wait { Set($0.calls.map(\.messageID)) == Set(ids) && $0.running == 0 })
         #expect(log.matching("connection lost, reconnecting").isEmpty, "the session restarted instead of one consumer")
+        // Every id handled once does not mean every delivery acked: under load a second stall
+        // check may re-subscribe while a handler runs, and that delivery comes back. Stop only
+        // once the broker holds nothing for the queue, ready or unacked.
+        #expect(await Self.drained(queue), "the queue kept messages while warren ran")
         stop.set()
         #expect(await run.value == .stopped)
         #expect(try await connection.declareQueue(QueueDeclaration(name: queue, passive: true)).messageCount == 0)
         await connection.close()
         try? await TestBroker.deleteQueue(queue)
+    }
+
+    /// Waits until the broker reports `queue` with no ready and no unacked message.
+    private static func drained(_ queue: String, within timeout: Duration = .seconds(60)) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        repeat {
+            if let counts = await FaultBroker.shared.queueCounts()[queue], counts.messages == 0, counts.unacked == 0 { return true }
+            try? await Task.sleep(for: .milliseconds(100))
+        } while ContinuousClock.now < deadline
+        return false
     }
 }

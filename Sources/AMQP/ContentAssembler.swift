@@ -5,8 +5,9 @@
 /// drop frames of other channels, so Warren reads frames one at a time and keeps
 /// one assembler per channel. Pure state: frames in, completed messages out.
 struct ContentAssembler {
+    /// A `basic.deliver` or `basic.get-ok`. The consumer tag is not kept: a consumer's channel
+    /// knows its consumer, and a get has none.
     struct DeliverMethod: Sendable, Equatable {
-        var consumerTag: String
         var deliveryTag: UInt64
         var redelivered: Bool
         var exchange: AMQPString
@@ -33,6 +34,32 @@ struct ContentAssembler {
         /// Set when the header announced more than `maxBodySize`: the body went to a spool
         /// file (or, if that failed, was counted and dropped), never into memory.
         var oversized: OversizedBody? = nil
+
+        /// The tag of a `basic.deliver` or `basic.get-ok`; nil for a `basic.return`.
+        var deliveryTag: UInt64? {
+            guard case .deliver(let method) = start else { return nil }
+            return method.deliveryTag
+        }
+
+        /// Moves the message into a delivery: swapped out, its strings and buffers are not
+        /// retained once more for the delivery and released again when the message ends (a
+        /// `consuming` method would still copy them). Only for a message whose `deliveryTag` is
+        /// set; the caller checks. Not optional: binding an optional result copies it once more.
+        mutating func takeDelivery(channel: UInt16, epoch: UInt64, consumerTag: String) -> Delivery {
+            var start = Start.deliver(DeliverMethod(deliveryTag: 0, redelivered: false, exchange: "", routingKey: ""))
+            swap(&start, &self.start)
+            guard case .deliver(let method) = consume start else {
+                preconditionFailure("a basic.return taken as a delivery")
+            }
+            var properties = BasicProperties()
+            swap(&properties, &self.properties)
+            var body: [UInt8] = []
+            swap(&body, &self.body)
+            return Delivery(
+                tag: DeliveryTag(channel: channel, epoch: epoch, value: method.deliveryTag), consumerTag: consumerTag,
+                redelivered: method.redelivered, exchange: method.exchange, routingKey: method.routingKey,
+                properties: properties, body: body, oversizedBody: oversized.take())
+        }
     }
 
     private enum Phase {
@@ -72,11 +99,11 @@ struct ContentAssembler {
     var isSpooling: Bool { phase == .spoolingBody }
 
     /// A content-bearing method arrived; its header must come next.
-    mutating func begin(_ start: Start) throws(AMQPError) {
+    mutating func begin(_ start: consuming Start) throws(AMQPError) {
         guard phase == .idle else {
             throw AMQPError(.protocolError, "a new content method arrived before the previous message's content was complete")
         }
-        self.start = start
+        self.start = consume start
         phase = .awaitingHeader
     }
 

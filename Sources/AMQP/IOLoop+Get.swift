@@ -75,7 +75,7 @@ extension IOLoop {
                 let m = decoded.assumingMemoryBound(to: amqp_basic_get_ok_t.self).pointee
                 // Copied out before any other library call can recycle the reply's pool.
                 let start = ContentAssembler.Start.deliver(.init(
-                    consumerTag: "", deliveryTag: m.delivery_tag, redelivered: m.redelivered != 0,
+                    deliveryTag: m.delivery_tag, redelivered: m.redelivered != 0,
                     exchange: AMQPString(amqpBytes: m.exchange), routingKey: AMQPString(amqpBytes: m.routing_key)))
                 try channel.assembler.begin(start)
                 state.messageCount = m.message_count
@@ -95,17 +95,14 @@ extension IOLoop {
     }
 
     /// The content of a get-ok is complete: the waiting get gets its message.
-    func getCompleted(_ message: ContentAssembler.Message, on channel: Channel, _ state: GetState) {
-        guard case .deliver(let method) = message.start, let waiter = state.waiter else {
+    func getCompleted(_ message: inout ContentAssembler.Message, on channel: Channel, _ state: GetState) {
+        guard let waiter = state.waiter, message.deliveryTag != nil else {
             logger.debug("content on a get channel with no get waiting", metadata: ["channel": "\(channel.id)"])
             return
         }
         state.waiter = nil
-        state.unacked.insert(method.deliveryTag)
-        let delivery = Delivery(
-            tag: DeliveryTag(channel: channel.id, epoch: channel.epoch, value: method.deliveryTag), consumerTag: "",
-            redelivered: method.redelivered, exchange: method.exchange, routingKey: method.routingKey,
-            properties: message.properties, body: message.body, oversizedBody: message.oversized)
+        let delivery = message.takeDelivery(channel: channel.id, epoch: channel.epoch, consumerTag: "")
+        state.unacked.insert(delivery.tag.value)
         waiter(.success(GotMessage(delivery: delivery, messageCount: state.messageCount)))
     }
 

@@ -97,39 +97,42 @@ extension IOLoop {
 
     private func assemble(_ channel: Channel, _ step: (inout ContentAssembler) throws(AMQPError) -> ContentAssembler.Message?) {
         do {
-            guard let message = try step(&channel.assembler) else { return }
-            complete(message, on: channel)
+            guard var message = try step(&channel.assembler) else { return }
+            complete(&message, on: channel)
         } catch {
-            var error = error
-            error.channel = channel.id
-            fail(error)
+            assemblyFailed(error, on: channel)
         }
     }
 
-    private func complete(_ message: ContentAssembler.Message, on channel: Channel) {
+    private func assemblyFailed(_ error: AMQPError, on channel: Channel) {
+        var error = error
+        error.channel = channel.id
+        fail(error)
+    }
+
+    private func complete(_ message: inout ContentAssembler.Message, on channel: Channel) {
         // One enum at a time: a switch over the pair copies both into a tuple, destroyed through
         // its metadata, for every delivery.
         switch channel.role {
         case .consumer(let consumer):
-            guard case .deliver(let method) = message.start else { break }
+            guard let deliveryTag = message.deliveryTag else { break }
             switch channel.lifecycle.routeDelivery() {
             case .reader:
                 break
             case .giveBack:
-                consumer.settler.delivered(method.deliveryTag)
-                _ = consumer.settler.record(method.deliveryTag, .nack(requeue: true), now: 0)
+                consumer.settler.delivered(deliveryTag)
+                _ = consumer.settler.record(deliveryTag, .nack(requeue: true), now: 0)
                 pendingSettlement.insert(channel.id)
                 return
             case .drop:
                 return
             }
-            consumer.settler.delivered(method.deliveryTag)
-            let tag = DeliveryTag(channel: channel.id, epoch: channel.epoch, value: method.deliveryTag)
-            let delivery = Delivery(
-                tag: tag, consumerTag: method.consumerTag, redelivered: method.redelivered,
-                exchange: method.exchange, routingKey: method.routingKey,
-                properties: message.properties, body: message.body, oversizedBody: message.oversized)
-            if consumer.add(delivery) { consumersWithPending.append(consumer) }
+            consumer.settler.delivered(deliveryTag)
+            // Moved, not copied, into the delivery, and the delivery into the consumer's batch
+            // (passed as it is made: bound to a name first, it would be copied).
+            if consumer.add(message.takeDelivery(channel: channel.id, epoch: channel.epoch, consumerTag: consumer.consumerTag)) {
+                consumersWithPending.append(consumer)
+            }
             return
         case .publisher(let publisher):
             guard case .returned(let method) = message.start else { break }
@@ -142,7 +145,7 @@ extension IOLoop {
             }
             return
         case .getter(let getter):
-            getCompleted(message, on: channel, getter)
+            getCompleted(&message, on: channel, getter)
             return
         case .control:
             break
@@ -156,12 +159,13 @@ extension IOLoop {
         case AMQP_BASIC_DELIVER_METHOD:
             let m = decoded.assumingMemoryBound(to: amqp_basic_deliver_t.self).pointee
             guard let channel = channel(id), channel.isOpen, case .consumer(let consumer) = channel.role else { return }
-            let start = ContentAssembler.Start.deliver(.init(
-                consumerTag: consumer.consumerTag, deliveryTag: m.delivery_tag, redelivered: m.redelivered != 0,
-                exchange: consumer.exchange.string(m.exchange), routingKey: consumer.routingKey.string(m.routing_key)))
-            assemble(channel) { assembler throws(AMQPError) in
-                try assembler.begin(start)
-                return nil
+            // Begun in place, not through `assemble`: its closure would capture (copy) the method.
+            do {
+                try channel.assembler.begin(.deliver(.init(
+                    deliveryTag: m.delivery_tag, redelivered: m.redelivered != 0,
+                    exchange: consumer.exchange.string(m.exchange), routingKey: consumer.routingKey.string(m.routing_key))))
+            } catch {
+                assemblyFailed(error, on: channel)
             }
 
         case AMQP_BASIC_RETURN_METHOD:

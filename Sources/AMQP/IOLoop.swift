@@ -54,10 +54,10 @@ final class IOLoop {
         }
 
         /// Adds a delivery to this turn's batch; true when it is the turn's first.
-        func add(_ delivery: Delivery) -> Bool {
+        func add(_ delivery: consuming Delivery) -> Bool {
             let first = pending.isEmpty
             if first { pending.reserveCapacity(lastBatchCount) }
-            pending.append(delivery)
+            pending.append(consume delivery)
             return first
         }
 
@@ -187,19 +187,26 @@ final class IOLoop {
         // (`recordFromJob`), timed by the turn's clock.
         queue.loopThreadStarted(self)
         defer { queue.loopThreadEnded() }
+        // The clock is read once before the jobs and once after the last of them (`runJobs`),
+        // and both reads serve the whole turn: a read costs about as much as a delivery's
+        // hand-over, and these times only need to be right to within a turn.
+        var socketWasReady = false
         while isAlive {
-            if drainInput(limit: maxFramesPerTurn) > 0 { progress.heard(at: monotonicNanoseconds()) }
+            let read = drainInput(limit: maxFramesPerTurn)
             flushDeliveries()
             if !isAlive { break }
             turnNow = monotonicNanoseconds()
-            executor.runJobs(budgetNanoseconds: Self.jobBudgetNanoseconds)
+            // Readable after a poll() counts as hearing from the broker, even before the
+            // bytes make a whole frame.
+            if read > 0 || socketWasReady { progress.heard(at: turnNow) }
+            socketWasReady = false
+            let now = executor.runJobs(from: turnNow, budgetNanoseconds: Self.jobBudgetNanoseconds)
             if !isAlive { break }
             amqp_maybe_release_buffers(connection)
 
             // Settlements first: one submitted before a command (closing its channel, say) must
             // be recorded before that command runs.
             let batch = queue.take()
-            let now = monotonicNanoseconds()
             progress.turned(at: now)
             for settle in batch.settles { record(settle, now: now) }
             for command in batch.commands {
@@ -239,8 +246,9 @@ final class IOLoop {
             }
             var timeoutMS = idleTimeoutMS
             if let deadline = nextDeadline() {
-                let nowAfter = monotonicNanoseconds()
-                let untilMS = deadline > nowAfter ? Int((deadline - nowAfter + 999_999) / 1_000_000) : 0
+                // From the turn's clock: the flush since then only makes the wait end that
+                // much after the deadline, not before it.
+                let untilMS = deadline > now ? Int((deadline - now + 999_999) / 1_000_000) : 0
                 timeoutMS = min(timeoutMS, untilMS)
             }
             var socketReady: Int32 = 0
@@ -251,7 +259,7 @@ final class IOLoop {
                 break
             }
             if wakeReady != 0 { warren_eventfd_drain(wakeFD) }
-            if socketReady != 0 { progress.heard(at: monotonicNanoseconds()) }
+            socketWasReady = socketReady != 0
         }
         if isAlive {
             progress.enteringCall(at: monotonicNanoseconds())

@@ -28,16 +28,18 @@ public final class IOLoopExecutor: TaskExecutor {
         }
     }
 
-    /// Runs the queued jobs (and those they queue) for up to `budgetNanoseconds`. Called by the
-    /// loop's thread only.
-    func runJobs(budgetNanoseconds: UInt64) {
-        let start = monotonicNanoseconds()
+    /// Runs the queued jobs (and those they queue) for up to `budgetNanoseconds` after `start`
+    /// (the clock's reading before the first); returns the clock's reading after the last, or
+    /// `start` when there were none. Called by the loop's thread only.
+    func runJobs(from start: UInt64, budgetNanoseconds: UInt64) -> UInt64 {
         let me = asUnownedTaskExecutor()
+        var now = start
         while true {
             let jobs = queue.takeJobs()
-            if jobs.isEmpty { return }
+            if jobs.isEmpty { return now }
             for job in jobs { job.runSynchronously(on: me) }
-            if monotonicNanoseconds() &- start >= budgetNanoseconds { return }
+            now = monotonicNanoseconds()
+            if now &- start >= budgetNanoseconds { return now }
         }
     }
 

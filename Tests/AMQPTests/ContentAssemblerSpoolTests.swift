@@ -8,7 +8,7 @@ import Testing
 @Suite("ContentAssembler spooling")
 struct ContentAssemblerSpoolTests {
     private func deliver(_ tag: UInt64) -> ContentAssembler.Start {
-        .deliver(.init(consumerTag: "c", deliveryTag: tag, redelivered: false, exchange: "x", routingKey: "k"))
+        .deliver(.init(deliveryTag: tag, redelivered: false, exchange: "x", routingKey: "k"))
     }
 
     private func feed(_ assembler: inout ContentAssembler, _ bytes: [UInt8]) throws -> ContentAssembler.Message? {

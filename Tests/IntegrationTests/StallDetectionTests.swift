@@ -64,7 +64,8 @@ struct StallDetectionTests {
         #expect(await run.value == .stopped)
         #expect(try await connection.declareQueue(QueueDeclaration(name: queue, passive: true)).messageCount == 0)
         await connection.close()
-        try? await TestBroker.deleteQueue(queue)
+        // Warren declared the queue's parking queue too.
+        await CommandLineTests.deleteWarrenQueues(queue, ladder: [])
     }
 
     /// Waits until the broker reports `queue` with no ready and no unacked message.

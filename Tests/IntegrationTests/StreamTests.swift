@@ -125,7 +125,8 @@ struct StreamTests {
         }
 
         func cleanUp() async {
-            await CommandLineTests.deleteWarrenQueues(queue)
+            // The default ladder, and the 100 ms step of the retry test's own.
+            await CommandLineTests.deleteWarrenQueues(queue, ladder: RetryPolicy().delaySeries.map { $0.configText } + ["100ms"])
             try? FileManager.default.removeItem(atPath: directory)
         }
     }

@@ -22,6 +22,9 @@ struct DeliveryProcessor: Sendable {
     let stream: StreamReading?
     /// `stream != nil`, kept as a flag: reading an optional struct copies it, on every settlement.
     private let isStream: Bool
+    /// A dedup store is set and the queue uses it, kept as a flag: comparing the optional
+    /// existential with nil copies and destroys it, on every delivery.
+    private let deduplicates: Bool
     /// The queue's gate: its circuit breaker hears of each handler run, its counts of each
     /// delivery (nil in tests that exercise the processor alone).
     let gate: QueueGate?
@@ -84,6 +87,7 @@ struct DeliveryProcessor: Sendable {
         self.dedup = dedup
         self.stream = stream
         isStream = stream != nil
+        deduplicates = dedup != nil && queue.dedup
         self.logger = logger
         let metrics = QueueMetrics(queue: queue)
         self.metrics = metrics
@@ -115,7 +119,7 @@ struct DeliveryProcessor: Sendable {
     /// no dedup store is read or written); on a thread each when every handler waits for a
     /// child process; otherwise on the shared pool.
     var threading: HandlerThreading {
-        Self.threading(of: resolved.map(\.threading), dedup: dedup != nil && queue.dedup)
+        Self.threading(of: resolved.map(\.threading), dedup: deduplicates)
     }
 
     /// How many of the queue's handlers wait with a thread held (`.ownThread`): a route runs at
@@ -216,7 +220,7 @@ struct DeliveryProcessor: Sendable {
         if let traced { input.startRun(names[0], in: traced) }
         if isStream { input.streamOffset = StreamPosition.offset(of: delivery) }
         input.blocking = place.forRun
-        let dedupID = dedup == nil || !queue.dedup ? nil : delivery.properties.messageID.flatMap { $0.isEmpty ? nil : $0 }
+        let dedupID = deduplicates ? delivery.properties.messageID.flatMap { $0.isEmpty ? nil : $0 } : nil
         if names.count == 1 && dedupID == nil, let outcome = runAtOnce(names[0], input) {
             let outputs = reported(outcome, delivery)
             // The one handler's run: its lines name its run's span.

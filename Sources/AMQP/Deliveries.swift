@@ -32,7 +32,9 @@ public struct Deliveries: AsyncSequence, Sendable {
 
 /// Where a consumer's deliveries go when it is started with `AMQPConnection.consume(_:into:)`:
 /// called on the connection's I/O thread, with each turn's deliveries as one batch, so a reader
-/// gets them without a stream or a task in between. It must not block.
+/// gets them without a stream or a task in between. It must not block. It may settle
+/// deliveries from within `receive` (`AMQPConnection.settle`): on the I/O thread a settlement
+/// is recorded at once, and goes out in the same turn.
 public protocol DeliverySink: AnyObject, Sendable {
     /// A turn's deliveries, handed over (a sink may move them out rather than copy each).
     /// Returns those it refused, all of them when nobody takes deliveries any more: the loop

@@ -193,13 +193,14 @@ final class IOLoop {
         var socketWasReady = false
         while isAlive {
             let read = drainInput(limit: maxFramesPerTurn)
-            flushDeliveries()
-            if !isAlive { break }
+            // Before the deliveries go out: a sink may settle some of them on the spot.
             turnNow = monotonicNanoseconds()
             // Readable after a poll() counts as hearing from the broker, even before the
             // bytes make a whole frame.
             if read > 0 || socketWasReady { progress.heard(at: turnNow) }
             socketWasReady = false
+            flushDeliveries()
+            if !isAlive { break }
             let now = executor.runJobs(from: turnNow, budgetNanoseconds: Self.jobBudgetNanoseconds)
             if !isAlive { break }
             amqp_maybe_release_buffers(connection)

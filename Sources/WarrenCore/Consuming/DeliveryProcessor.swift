@@ -159,14 +159,14 @@ struct DeliveryProcessor: Sendable {
     /// What is left of a delivery once `processAtOnce` came to a step that suspends. Indirect:
     /// one pointer in the worker's frame, which holds it across the wait, instead of the
     /// delivery, its input, log and decision inline (about 8 KB of every worker's frame).
-    indirect enum Unfinished {
+    indirect enum Unfinished: Sendable {
         /// The handler(s) must run with `handle`.
         case run(Run)
         /// The decision's next action publishes.
         case carryOut(DeliveryDecision.Action, DeliveryDecision, MessageLog, TracedDelivery?)
     }
 
-    struct Run {
+    struct Run: Sendable {
         let names: [String]
         var input: HandlerInput
         var log: MessageLog

@@ -27,9 +27,11 @@ import AMQP
 /// settled (at most `concurrency`, the pool's worker count); the rest of the prefetch window waits in the feed, where
 /// the broker counts it as unacked.
 struct QueueRunner: Sendable {
+    typealias Feed = DeliveryFeed<DeliveryProcessor.Unfinished>
+
     let consumer: Consumer
     /// The consumer's sink: what the I/O loop received and no worker took yet.
-    let feed: DeliveryFeed
+    let feed: Feed
     let processor: DeliveryProcessor
     let concurrency: Int
     /// How the queue's gate admitted it (a probe runs one delivery at a time).
@@ -65,7 +67,11 @@ struct QueueRunner: Sendable {
         case .sharedPool: globalConcurrentExecutor
         }
         let place = DeliveryProcessor.WorkerPlace(threads: threads, onOwnThread: threading == .ownThread && threads != nil)
-        feed.workersShareOneThread(threading == .neverBlocks)
+        // On the I/O thread, a delivery that finds a worker idle runs as it arrives; not with
+        // a rate limit, whose wait is a worker's.
+        let runner = self
+        let spotRunner: Feed.SpotRunner? = limiter == nil ? { @Sendable delivery in runner.startOnTheSpot(delivery, at: place) } : nil
+        feed.workersShareOneThread(threading == .neverBlocks, runOnTheSpot: spotRunner)
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<workers {
                 group.addTask(executorPreference: preference) { await work(feed, limiter: limiter, at: place) }
@@ -74,49 +80,72 @@ struct QueueRunner: Sendable {
         }
     }
 
-    private nonisolated(nonsending) func work(_ feed: DeliveryFeed, limiter: RateLimiter?, at place: DeliveryProcessor.WorkerPlace) async {
+    /// What a worker does with a delivery before its first wait, done on the I/O thread as the
+    /// delivery arrives (`DeliveryFeed.runOnTheSpot`).
+    private func startOnTheSpot(_ delivery: Delivery, at place: DeliveryProcessor.WorkerPlace) -> Feed.Spot {
+        if draining.isSet || processor.gate?.admits(admission) == false {
+            processor.putBack(delivery, endingConsumer: false)
+            processor.metrics.count(.requeued)
+            return .done
+        }
+        // A back-off is a wait: the worker takes the delivery as it is.
+        if processor.backOff.isActive { return .notStarted(delivery) }
+        guard let rest = processor.processAtOnce(delivery, at: place) else { return .done }
+        return .started(rest)
+    }
+
+    private nonisolated(nonsending) func work(_ feed: Feed, limiter: RateLimiter?, at place: DeliveryProcessor.WorkerPlace) async {
         let metrics = processor.metrics
         let gate = processor.gate
         while true {
             // Taken without an async call while deliveries wait: a worker goes through a batch
             // of deliveries whose handlers answer at once without Swift concurrency.
-            var next = feed.takeNow()
+            var next = feed.takeNow().map { Feed.Item.delivery($0) }
             if next == nil { next = await feed.next() }
-            guard let delivery = next else { return }
-            if draining.isSet || gate?.admits(admission) == false {
-                processor.putBack(delivery, endingConsumer: false)
-                metrics.count(.requeued)
-                continue
-            }
-            if processor.backOff.isActive {
-                // A copy could not be published for a reason that may pass: wait before
-                // taking the next delivery, so a broker problem never becomes a hot loop.
-                await processor.backOff.wait(unless: draining, healthy: processor.publisher.isHealthy)
-                if draining.isSet {
+            let rest: DeliveryProcessor.Unfinished
+            switch next {
+            case nil:
+                return
+            case .started(let started):
+                // Run on the spot up to a wait: this worker carries it on.
+                rest = started
+            case .delivery(let delivery):
+                if draining.isSet || gate?.admits(admission) == false {
                     processor.putBack(delivery, endingConsumer: false)
                     metrics.count(.requeued)
                     continue
                 }
-            }
-            if let limiter {
-                // Counted as started while it waits for a rate-limit slot: a queue that waits
-                // for its rate is busy, not stalled.
-                activity.started()
-                // `rate_limit`: the delivery waits for its slot here, within the prefetch window.
-                await limiter.acquire(unless: draining)
-                activity.finished()
-                if draining.isSet {
-                    processor.putBack(delivery, endingConsumer: false)
-                    metrics.count(.requeued)
-                    continue
+                if processor.backOff.isActive {
+                    // A copy could not be published for a reason that may pass: wait before
+                    // taking the next delivery, so a broker problem never becomes a hot loop.
+                    await processor.backOff.wait(unless: draining, healthy: processor.publisher.isHealthy)
+                    if draining.isSet {
+                        processor.putBack(delivery, endingConsumer: false)
+                        metrics.count(.requeued)
+                        continue
+                    }
                 }
+                if let limiter {
+                    // Counted as started while it waits for a rate-limit slot: a queue that waits
+                    // for its rate is busy, not stalled.
+                    activity.started()
+                    // `rate_limit`: the delivery waits for its slot here, within the prefetch window.
+                    await limiter.acquire(unless: draining)
+                    activity.finished()
+                    if draining.isSet {
+                        processor.putBack(delivery, endingConsumer: false)
+                        metrics.count(.requeued)
+                        continue
+                    }
+                }
+                // A delivery settled without suspending is in flight for one function call, which
+                // a reading would only catch by chance: it is counted in flight (the gauge, the
+                // status's count, the stall check's) only when it waits for something. Those
+                // counts are only read for display and for the stall check, which also sees every
+                // delivery received.
+                guard let started = processor.processAtOnce(delivery, at: place) else { continue }
+                rest = started
             }
-            // A delivery settled without suspending is in flight for one function call, which
-            // a reading would only catch by chance: it is counted in flight (the gauge, the
-            // status's count, the stall check's) only when it waits for something. Those
-            // counts are only read for display and for the stall check, which also sees every
-            // delivery received.
-            guard let rest = processor.processAtOnce(delivery, at: place) else { continue }
             activity.started()
             metrics.inflight.increment()
             processor.gate?.tally.started()

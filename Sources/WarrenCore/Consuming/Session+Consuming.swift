@@ -150,7 +150,7 @@ extension Session {
         // The feed is the consumer's sink: it exists before the first delivery can arrive.
         let activity = QueueActivity()
         let position = slot.streamPosition
-        let feed = DeliveryFeed { batch in
+        let feed = QueueRunner.Feed { batch in
             activity.received(batch.count)
             // Arrival order, which the stream's watermark follows.
             if let position {
@@ -159,7 +159,7 @@ extension Session {
                 }
             }
         }
-        let consumer = try await consumerConnection.consume(options, into: feed)
+        let consumer = try await consumerConnection.consume(options, into: QueueFeedSink(feed))
         consumers.set(consumer, for: slot.name)
         status.consumer(slot.name, live: true)
         let handlerConfigurations = Dictionary(

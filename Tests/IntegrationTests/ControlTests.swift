@@ -63,10 +63,10 @@ import WarrenCore
         do {
             try await pauseAndResume(queue)
         } catch {
-            try? await TestBroker.deleteQueue(queue)
+            await CommandLineTests.deleteWarrenQueues(queue)
             throw error
         }
-        try await TestBroker.deleteQueue(queue)
+        await CommandLineTests.deleteWarrenQueues(queue)
     }
 
     private func pauseAndResume(_ queue: String) async throws {

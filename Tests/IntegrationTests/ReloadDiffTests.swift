@@ -170,7 +170,7 @@ struct ReloadDiffTests {
             #expect(try await connection.declareQueue(QueueDeclaration(name: queue, passive: true)).messageCount == 0)
         }
         await connection.close()
-        for queue in [kept, removed, changed, added] { try? await TestBroker.deleteQueue(queue) }
+        for queue in [kept, removed, changed, added] { await CommandLineTests.deleteWarrenQueues(queue) }
     }
 
     @Test func onlyTheQueuesOfAChangedHandlerRestartAndOnlyThatHandlerIsRebuilt() async throws {
@@ -192,7 +192,7 @@ struct ReloadDiffTests {
         stop.set()
         #expect(await run.value == .stopped)
         await connection.close()
-        for queue in [plain, special] { try? await TestBroker.deleteQueue(queue) }
+        for queue in [plain, special] { await CommandLineTests.deleteWarrenQueues(queue) }
     }
 
     @Test func aReloadTheBrokerRefusesChangesNothing() async throws {
@@ -213,7 +213,7 @@ struct ReloadDiffTests {
         stop.set()
         #expect(await run.value == .stopped)
         await connection.close()
-        try? await TestBroker.deleteQueue(queue)
+        await CommandLineTests.deleteWarrenQueues(queue)
     }
 
     /// `[publisher]` is part of the connections: such a reload drains everything and starts over
@@ -242,6 +242,6 @@ struct ReloadDiffTests {
         let calls = recorder.snapshot.calls
         #expect(calls.count == Set(calls.map(\.messageID)).count, "a message ran twice")
         await connection.close()
-        try? await TestBroker.deleteQueue(queue)
+        await CommandLineTests.deleteWarrenQueues(queue)
     }
 }

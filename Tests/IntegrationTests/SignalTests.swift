@@ -42,9 +42,7 @@ struct SignalTests {
         }
 
         func cleanUp() async {
-            for suffix in ["", ".dead", ".retry.1s", ".retry.2s", ".retry.4s", ".retry.8s"] {
-                try? await TestBroker.deleteQueue(queue + suffix)
-            }
+            await CommandLineTests.deleteWarrenQueues(queue)
             try? FileManager.default.removeItem(atPath: URL(fileURLWithPath: fifo).deletingLastPathComponent().path)
             config.remove()
         }

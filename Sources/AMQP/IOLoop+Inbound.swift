@@ -20,13 +20,15 @@ extension IOLoop {
             if isPlainTCP && count > 0 && amqp_data_in_buffer(connection) == 0 && amqp_frames_enqueued(connection) == 0 {
                 return count
             }
+            // The library hands out the frames it queued during an RPC first (`dispatch`).
+            let queued = amqp_frames_enqueued(connection) != 0
             let status = amqp_simple_wait_frame_noblock(connection, &frame, &zero)
             if status == AMQP_STATUS_TIMEOUT.rawValue { return count }
             guard status == AMQP_STATUS_OK.rawValue else {
                 fail(libraryError(status, "reading from the broker"))
                 return count
             }
-            dispatch(frame)
+            dispatch(frame, queued: queued)
             count += 1
         }
         return count
@@ -64,21 +66,22 @@ extension IOLoop {
                 if status != AMQP_STATUS_TIMEOUT.rawValue { fail(libraryError(status, "reading from the broker")) }
                 return
             }
-            dispatch(frame)
+            dispatch(frame, queued: true)
         }
         if isAlive { amqp_maybe_release_buffers(connection) }
     }
 
-    private func dispatch(_ frame: amqp_frame_t) {
+    /// `queued`: the library queued the frame during an RPC. Its decoded parts live in the
+    /// channel's pool, but its encoded properties (`raw`) pointed into the input buffer, which
+    /// later reads have overwritten since.
+    private func dispatch(_ frame: amqp_frame_t, queued: Bool) {
         switch Int32(frame.frame_type) {
         case AMQP_FRAME_METHOD:
             handleMethod(channel: frame.channel, method: frame.payload.method)
         case AMQP_FRAME_HEADER:
             guard let channel = channel(frame.channel), channel.isOpen else { return }
             let header = frame.payload.properties
-            let properties = header.decoded.map {
-                BasicProperties(amqpProperties: $0.assumingMemoryBound(to: amqp_basic_properties_t.self).pointee)
-            } ?? BasicProperties()
+            let properties = channel.recentProperties.properties(decoded: header.decoded, raw: queued ? amqp_empty_bytes : header.raw)
             assemble(channel) { assembler throws(AMQPError) in try assembler.header(bodySize: header.body_size, properties: properties) }
         case AMQP_FRAME_BODY:
             guard let channel = channel(frame.channel), channel.isOpen else { return }

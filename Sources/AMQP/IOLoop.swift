@@ -105,6 +105,8 @@ final class IOLoop {
         /// pure `ChannelLifecycle`, carried out by `IOLoop.carryOut`.
         var lifecycle: ChannelLifecycle
         var assembler = ContentAssembler()
+        /// The properties of the last content header, for the next one that repeats them.
+        var recentProperties = RepeatedProperties()
         let role: Role
 
         init(id: UInt16, role: Role) {
@@ -408,6 +410,38 @@ struct RepeatedString {
             string = AMQPString(amqpBytes: wire)
         }
         return string
+    }
+}
+
+/// The properties of a channel's last content header, given again while the next header
+/// carries the same encoded bytes: producers often send the same properties with every message
+/// (a content type, a delivery mode), and decoding them allocates their box each time. Headers
+/// over `cacheable` bytes are decoded every time and not kept, which bounds both the memory
+/// held and the comparison.
+struct RepeatedProperties {
+    static let cacheable = 256
+    private var raw: [UInt8] = []
+    private var properties = BasicProperties()
+
+    mutating func properties(decoded: UnsafeMutableRawPointer?, raw wire: amqp_bytes_t) -> BasicProperties {
+        let incoming = UnsafeRawBufferPointer(start: wire.bytes, count: wire.bytes == nil ? 0 : wire.len)
+        let same = !raw.isEmpty && raw.withUnsafeBytes { cached in
+            guard cached.count == incoming.count, let cachedBase = cached.baseAddress, let incomingBase = incoming.baseAddress else {
+                return false
+            }
+            return memcmp(cachedBase, incomingBase, incoming.count) == 0
+        }
+        if same { return properties }
+        let decoded = decoded.map { BasicProperties(amqpProperties: $0.assumingMemoryBound(to: amqp_basic_properties_t.self).pointee) }
+            ?? BasicProperties()
+        if incoming.isEmpty || incoming.count > Self.cacheable {
+            raw = []
+            properties = BasicProperties()
+        } else {
+            raw = Array(incoming)
+            properties = decoded
+        }
+        return decoded
     }
 }
 

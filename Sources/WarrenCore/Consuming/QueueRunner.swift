@@ -12,7 +12,8 @@ import AMQP
 /// - when nothing the queue does may block a thread (only the built-in non-blocking handlers,
 ///   no dedup), on the I/O thread too: deliveries reach the workers, and their settlements
 ///   reach the wire, without a thread hand-over, and a worker goes through a whole batch
-///   without suspending;
+///   without suspending. A batch that finds a worker idle runs on the spot as it arrives
+///   (`startOnTheSpot`, `DeliveryFeed`), that worker standing by for a delivery that waits;
 /// - when every handler runs a child process (`exec`), each worker on a thread of its own
 ///   (one of the queue's `BlockingThreads`), which waits for the process itself: no hand-over
 ///   per message while deliveries wait in the feed;

@@ -84,20 +84,24 @@ struct QueueRunner: Sendable {
     /// What a worker does with a delivery before its first wait, done on the I/O thread as the
     /// delivery arrives (`DeliveryFeed.runOnTheSpot`).
     private func startOnTheSpot(_ delivery: Delivery, at place: DeliveryProcessor.WorkerPlace) -> Feed.Spot {
-        if draining.isSet || processor.gate?.admits(admission) == false {
-            processor.putBack(delivery, endingConsumer: false)
-            processor.metrics.count(.requeued)
-            return .done
-        }
+        if gaveBack(delivery) { return .done }
         // A back-off is a wait: the worker takes the delivery as it is.
         if processor.backOff.isActive { return .notStarted(delivery) }
         guard let rest = processor.processAtOnce(delivery, at: place) else { return .done }
         return .started(rest)
     }
 
+    /// Gives the delivery back to the broker unrun when the queue drains or its gate does not
+    /// admit it now; whether it did.
+    private func gaveBack(_ delivery: Delivery) -> Bool {
+        guard draining.isSet || processor.gate?.admits(admission) == false else { return false }
+        processor.putBack(delivery, endingConsumer: false)
+        processor.metrics.count(.requeued)
+        return true
+    }
+
     private nonisolated(nonsending) func work(_ feed: Feed, limiter: RateLimiter?, at place: DeliveryProcessor.WorkerPlace) async {
         let metrics = processor.metrics
-        let gate = processor.gate
         while true {
             // Taken without an async call while deliveries wait: a worker goes through a batch
             // of deliveries whose handlers answer at once without Swift concurrency.
@@ -111,11 +115,7 @@ struct QueueRunner: Sendable {
                 // Run on the spot up to a wait: this worker carries it on.
                 rest = started
             case .delivery(let delivery):
-                if draining.isSet || gate?.admits(admission) == false {
-                    processor.putBack(delivery, endingConsumer: false)
-                    metrics.count(.requeued)
-                    continue
-                }
+                if gaveBack(delivery) { continue }
                 if processor.backOff.isActive {
                     // A copy could not be published for a reason that may pass: wait before
                     // taking the next delivery, so a broker problem never becomes a hot loop.

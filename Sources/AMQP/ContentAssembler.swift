@@ -28,12 +28,25 @@ struct ContentAssembler {
 
     struct Message: Sendable {
         var start: Start
-        var properties: BasicProperties
+        /// Optional inside so that `takeDelivery` can take them without putting an empty
+        /// value (a lazily made global, retained) in their place.
+        private var taken: BasicProperties?
+        var properties: BasicProperties {
+            get { taken ?? BasicProperties() }
+            set { taken = newValue }
+        }
         /// Empty when `oversized` is set.
         var body: [UInt8]
         /// Set when the header announced more than `maxBodySize`: the body went to a spool
         /// file (or, if that failed, was counted and dropped), never into memory.
         var oversized: OversizedBody? = nil
+
+        init(start: Start, properties: BasicProperties, body: [UInt8], oversized: OversizedBody? = nil) {
+            self.start = start
+            taken = properties
+            self.body = body
+            self.oversized = oversized
+        }
 
         /// The tag of a `basic.deliver` or `basic.get-ok`; nil for a `basic.return`.
         var deliveryTag: UInt64? {
@@ -51,14 +64,12 @@ struct ContentAssembler {
             guard case .deliver(let method) = consume start else {
                 preconditionFailure("a basic.return taken as a delivery")
             }
-            var properties = BasicProperties()
-            swap(&properties, &self.properties)
             var body: [UInt8] = []
             swap(&body, &self.body)
             return Delivery(
                 tag: DeliveryTag(channel: channel, epoch: epoch, value: method.deliveryTag), consumerTag: consumerTag,
                 redelivered: method.redelivered, exchange: method.exchange, routingKey: method.routingKey,
-                properties: properties, body: body, oversizedBody: oversized.take())
+                properties: taken.take() ?? BasicProperties(), body: body, oversizedBody: oversized.take())
         }
     }
 
@@ -82,7 +93,8 @@ struct ContentAssembler {
 
     private var phase: Phase = .idle
     private var start: Start?
-    private var properties = BasicProperties()
+    /// Set by the header, taken by the message it completes.
+    private var properties: BasicProperties?
     private var expectedSize = 0
     private var body: [UInt8] = []
     /// Bytes of an oversized body received so far.
@@ -190,6 +202,7 @@ struct ContentAssembler {
     mutating func reset() {
         phase = .idle
         start = nil
+        properties = nil
         body = []
         spool = nil
         spoolError = nil
@@ -214,8 +227,7 @@ struct ContentAssembler {
         }
         var body: [UInt8] = []
         swap(&body, &self.body)
-        var properties = BasicProperties()
-        swap(&properties, &self.properties)
+        let properties = self.properties.take() ?? BasicProperties()
         phase = .idle
         spool = nil
         spoolError = nil

@@ -17,11 +17,11 @@ extension IOLoop {
             // system calls per turn. The first call of a turn always goes through (it sends a
             // due heartbeat and notices a silent broker). Over TLS, OpenSSL may hold bytes it
             // has read and poll() cannot see, so the library is asked until it has none.
-            if isPlainTCP && count > 0 && amqp_data_in_buffer(connection) == 0 && amqp_frames_enqueued(connection) == 0 {
-                return count
-            }
             // The library hands out the frames it queued during an RPC first (`dispatch`).
             let queued = amqp_frames_enqueued(connection) != 0
+            if isPlainTCP && count > 0 && !queued && amqp_data_in_buffer(connection) == 0 {
+                return count
+            }
             let status = amqp_simple_wait_frame_noblock(connection, &frame, &zero)
             if status == AMQP_STATUS_TIMEOUT.rawValue { return count }
             guard status == AMQP_STATUS_OK.rawValue else {

@@ -63,7 +63,7 @@ extension IOLoop {
     }
 
     func expirePublishes(now: UInt64) {
-        for channel in channels.values {
+        for channel in publisherChannels {
             guard case .publisher(let publisher) = channel.role else { continue }
             publisher.tracker.expire(now: now, into: &resolutions)
         }
@@ -71,7 +71,7 @@ extension IOLoop {
 
     func sendPublishes() {
         guard lifecycle.mayPublish else { return }
-        for channel in channels.values {
+        for channel in publisherChannels {
             guard case .publisher(let publisher) = channel.role, publisher.tracker.unsentCount > 0 else { continue }
             if !channel.isOpen {
                 reopenPublisher(channel, publisher)

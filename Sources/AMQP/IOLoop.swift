@@ -132,8 +132,17 @@ final class IOLoop {
     let progress: IOLoopProgress
 
     var channels: [UInt16: Channel] = [:] {
-        didSet { lastChannel = nil }
+        didSet {
+            lastChannel = nil
+            publisherChannels = channels.values.filter {
+                if case .publisher = $0.role { true } else { false }
+            }
+        }
     }
+    /// The publisher channels among `channels`, which every turn visits (to expire, count and
+    /// send publishes, and for their next deadline): kept as the channels change, rarely, rather
+    /// than found again in the dictionary each turn.
+    private(set) var publisherChannels: [Channel] = []
     /// The channel of the last frame: a delivery's three frames, and usually the next
     /// delivery's, are on the same channel. Forgotten whenever `channels` changes.
     private var lastChannel: Channel?
@@ -299,13 +308,13 @@ final class IOLoop {
     private func outboundFrames() -> Int {
         var frames = 0
         for id in pendingSettlement {
-            if let channel = channels[id], case .consumer(let consumer) = channel.role {
+            if let channel = channel(id), case .consumer(let consumer) = channel.role {
                 frames += consumer.settler.finishedCount > 0 ? 1 : 0
                 if case .immediate = consumer.settler.mode { frames += consumer.settler.finishedCount }
             }
         }
         if lifecycle.mayPublish {
-            for channel in channels.values {
+            for channel in publisherChannels {
                 if case .publisher(let publisher) = channel.role { frames += 3 * publisher.tracker.unsentCount }
             }
         }
@@ -319,11 +328,11 @@ final class IOLoop {
             earliest = min(earliest ?? deadline, deadline)
         }
         for id in pendingSettlement {
-            if let channel = channels[id], case .consumer(let consumer) = channel.role {
+            if let channel = channel(id), case .consumer(let consumer) = channel.role {
                 consider(consumer.settler.nextDeadline())
             }
         }
-        for channel in channels.values {
+        for channel in publisherChannels {
             if case .publisher(let publisher) = channel.role {
                 consider(publisher.tracker.nextDeadline)
             }

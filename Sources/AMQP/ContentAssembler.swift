@@ -31,10 +31,7 @@ struct ContentAssembler {
         /// Optional inside so that `takeDelivery` can take them without putting an empty
         /// value (a lazily made global, retained) in their place.
         private var taken: BasicProperties?
-        var properties: BasicProperties {
-            get { taken ?? BasicProperties() }
-            set { taken = newValue }
-        }
+        var properties: BasicProperties { taken ?? BasicProperties() }
         /// Empty when `oversized` is set.
         var body: [UInt8]
         /// Set when the header announced more than `maxBodySize`: the body went to a spool

@@ -408,13 +408,8 @@ struct RepeatedString {
     private var string: AMQPString = ""
 
     mutating func string(_ wire: amqp_bytes_t) -> AMQPString {
-        let incoming = UnsafeRawBufferPointer(start: wire.bytes, count: wire.bytes == nil ? 0 : wire.len)
-        let same = bytes.withUnsafeBytes { cached in
-            guard cached.count == incoming.count else { return false }
-            guard let cachedBase = cached.baseAddress, let incomingBase = incoming.baseAddress else { return true }
-            return memcmp(cachedBase, incomingBase, incoming.count) == 0
-        }
-        if !same {
+        let incoming = wire.rawBuffer
+        if !bytes.holdsExactly(incoming) {
             bytes = Array(incoming)
             string = AMQPString(amqpBytes: wire)
         }
@@ -433,14 +428,9 @@ struct RepeatedProperties {
     private var properties = BasicProperties()
 
     mutating func properties(decoded: UnsafeMutableRawPointer?, raw wire: amqp_bytes_t) -> BasicProperties {
-        let incoming = UnsafeRawBufferPointer(start: wire.bytes, count: wire.bytes == nil ? 0 : wire.len)
-        let same = !raw.isEmpty && raw.withUnsafeBytes { cached in
-            guard cached.count == incoming.count, let cachedBase = cached.baseAddress, let incomingBase = incoming.baseAddress else {
-                return false
-            }
-            return memcmp(cachedBase, incomingBase, incoming.count) == 0
-        }
-        if same { return properties }
+        let incoming = wire.rawBuffer
+        // An empty `raw` is nothing kept: an empty encoding (a queued frame's) never is.
+        if !raw.isEmpty && raw.holdsExactly(incoming) { return properties }
         let decoded = decoded.map { BasicProperties(amqpProperties: $0.assumingMemoryBound(to: amqp_basic_properties_t.self).pointee) }
             ?? BasicProperties()
         if incoming.isEmpty || incoming.count > Self.cacheable {
@@ -451,6 +441,25 @@ struct RepeatedProperties {
             properties = decoded
         }
         return decoded
+    }
+}
+
+extension amqp_bytes_t {
+    /// The bytes, in place (empty for a null pointer).
+    var rawBuffer: UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: bytes, count: bytes == nil ? 0 : len)
+    }
+}
+
+extension [UInt8] {
+    /// Whether these are exactly the bytes of `other`: what the repeated-value caches of the
+    /// loop (`RepeatedString`, `RepeatedProperties`) compare a frame's bytes with.
+    func holdsExactly(_ other: UnsafeRawBufferPointer) -> Bool {
+        withUnsafeBytes { mine in
+            guard mine.count == other.count else { return false }
+            guard let mineBase = mine.baseAddress, let otherBase = other.baseAddress else { return true }
+            return memcmp(mineBase, otherBase, other.count) == 0
+        }
     }
 }
 

@@ -264,3 +264,11 @@ import Testing
         #expect(runner.tags == [1, 2], "what it held when the feed ended is still run")
     }
 }
+
+extension DeliveryFeed.Item {
+    /// The delivery, when the worker got one as it arrived.
+    var delivery: Delivery? {
+        guard case .delivery(let delivery) = self else { return nil }
+        return delivery
+    }
+}

@@ -31,11 +31,6 @@ final class DeliveryFeed<Started: Sendable>: Sendable {
         case delivery(Delivery)
         /// A delivery run on the spot that waits for something: the worker carries it on.
         case started(Started)
-
-        var delivery: Delivery? {
-            guard case .delivery(let delivery) = self else { return nil }
-            return delivery
-        }
     }
 
     /// What running a delivery on the spot came to.

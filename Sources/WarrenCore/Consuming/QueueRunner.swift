@@ -95,9 +95,14 @@ struct QueueRunner: Sendable {
     /// admit it now; whether it did.
     private func gaveBack(_ delivery: Delivery) -> Bool {
         guard draining.isSet || processor.gate?.admits(admission) == false else { return false }
+        putBackUnrun(delivery)
+        return true
+    }
+
+    /// Gives back a delivery the queue will not start.
+    private func putBackUnrun(_ delivery: Delivery) {
         processor.putBack(delivery, endingConsumer: false)
         processor.metrics.count(.requeued)
-        return true
     }
 
     private nonisolated(nonsending) func work(_ feed: Feed, limiter: RateLimiter?, at place: DeliveryProcessor.WorkerPlace) async {
@@ -121,8 +126,7 @@ struct QueueRunner: Sendable {
                     // taking the next delivery, so a broker problem never becomes a hot loop.
                     await processor.backOff.wait(unless: draining, healthy: processor.publisher.isHealthy)
                     if draining.isSet {
-                        processor.putBack(delivery, endingConsumer: false)
-                        metrics.count(.requeued)
+                        putBackUnrun(delivery)
                         continue
                     }
                 }
@@ -134,8 +138,7 @@ struct QueueRunner: Sendable {
                     await limiter.acquire(unless: draining)
                     activity.finished()
                     if draining.isSet {
-                        processor.putBack(delivery, endingConsumer: false)
-                        metrics.count(.requeued)
+                        putBackUnrun(delivery)
                         continue
                     }
                 }

@@ -252,20 +252,7 @@ struct PipeEngineTests {
             }
             // Whatever happens in `body`, the engine then stops gracefully (and the group waits).
             defer { stop.set() }
-            let isReady = await withTaskGroup(of: Bool.self) { race in
-                race.addTask {
-                    await ready.wait()
-                    return true
-                }
-                race.addTask {
-                    try? await Task.sleep(for: .seconds(20))
-                    return false
-                }
-                let first = await race.next() ?? false
-                race.cancelAll()
-                return first
-            }
-            guard isReady else { throw TestTimeout(what: "waiting for the engine to become ready") }
+            guard await EngineHarness.becomesReady(ready) else { throw TestTimeout(what: "waiting for the engine to become ready") }
             try await body()
         }
         return queues

@@ -42,14 +42,7 @@ struct RoutingEngine {
         let stop = Latch()
         let ready = Latch()
         let run = Task { await engine.run(stop: stop, ready: ready) }
-        let started = await withTaskGroup(of: Bool.self) { group in
-            group.addTask { await ready.wait(); return true }
-            group.addTask { try? await Task.sleep(for: .seconds(20)); return false }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
-        }
-        guard started else {
+        guard await EngineHarness.becomesReady(ready) else {
             stop.set()
             _ = await run.value
             throw TestTimeout(what: "waiting for the engine to become ready")

@@ -22,7 +22,7 @@ public final class CapturedLog: Sendable {
     public func contains(_ message: String) -> Bool { all.contains { $0.message == message } }
 
     /// Polls every 10 ms until an entry satisfies `predicate`, for at most `timeout`.
-    public func wait(for timeout: Duration = .seconds(20), until predicate: (Entry) -> Bool) async -> Entry? {
+    public func wait(for timeout: Duration = .seconds(30), until predicate: (Entry) -> Bool) async -> Entry? {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if let entry = all.first(where: predicate) { return entry }
@@ -32,7 +32,7 @@ public final class CapturedLog: Sendable {
     }
 
     /// Whether an entry with this message appears within `timeout`.
-    public func wait(for message: String, timeout: Duration = .seconds(20)) async -> Bool {
+    public func wait(for message: String, timeout: Duration = .seconds(30)) async -> Bool {
         await wait(for: timeout) { $0.message == message } != nil
     }
 

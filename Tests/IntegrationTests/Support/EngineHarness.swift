@@ -207,14 +207,22 @@ final class EngineHarness: Sendable {
         let stop = stop
         let ready = ready
         task.withLock { $0 = Task { await engine.run(stop: stop, ready: ready) } }
-        let started = await withTaskGroup(of: Bool.self) { group in
+        guard await Self.becomesReady(ready) else { throw TestTimeout(what: "waiting for the engine to become ready") }
+    }
+
+    /// Waits for an engine's `ready` latch: true once set, false if it is not set within a
+    /// minute. The bound is generous on purpose: when every suite starts at once, the broker
+    /// declares hundreds of queues for them, and an engine of three queues (36 with their retry
+    /// ladders) has taken 11 s to be ready on a 2-core machine and over 20 s on a slower one.
+    /// Only an engine that never becomes ready should reach it.
+    static func becomesReady(_ ready: Latch) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
             group.addTask { await ready.wait(); return true }
-            group.addTask { try? await Task.sleep(for: .seconds(20)); return false }
+            group.addTask { try? await Task.sleep(for: .seconds(60)); return false }
             let first = await group.next() ?? false
             group.cancelAll()
             return first
         }
-        guard started else { throw TestTimeout(what: "waiting for the engine to become ready") }
     }
 
     /// Graceful stop; returns the engine's outcome.

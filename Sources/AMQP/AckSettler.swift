@@ -156,6 +156,14 @@ struct AckSettler {
         return true
     }
 
+    /// Whether `tag`, just delivered, makes the deliveries from the floor up half the window:
+    /// the run `flush` sends at once when it is finished. True for one tag per floor, so a
+    /// floor held by a slow handler does not make every later delivery answer true.
+    func completesHalfWindow(at tag: UInt64) -> Bool {
+        guard case .coalesced(_, let window) = mode, window > 1 else { return false }
+        return tag &- floor &+ 1 == UInt64(window / 2)
+    }
+
     /// The earliest time at which `flush` would send something it holds back now.
     func nextDeadline() -> UInt64? {
         guard finishedCount > 0 else { return nil }

@@ -26,24 +26,17 @@ struct ContentAssembler {
         case returned(ReturnMethod)
     }
 
+    /// A completed message taken whole (`takeMessage`): a `basic.return`, or whatever a
+    /// channel that consumes nothing received. A consumer's delivery is taken as a `Delivery`
+    /// directly (`takeDelivery`).
     struct Message: Sendable {
         var start: Start
-        /// Optional inside so that `takeDelivery` can take them without putting an empty
-        /// value (a lazily made global, retained) in their place.
-        private var taken: BasicProperties?
-        var properties: BasicProperties { taken ?? BasicProperties() }
+        var properties: BasicProperties
         /// Empty when `oversized` is set.
         var body: [UInt8]
         /// Set when the header announced more than `maxBodySize`: the body went to a spool
         /// file (or, if that failed, was counted and dropped), never into memory.
         var oversized: OversizedBody? = nil
-
-        init(start: Start, properties: BasicProperties, body: [UInt8], oversized: OversizedBody? = nil) {
-            self.start = start
-            taken = properties
-            self.body = body
-            self.oversized = oversized
-        }
 
         /// The tag of a `basic.deliver` or `basic.get-ok`; nil for a `basic.return`.
         var deliveryTag: UInt64? {
@@ -51,23 +44,6 @@ struct ContentAssembler {
             return method.deliveryTag
         }
 
-        /// Moves the message into a delivery: swapped out, its strings and buffers are not
-        /// retained once more for the delivery and released again when the message ends (a
-        /// `consuming` method would still copy them). Only for a message whose `deliveryTag` is
-        /// set; the caller checks. Not optional: binding an optional result copies it once more.
-        mutating func takeDelivery(channel: UInt16, epoch: UInt64, consumerTag: String) -> Delivery {
-            var start = Start.deliver(DeliverMethod(deliveryTag: 0, redelivered: false, exchange: "", routingKey: ""))
-            swap(&start, &self.start)
-            guard case .deliver(let method) = consume start else {
-                preconditionFailure("a basic.return taken as a delivery")
-            }
-            var body: [UInt8] = []
-            swap(&body, &self.body)
-            return Delivery(
-                tag: DeliveryTag(channel: channel, epoch: epoch, value: method.deliveryTag), consumerTag: consumerTag,
-                redelivered: method.redelivered, exchange: method.exchange, routingKey: method.routingKey,
-                properties: taken.take() ?? BasicProperties(), body: body, oversizedBody: oversized.take())
-        }
     }
 
     private enum Phase {
@@ -77,6 +53,8 @@ struct ContentAssembler {
         /// An oversized body: its frames are written to `spool` (or only counted once the spool
         /// failed, `spoolError`) as they arrive.
         case spoolingBody
+        /// The message is complete and waits to be taken (`takeMessage`, `takeDelivery`).
+        case complete
     }
 
     /// Never reserve more than this up front: the body size comes from the peer.
@@ -98,12 +76,16 @@ struct ContentAssembler {
     private var spooledCount = 0
     private var spool: SpooledBody?
     private var spoolError: AMQPError?
+    /// A completed oversized body's size and spool, until the message is taken.
+    private var completedOversized: OversizedBody?
 
     init(maxBodySize: Int? = nil) {
         self.maxBodySize = maxBodySize
     }
 
     var isIdle: Bool { phase == .idle }
+    /// A message is complete and has not been taken yet.
+    var isComplete: Bool { phase == .complete }
     /// Between the header and the last body frame of an oversized message.
     var isSpooling: Bool { phase == .spoolingBody }
 
@@ -116,9 +98,12 @@ struct ContentAssembler {
         phase = .awaitingHeader
     }
 
-    /// The content header. A zero body size completes the message at once; a size over
+    /// The content header; whether it completes the message (a zero body size). A size over
     /// `maxBodySize` sends the body to a spool file instead of memory.
-    mutating func header(bodySize: UInt64, properties: BasicProperties) throws(AMQPError) -> Message? {
+    ///
+    /// A message is left in place when it completes, to be taken: a completed message handed
+    /// back up through the calls (an optional of about 120 bytes) was copied at each return.
+    mutating func receiveHeader(bodySize: UInt64, properties: BasicProperties) throws(AMQPError) -> Bool {
         guard phase == .awaitingHeader else {
             throw AMQPError(.protocolError, "a content header arrived without a content method before it")
         }
@@ -141,16 +126,16 @@ struct ContentAssembler {
                 spoolError = error
             }
             phase = .spoolingBody
-            return nil
+            return false
         }
-        // Reserved by the first body frame (`body(_:)`), which usually carries it all.
+        // Reserved by the first body frame (`receiveBody`), which usually carries it all.
         body = []
         phase = .awaitingBody
-        return nil
+        return false
     }
 
-    /// One body frame; the bytes are copied before this returns.
-    mutating func body(_ bytes: UnsafeRawBufferPointer) throws(AMQPError) -> Message? {
+    /// One body frame; whether it completes the message. The bytes are copied before this returns.
+    mutating func receiveBody(_ bytes: UnsafeRawBufferPointer) throws(AMQPError) -> Bool {
         if phase == .spoolingBody {
             return try spoolBody(bytes)
         }
@@ -171,13 +156,13 @@ struct ContentAssembler {
             body.reserveCapacity(min(expectedSize, Self.maximumUpfrontReservation))
         }
         body.append(contentsOf: bytes)
-        return body.count == expectedSize ? complete() : nil
+        return body.count == expectedSize ? complete() : false
     }
 
     /// One body frame of an oversized message: written to the spool file, never kept here.
     /// A write that fails (disk full) drops the spool; the rest of the body is only counted, so
     /// the frame sequence stays in step and the delivery still completes, without its body.
-    private mutating func spoolBody(_ bytes: UnsafeRawBufferPointer) throws(AMQPError) -> Message? {
+    private mutating func spoolBody(_ bytes: UnsafeRawBufferPointer) throws(AMQPError) -> Bool {
         guard bytes.count <= expectedSize - spooledCount else {
             throw AMQPError(
                 .protocolError,
@@ -192,7 +177,7 @@ struct ContentAssembler {
                 spoolError = error
             }
         }
-        return spooledCount == expectedSize ? complete() : nil
+        return spooledCount == expectedSize ? complete() : false
     }
 
     /// Forget a partial message (its channel closed).
@@ -204,31 +189,54 @@ struct ContentAssembler {
         spool = nil
         spoolError = nil
         spooledCount = 0
+        completedOversized = nil
     }
 
-    private mutating func complete() -> Message {
-        // Moved out (`take`, `swap`), not copied then reset: a copy retains every string and
-        // buffer of the message once more, and the reset releases them again.
-        guard let start = start.take() else {
-            preconditionFailure("ContentAssembler completed a message in phase \(phase) without a start method")
-        }
-        var oversized: OversizedBody?
+    /// The body is all there (or all spooled): the message waits to be taken.
+    private mutating func complete() -> Bool {
         if phase == .spoolingBody {
-            let kept: Result<SpooledBody, AMQPError>
-            if let spool {
-                kept = .success(spool)
-            } else {
-                kept = .failure(spoolError ?? AMQPError(.spoolFailed, "the body was not spooled"))
-            }
-            oversized = OversizedBody(size: expectedSize, spool: kept)
+            completedOversized = OversizedBody(
+                size: expectedSize, spool: spool.map { .success($0) } ?? .failure(spoolError ?? AMQPError(.spoolFailed, "the body was not spooled")))
         }
-        var body: [UInt8] = []
-        swap(&body, &self.body)
-        let properties = self.properties.take() ?? BasicProperties()
-        phase = .idle
+        phase = .complete
         spool = nil
         spoolError = nil
         spooledCount = 0
-        return Message(start: start, properties: properties, body: body, oversized: oversized)
+        return true
+    }
+
+    /// The tag of the completed message if it is a `basic.deliver` or `basic.get-ok`; nil for a
+    /// `basic.return`, or when no message is complete.
+    var completedDeliveryTag: UInt64? {
+        guard phase == .complete, case .deliver(let method) = start else { return nil }
+        return method.deliveryTag
+    }
+
+    /// The completed message, taken whole; the assembler is idle again.
+    mutating func takeMessage() -> Message {
+        guard phase == .complete, let start = start.take() else {
+            preconditionFailure("ContentAssembler: no completed message to take (phase \(phase))")
+        }
+        phase = .idle
+        var body: [UInt8] = []
+        swap(&body, &self.body)
+        return Message(start: start, properties: properties.take() ?? BasicProperties(), body: body, oversized: completedOversized.take())
+    }
+
+    /// The completed `basic.deliver` or `basic.get-ok` as a delivery; the assembler is idle
+    /// again. Its parts are moved (`take`, `swap`) into the delivery, not copied and reset: a
+    /// copy retains every string and buffer once more, and the reset releases them again. Only
+    /// when `completedDeliveryTag` is set; the caller checks.
+    mutating func takeDelivery(channel: UInt16, epoch: UInt64, consumerTag: String) -> Delivery {
+        guard phase == .complete, case .deliver(let method) = start.take() else {
+            preconditionFailure("ContentAssembler: no completed delivery to take (phase \(phase))")
+        }
+        phase = .idle
+        var body: [UInt8] = []
+        swap(&body, &self.body)
+        return Delivery(
+            tag: DeliveryTag(channel: channel, epoch: epoch, value: method.deliveryTag), consumerTag: consumerTag,
+            redelivered: method.redelivered, exchange: method.exchange, routingKey: method.routingKey,
+            properties: properties.take() ?? BasicProperties(), body: body, oversizedBody: completedOversized.take())
     }
 }

@@ -95,13 +95,13 @@ extension IOLoop {
     }
 
     /// The content of a get-ok is complete: the waiting get gets its message.
-    func getCompleted(_ message: inout ContentAssembler.Message, on channel: Channel, _ state: GetState) {
-        guard let waiter = state.waiter, message.deliveryTag != nil else {
+    func getCompleted(on channel: Channel, _ state: GetState) {
+        guard let waiter = state.waiter, channel.assembler.completedDeliveryTag != nil else {
             logger.debug("content on a get channel with no get waiting", metadata: ["channel": "\(channel.id)"])
             return
         }
         state.waiter = nil
-        let delivery = message.takeDelivery(channel: channel.id, epoch: channel.epoch, consumerTag: "")
+        let delivery = channel.assembler.takeDelivery(channel: channel.id, epoch: channel.epoch, consumerTag: "")
         state.unacked.insert(delivery.tag.value)
         waiter(.success(GotMessage(delivery: delivery, messageCount: state.messageCount)))
     }

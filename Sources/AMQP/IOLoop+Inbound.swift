@@ -10,7 +10,8 @@ extension IOLoop {
         var frame = amqp_frame_t()
         var zero = Glibc.timeval(tv_sec: 0, tv_usec: 0)
         var count = 0
-        while count < limit && isAlive {
+        turnFull = false
+        while count < limit && isAlive && !turnFull {
             // Over plain TCP, once this turn has read and the library holds nothing more, what
             // is left is in the kernel, where the loop's poll() sees it: asking the library
             // again would only cost a recv() that finds nothing and a poll() of its own, two
@@ -82,13 +83,13 @@ extension IOLoop {
             guard let channel = channel(frame.channel), channel.isOpen else { return }
             let header = frame.payload.properties
             let properties = channel.recentProperties.properties(decoded: header.decoded, raw: queued ? amqp_empty_bytes : header.raw)
-            assemble(channel) { assembler throws(AMQPError) in try assembler.header(bodySize: header.body_size, properties: properties) }
+            assemble(channel) { assembler throws(AMQPError) in try assembler.receiveHeader(bodySize: header.body_size, properties: properties) }
         case AMQP_FRAME_BODY:
             guard let channel = channel(frame.channel), channel.isOpen else { return }
             let fragment = frame.payload.body_fragment
             let bytes = UnsafeRawBufferPointer(start: fragment.bytes, count: fragment.len)
             let spooling = channel.assembler.isSpooling
-            assemble(channel) { assembler throws(AMQPError) in try assembler.body(bytes) }
+            assemble(channel) { assembler throws(AMQPError) in try assembler.receiveBody(bytes) }
             // The frame is in the file now. Its pool page goes back at once: pools keep their
             // high-water mark, and a turn reads up to `maxFramesPerTurn` frames, so an oversized
             // body would otherwise leave that many pages (of frame_max each) held by the channel.
@@ -98,10 +99,13 @@ extension IOLoop {
         }
     }
 
-    private func assemble(_ channel: Channel, _ step: (inout ContentAssembler) throws(AMQPError) -> ContentAssembler.Message?) {
+    /// `step` says whether the message is complete; then it is taken from the assembler (or,
+    /// if nothing takes it, dropped).
+    private func assemble(_ channel: Channel, _ step: (inout ContentAssembler) throws(AMQPError) -> Bool) {
         do {
-            guard var message = try step(&channel.assembler) else { return }
-            complete(&message, on: channel)
+            guard try step(&channel.assembler) else { return }
+            complete(on: channel)
+            if channel.assembler.isComplete { channel.assembler.reset() }
         } catch {
             assemblyFailed(error, on: channel)
         }
@@ -113,12 +117,13 @@ extension IOLoop {
         fail(error)
     }
 
-    private func complete(_ message: inout ContentAssembler.Message, on channel: Channel) {
+    /// Takes the message the channel's assembler completed.
+    private func complete(on channel: Channel) {
         // One enum at a time: a switch over the pair copies both into a tuple, destroyed through
         // its metadata, for every delivery.
         switch channel.role {
         case .consumer(let consumer):
-            guard let deliveryTag = message.deliveryTag else { break }
+            guard let deliveryTag = channel.assembler.completedDeliveryTag else { break }
             switch channel.lifecycle.routeDelivery() {
             case .reader:
                 break
@@ -131,13 +136,19 @@ extension IOLoop {
                 return
             }
             consumer.settler.delivered(deliveryTag)
+            // Half a window from the last ack: the turn reads no further, so that these
+            // deliveries run and their ack leaves now, as a consumer acking every half window
+            // would send it, not after the rest of what one read brought in (on average 8
+            // deliveries later at prefetch 100, while the broker's credit ran down).
+            if consumer.settler.completesHalfWindow(at: deliveryTag) { turnFull = true }
             // Moved, not copied, into the delivery, and the delivery into the consumer's batch
             // (passed as it is made: bound to a name first, it would be copied).
-            if consumer.add(message.takeDelivery(channel: channel.id, epoch: channel.epoch, consumerTag: consumer.consumerTag)) {
+            if consumer.add(channel.assembler.takeDelivery(channel: channel.id, epoch: channel.epoch, consumerTag: consumer.consumerTag)) {
                 consumersWithPending.append(consumer)
             }
             return
         case .publisher(let publisher):
+            let message = channel.assembler.takeMessage()
             guard case .returned(let method) = message.start else { break }
             let matched = publisher.tracker.returned(
                 messageID: message.properties.messageID, replyCode: method.replyCode, replyText: method.replyText)
@@ -148,7 +159,7 @@ extension IOLoop {
             }
             return
         case .getter(let getter):
-            getCompleted(&message, on: channel, getter)
+            getCompleted(on: channel, getter)
             return
         case .control:
             break
@@ -179,7 +190,7 @@ extension IOLoop {
                 exchange: String(amqpBytes: m.exchange), routingKey: String(amqpBytes: m.routing_key)))
             assemble(channel) { assembler throws(AMQPError) in
                 try assembler.begin(start)
-                return nil
+                return false
             }
 
         case AMQP_BASIC_ACK_METHOD:

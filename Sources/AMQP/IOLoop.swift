@@ -156,6 +156,9 @@ final class IOLoop {
     var closeWaiters: [CheckedContinuation<Void, Never>] = []
     /// Consumer channels with settlements recorded but not yet sent.
     var pendingSettlement = ChannelIDs()
+    /// A consumer's deliveries reached half its window from the last ack this turn: reading
+    /// stops there (`drainInput`), and what is left in the buffer waits for the next turn.
+    var turnFull = false
     /// Consumers with deliveries assembled this turn, not yet handed over (flushDeliveries).
     var consumersWithPending: [ConsumerState] = []
     var resolutions: [Tracker.Resolution] = []

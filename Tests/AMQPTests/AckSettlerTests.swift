@@ -146,6 +146,22 @@ struct AckSettlerTests {
         #expect(flush(&s, now: 1) == [.ack(tag: 1, multiple: false)])
     }
 
+    @Test func theDeliveryThatMakesHalfTheWindowFromTheFloorIsNamedOncePerFloor() {
+        var s = AckSettler(mode: windowed)
+        var named: [UInt64] = []
+        for tag: UInt64 in 1...9 {
+            s.delivered(tag)
+            if s.completesHalfWindow(at: tag) { named.append(tag) }
+        }
+        #expect(named == [5], "tags 1-5 are half a window of 10; a floor that does not move names no other")
+        for tag: UInt64 in 1...5 { _ = s.record(tag, .ack, now: 0) }
+        #expect(flush(&s, now: 1) == [.ack(tag: 5, multiple: true)])
+        s.delivered(10)
+        #expect(s.completesHalfWindow(at: 10), "the floor is 6 now: tags 6-10 are the next half")
+        #expect(!AckSettler(mode: .immediate).completesHalfWindow(at: 1))
+        #expect(!AckSettler(mode: .coalesced(holdBackNanoseconds: 1_000, window: 1)).completesHalfWindow(at: 1))
+    }
+
     @Test func aDeliveryAboveAGapThatWaitedOutTheHoldBackReleasesTheHeldRunToo() {
         var s = settler(5, mode: windowed)
         _ = s.record(3, .ack, now: 0)

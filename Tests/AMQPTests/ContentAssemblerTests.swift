@@ -21,6 +21,32 @@ struct ContentAssemblerTests {
         #expect(a.isIdle)
     }
 
+    @Test func aCompletedDeliveryWaitsToBeTakenAsADeliveryAndNothingBeginsBeforeThat() throws {
+        var a = ContentAssembler()
+        try a.begin(.deliver(.init(deliveryTag: 9, redelivered: true, exchange: "ex", routingKey: "rk")))
+        #expect(try !a.receiveHeader(bodySize: 3, properties: BasicProperties(messageID: "m")))
+        #expect(a.completedDeliveryTag == nil, "not complete before its body")
+        #expect(try [UInt8]([1, 2, 3]).withUnsafeBytes { try a.receiveBody($0) })
+        #expect(a.isComplete && a.completedDeliveryTag == 9)
+        #expect(throws: AMQPError.self, "the next method before the message was taken") { try a.begin(deliver(10)) }
+        let delivery = a.takeDelivery(channel: 4, epoch: 2, consumerTag: "ctag")
+        #expect(delivery.tag == DeliveryTag(channel: 4, epoch: 2, value: 9))
+        #expect(delivery.redelivered && delivery.exchange == "ex" && delivery.routingKey == "rk" && delivery.consumerTag == "ctag")
+        #expect(delivery.properties.messageID == "m" && delivery.body == [1, 2, 3] && delivery.oversizedBody == nil)
+        #expect(a.isIdle && a.completedDeliveryTag == nil)
+        try a.begin(deliver(10))
+    }
+
+    @Test func aCompletedReturnHasNoDeliveryTagAndIsTakenWhole() throws {
+        var a = ContentAssembler()
+        try a.begin(.returned(.init(replyCode: 312, replyText: "NO_ROUTE", exchange: "x", routingKey: "k")))
+        #expect(try a.receiveHeader(bodySize: 0, properties: BasicProperties(messageID: "r")))
+        #expect(a.isComplete && a.completedDeliveryTag == nil)
+        let message = a.takeMessage()
+        #expect(message.start == .returned(.init(replyCode: 312, replyText: "NO_ROUTE", exchange: "x", routingKey: "k")))
+        #expect(message.properties.messageID == "r" && a.isIdle)
+    }
+
     @Test func aBodyLargerThanOneFrameIsJoinedByteExact() throws {
         let frameMax = 131_072
         let payload = (0..<(3 * frameMax + 17)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
@@ -82,5 +108,16 @@ struct ContentAssemblerTests {
         a.reset()
         #expect(a.isIdle)
         try a.begin(deliver(2))
+    }
+}
+
+extension ContentAssembler {
+    /// The tests' view of a step: the message it completed, taken at once, as the loop takes it.
+    mutating func header(bodySize: UInt64, properties: BasicProperties) throws(AMQPError) -> Message? {
+        try receiveHeader(bodySize: bodySize, properties: properties) ? takeMessage() : nil
+    }
+
+    mutating func body(_ bytes: UnsafeRawBufferPointer) throws(AMQPError) -> Message? {
+        try receiveBody(bytes) ? takeMessage() : nil
     }
 }

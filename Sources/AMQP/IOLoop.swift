@@ -21,8 +21,8 @@ func nextChannelEpoch() -> UInt64 {
 /// 2. takes the command batch (RPC operations, settlements, publishes) and executes it;
 /// 3. expires publishes past their deadline, flushes settlements, sends publishes the confirm
 ///    window allows, and resumes the callers whose publishes resolved;
-/// 4. blocks in poll() on the socket and the wake-up eventfd, but only when the library holds no
-///    buffered input (poll cannot see it), and never longer than half the heartbeat, one second,
+/// 4. blocks in epoll_wait() (or poll()) on the socket and the wake-up eventfd, but only when the
+///    library holds no buffered input (the kernel cannot see it), and never longer than half the heartbeat, one second,
 ///    the next confirm deadline or the next settlement hold-back: heartbeats are sent and checked
 ///    only inside library calls, and a loop that turns every second even when idle lets a health
 ///    check tell "idle" from "wedged" (`IOLoopProgress`).
@@ -196,6 +196,13 @@ final class IOLoop {
     func run(executor: IOLoopExecutor) {
         let wakeFD = queue.wakeFD
         let idleTimeoutMS = negotiated.heartbeat > 0 ? min(negotiated.heartbeat * 500, 1000) : 1000
+        // The socket and the wake-up fd are registered with the kernel once, for the loop's
+        // life: poll() registered and unregistered both on every wait, thousands of times a
+        // second while messages stream in. Without an epoll instance (no descriptor left),
+        // poll() it is.
+        let sockfd = amqp_get_sockfd(connection)
+        let waiter = warren_epoll2_open(sockfd, wakeFD)
+        defer { if waiter >= 0 { close(waiter) } }
         progress.register()
         // Jobs run between reading and writing: a settlement they make is recorded directly
         // (`recordFromJob`), timed by the turn's clock.
@@ -268,9 +275,11 @@ final class IOLoop {
             }
             var socketReady: Int32 = 0
             var wakeReady: Int32 = 0
-            let rc = warren_poll2(amqp_get_sockfd(connection), wakeFD, Int32(timeoutMS), &socketReady, &wakeReady)
+            let rc = waiter >= 0
+                ? warren_epoll2_wait(waiter, Int32(timeoutMS), &socketReady, &wakeReady)
+                : warren_poll2(sockfd, wakeFD, Int32(timeoutMS), &socketReady, &wakeReady)
             if rc < 0 && rc != -EINTR {
-                fail(AMQPError(.library, "poll() failed (errno \(-rc))"))
+                fail(AMQPError(.library, "waiting for the socket failed (errno \(-rc))"))
                 break
             }
             if wakeReady != 0 { warren_eventfd_drain(wakeFD) }

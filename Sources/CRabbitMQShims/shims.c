@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -106,6 +107,41 @@ int warren_poll2(int fd_a, int fd_b, int timeout_ms, int *ready_a, int *ready_b)
   const short mask = POLLIN | POLLERR | POLLHUP | POLLNVAL;
   *ready_a = (fd_a >= 0 && (fds[0].revents & mask)) ? 1 : 0;
   *ready_b = (fd_b >= 0 && (fds[1].revents & mask)) ? 1 : 0;
+  return rc;
+}
+
+int warren_epoll2_open(int fd_a, int fd_b) {
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) return -errno;
+  const int fds[2] = {fd_a, fd_b};
+  for (uint32_t i = 0; i < 2; i++) {
+    if (fds[i] < 0) continue;
+    struct epoll_event event;
+    memset(&event, 0, sizeof(event));
+    event.events = EPOLLIN;
+    event.data.u32 = i;
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &event) != 0) {
+      int error = errno;
+      close(ep);
+      return -error;
+    }
+  }
+  return ep;
+}
+
+int warren_epoll2_wait(int ep, int timeout_ms, int *ready_a, int *ready_b) {
+  struct epoll_event events[2];
+  *ready_a = 0;
+  *ready_b = 0;
+  int rc = epoll_wait(ep, events, 2, timeout_ms);
+  if (rc < 0) return -errno;
+  for (int i = 0; i < rc; i++) {
+    if (events[i].data.u32 == 0) {
+      *ready_a = 1;
+    } else {
+      *ready_b = 1;
+    }
+  }
   return rc;
 }
 

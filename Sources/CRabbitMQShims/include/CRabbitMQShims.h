@@ -25,6 +25,15 @@ void warren_eventfd_drain(int fd);
 /// *ready_a / *ready_b are set when the fd is readable or in error/hang-up state.
 int warren_poll2(int fd_a, int fd_b, int timeout_ms, int *ready_a, int *ready_b);
 
+/// A close-on-exec epoll instance watching up to two fds for input (fd < 0 is left out), level
+/// triggered: what `warren_poll2` does without registering both fds with the kernel again on
+/// every call. Returns the epoll fd or -errno.
+int warren_epoll2_open(int fd_a, int fd_b);
+/// Waits on an instance from `warren_epoll2_open`. Returns epoll_wait's result or -errno;
+/// *ready_a / *ready_b are set when that fd is readable or in error/hang-up state (epoll always
+/// reports those).
+int warren_epoll2_wait(int ep, int timeout_ms, int *ready_a, int *ready_b);
+
 /// TCP keepalive and TCP_USER_TIMEOUT on a connected socket: the backstop for librabbitmq 0.11's
 /// publish-hang bug (#780), where a send on a dead peer can block forever. Returns 0 or -errno.
 /// TCP_CORK on (1) or off (0): while corked, the kernel holds small writes and sends them as full

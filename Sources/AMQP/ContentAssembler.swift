@@ -37,13 +37,6 @@ struct ContentAssembler {
         /// Set when the header announced more than `maxBodySize`: the body went to a spool
         /// file (or, if that failed, was counted and dropped), never into memory.
         var oversized: OversizedBody? = nil
-
-        /// The tag of a `basic.deliver` or `basic.get-ok`; nil for a `basic.return`.
-        var deliveryTag: UInt64? {
-            guard case .deliver(let method) = start else { return nil }
-            return method.deliveryTag
-        }
-
     }
 
     private enum Phase {

@@ -2,9 +2,9 @@ internal import CRabbitMQShims
 import Synchronization
 
 /// The only way into an I/O loop from other threads: a mutex-guarded batch of commands plus an
-/// eventfd that wakes the loop out of poll(). Producers signal the eventfd only when the loop has
-/// not been signalled since it last took the batch, so a burst of settlements costs one write,
-/// and never from the loop's own thread, which looks at the batch before it polls.
+/// eventfd that wakes the loop out of its wait. Producers signal the eventfd only when the loop
+/// has not been signalled since it last took the batch, so a burst of settlements costs one
+/// write, and never from the loop's own thread, which looks at the batch before it waits.
 ///
 /// It also holds the jobs of tasks that run on the loop's thread (`IOLoopExecutor`).
 final class CommandQueue: Sendable {
@@ -141,7 +141,7 @@ final class CommandQueue: Sendable {
         }
     }
 
-    /// True when jobs or commands wait: the loop must not block in poll().
+    /// True when jobs or commands wait: the loop must not block in its wait.
     var hasWork: Bool {
         state.withLock { !$0.jobs.isEmpty || !$0.batch.commands.isEmpty || !$0.batch.publishes.isEmpty || !$0.batch.settles.isEmpty }
     }

@@ -13,11 +13,11 @@ extension IOLoop {
         turnFull = false
         while count < limit && isAlive && !turnFull {
             // Over plain TCP, once this turn has read and the library holds nothing more, what
-            // is left is in the kernel, where the loop's poll() sees it: asking the library
+            // is left is in the kernel, where the loop's wait sees it: asking the library
             // again would only cost a recv() that finds nothing and a poll() of its own, two
             // system calls per turn. The first call of a turn always goes through (it sends a
             // due heartbeat and notices a silent broker). Over TLS, OpenSSL may hold bytes it
-            // has read and poll() cannot see, so the library is asked until it has none.
+            // has read and the kernel cannot report, so the library is asked until it has none.
             // The library hands out the frames it queued during an RPC first (`dispatch`).
             let queued = amqp_frames_enqueued(connection) != 0
             if isPlainTCP && count > 0 && !queued && amqp_data_in_buffer(connection) == 0 {

@@ -21,11 +21,11 @@ func nextChannelEpoch() -> UInt64 {
 /// 2. takes the command batch (RPC operations, settlements, publishes) and executes it;
 /// 3. expires publishes past their deadline, flushes settlements, sends publishes the confirm
 ///    window allows, and resumes the callers whose publishes resolved;
-/// 4. blocks in epoll_wait() (or poll()) on the socket and the wake-up eventfd, but only when the
-///    library holds no buffered input (the kernel cannot see it), and never longer than half the heartbeat, one second,
-///    the next confirm deadline or the next settlement hold-back: heartbeats are sent and checked
-///    only inside library calls, and a loop that turns every second even when idle lets a health
-///    check tell "idle" from "wedged" (`IOLoopProgress`).
+/// 4. blocks in epoll_wait() (or poll()) on the socket and the wake-up eventfd, but only when
+///    the library holds no buffered input (the kernel cannot see it), and never longer than half
+///    the heartbeat, one second, the next confirm deadline or the next settlement hold-back:
+///    heartbeats are sent and checked only inside library calls, and a loop that turns every
+///    second even when idle lets a health check tell "idle" from "wedged" (`IOLoopProgress`).
 final class IOLoop {
     typealias Tracker = ConfirmTracker<OutgoingMessage, CommandQueue.Waiter>
 
@@ -126,7 +126,7 @@ final class IOLoop {
     var logger: Logger
     let maxFramesPerTurn: Int
     /// Whether the connection is plain TCP, where all the library has not yet read is in the
-    /// kernel and poll() sees it (`drainInput`).
+    /// kernel and the loop's wait sees it (`drainInput`).
     let isPlainTCP: Bool
     /// What a health check reads: last turn, last bytes from the broker, blocking calls.
     let progress: IOLoopProgress
@@ -216,7 +216,7 @@ final class IOLoop {
             let read = drainInput(limit: maxFramesPerTurn)
             // Before the deliveries go out: a sink may settle some of them on the spot.
             turnNow = monotonicNanoseconds()
-            // Readable after a poll() counts as hearing from the broker, even before the
+            // Readable after the wait counts as hearing from the broker, even before the
             // bytes make a whole frame.
             if read > 0 || socketWasReady { progress.heard(at: turnNow) }
             socketWasReady = false
@@ -239,7 +239,7 @@ final class IOLoop {
                     } else {
                         // Operations are RPCs that block in librabbitmq up to the RPC timeout:
                         // the health check allows for that rather than call the loop wedged. One
-                        // that leaves the connection alive got its reply, which poll() never saw:
+                        // that leaves the connection alive got its reply, which the wait never saw:
                         // that counts as hearing from the broker.
                         progress.enteringCall(at: monotonicNanoseconds())
                         operation(.success(self))

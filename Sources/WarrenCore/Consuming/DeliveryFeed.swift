@@ -4,9 +4,10 @@ import Synchronization
 
 /// Hands a consumer's deliveries to a queue's workers, first come first served: the one
 /// hand-over between the I/O loop and the workers. The consumer is started with the feed as its
-/// sink (`AMQPConnection.consume(_:into:)`, through `QueueFeedSink`), so the loop pushes each turn's batch here itself,
-/// on its thread; a worker gets the next delivery without suspending while any is waiting, so
-/// a worker whose handler finishes at once goes through a whole batch in one run.
+/// sink (`AMQPConnection.consume(_:into:)`, through `QueueFeedSink`), so the loop pushes each
+/// turn's batch here itself, on its thread; a worker gets the next delivery without suspending
+/// while any is waiting, so a worker whose handler finishes at once goes through a whole batch
+/// in one run.
 ///
 /// Where the workers share one thread (the I/O thread: `workersShareOneThread`), a batch that
 /// finds a worker idle and nothing waiting is run on the spot (`runOnTheSpot`), on the I/O
